@@ -1,0 +1,128 @@
+// Shared pieces of the N-API layer: typed errors, reading typed arrays in place, and an AsyncWorker base
+// that resolves a Promise. No N-API call is made off the main thread: workers touch only plain structs.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace sk {
+
+// An error with a SeqkernError code; becomes a JS Error with .code (the JS side rewraps it).
+struct CodedError : std::runtime_error {
+  std::string code;
+  CodedError(std::string c, const std::string& msg) : std::runtime_error(msg), code(std::move(c)) {}
+};
+
+inline Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Value().Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+// A typed array argument viewed in place: pointer, element count, element type.
+struct ArrayView {
+  void* data = nullptr;
+  int64_t length = 0;
+  napi_typedarray_type type = napi_float32_array;
+  bool present = false;
+};
+
+inline ArrayView get_array(const Napi::Object& o, const char* name, bool required) {
+  ArrayView a;
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined() || v.IsNull()) {
+    if (required) throw CodedError("BAD_ARGUMENT", std::string("expected ") + name + " to be a typed array, got undefined");
+    return a;
+  }
+  if (!v.IsTypedArray()) throw CodedError("BAD_DTYPE", std::string("expected ") + name + " to be a typed array");
+  Napi::TypedArray t = v.As<Napi::TypedArray>();
+  Napi::ArrayBuffer buf = t.ArrayBuffer();
+  if (buf.ByteLength() > 0 && buf.Data() == nullptr) throw CodedError("BAD_ARGUMENT", std::string(name) + " is detached");
+  a.type = t.TypedArrayType();
+  a.length = static_cast<int64_t>(t.ElementLength());
+  a.data = static_cast<uint8_t*>(buf.Data()) + t.ByteOffset();
+  a.present = true;
+  return a;
+}
+
+inline int64_t get_int(const Napi::Object& o, const char* name) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsNumber()) throw CodedError("BAD_ARGUMENT", std::string("expected ") + name + " to be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= 2147483647.0) || d != static_cast<double>(static_cast<int64_t>(d)))
+    throw CodedError("OUT_OF_RANGE", std::string("expected ") + name + " to be an integer in [0, 2^31), got " + std::to_string(d));
+  return static_cast<int64_t>(d);
+}
+
+inline double get_number(const Napi::Object& o, const char* name, double dflt) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return dflt;
+  if (!v.IsNumber()) throw CodedError("BAD_ARGUMENT", std::string("expected ") + name + " to be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+inline bool get_bool(const Napi::Object& o, const char* name) {
+  Napi::Value v = o.Get(name);
+  return v.IsBoolean() && v.As<Napi::Boolean>().Value();
+}
+
+// Runs `Job::run()` on a libuv worker thread and settles a Promise. The argument object stays referenced
+// (so the typed arrays it holds cannot be collected) until the worker finishes.
+template <class Job>
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  PromiseWorker(Napi::Env env, Napi::Object args, Job job)
+      : Napi::AsyncWorker(env, "seqkern"), deferred_(Napi::Promise::Deferred::New(env)), job_(std::move(job)) {
+    keep_ = Napi::Persistent(args);
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      job_.run();
+    } catch (const CodedError& e) {
+      code_ = e.code;
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      code_ = "OUT_OF_MEMORY";
+      SetError("out of memory");
+    } catch (const std::exception& e) {
+      code_ = "NATIVE_ERROR";
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override {
+    deferred_.Reject(make_error(Env(), code_, e.Message()).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference keep_;
+  Job job_;
+  std::string code_;
+};
+
+// Calls f() and turns C++ exceptions into thrown JS errors with codes.
+template <class F>
+Napi::Value guarded(Napi::Env env, F&& f) {
+  try {
+    return f();
+  } catch (const CodedError& e) {
+    throw make_error(env, e.code, e.what());
+  } catch (const std::bad_alloc&) {
+    throw make_error(env, "OUT_OF_MEMORY", "out of memory");
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw make_error(env, "NATIVE_ERROR", e.what());
+  }
+}
+
+void register_delta(Napi::Env env, Napi::Object exports);
+void register_limits(Napi::Env env, Napi::Object exports);
+
+}  // namespace sk

@@ -1,0 +1,202 @@
+// N-API glue of the delta family: reads the argument object into a DeltaArgs (typed arrays in place),
+// checks it again (anything may call the addon directly), and runs it now or on a worker.
+#include <cmath>
+#include <string>
+
+#include "common.h"
+#include "cpu/delta.h"
+
+namespace sk {
+namespace {
+
+std::string dims(std::initializer_list<int64_t> d) {
+  std::string s = "[";
+  bool first = true;
+  for (int64_t x : d) {
+    if (!first) s += ",";
+    s += std::to_string(x);
+    first = false;
+  }
+  return s + "]";
+}
+
+DType parse_dtype(const Napi::Object& o, const char* key, const ArrayView& a, const char* name) {
+  Napi::Value v = o.Get(key);
+  std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "float32";
+  DType dt;
+  napi_typedarray_type want;
+  if (s == "float32") dt = DType::f32, want = napi_float32_array;
+  else if (s == "float16") dt = DType::f16, want = napi_uint16_array;
+  else if (s == "bfloat16") dt = DType::bf16, want = napi_uint16_array;
+  else throw CodedError("BAD_DTYPE", std::string("expected ") + name + " dtype float32, float16 or bfloat16, got " + s);
+  if (a.present && a.type != want)
+    throw CodedError("BAD_DTYPE", std::string("expected ") + name + " data " +
+                                      (want == napi_float32_array ? "Float32Array" : "Uint16Array") + " for dtype " + s);
+  return dt;
+}
+
+void check_len(const ArrayView& a, int64_t want, const char* name, const std::string& shape) {
+  if (a.length != want)
+    throw CodedError("SHAPE_MISMATCH", std::string("expected ") + name + " of shape " + shape + " (" +
+                                           std::to_string(want) + " elements), got " + std::to_string(a.length));
+}
+
+float value_at(const void* p, DType dt, int64_t i) {
+  const uint16_t* h = static_cast<const uint16_t*>(p);
+  switch (dt) {
+    case DType::f16: return half_to_float(h[i]);
+    case DType::bf16: return bf16_to_float(h[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+
+// The value checks of DESIGN.md 6.1, so that no bad value reaches a kernel.
+void check_values(const void* p, DType dt, int64_t n, const char* name, double lo, double hi) {
+  for (int64_t i = 0; i < n; i++) {
+    const float x = value_at(p, dt, i);
+    if (!std::isfinite(x))
+      throw CodedError("NON_FINITE", std::string("expected finite ") + name + ", got " + std::to_string(x) + " at index " + std::to_string(i));
+    if (x < lo || x > hi)
+      throw CodedError("OUT_OF_RANGE", std::string("expected ") + name + " in [" + std::to_string(lo) + ", " +
+                                           std::to_string(hi) + "], got " + std::to_string(x) + " at index " + std::to_string(i));
+  }
+}
+
+struct DeltaJob {
+  DeltaArgs a;
+  bool in_place = false;
+  void run() {
+    if (in_place) {
+      // An in-place state must be all old or all new: look at the cancel flag once, before any write.
+      if (a.cancel && __atomic_load_n(a.cancel, __ATOMIC_RELAXED) != 0) throw CodedError("ABORTED", "aborted");
+      a.cancel = nullptr;
+    }
+    if (!delta_prefill(a)) throw CodedError("ABORTED", "aborted");
+  }
+};
+
+DeltaJob parse(const Napi::Object& o) {
+  DeltaJob job;
+  DeltaArgs& a = job.a;
+  const int64_t B = get_int(o, "B"), T = get_int(o, "T"), H = get_int(o, "H"), HV = get_int(o, "HV"),
+                K = get_int(o, "K"), V = get_int(o, "V");
+  if (H < 1 || HV < 1 || K < 1 || V < 1)
+    throw CodedError("SHAPE_MISMATCH", "expected H, HV, K, V >= 1, got " + dims({H, HV, K, V}));
+  if (HV % H != 0)
+    throw CodedError("SHAPE_MISMATCH", "expected HV a multiple of H, got HV=" + std::to_string(HV) + ", H=" + std::to_string(H));
+  if (K > 1024 || V > 1024) throw CodedError("TOO_LARGE", "expected K, V <= 1024, got " + dims({K, V}));
+  a.B = static_cast<int>(B), a.T = static_cast<int>(T), a.H = static_cast<int>(H), a.HV = static_cast<int>(HV);
+  a.K = static_cast<int>(K), a.V = static_cast<int>(V);
+
+  ArrayView q = get_array(o, "q", true), k = get_array(o, "k", true), v = get_array(o, "v", true);
+  ArrayView beta = get_array(o, "beta", true), g = get_array(o, "g", false);
+  ArrayView s0 = get_array(o, "initialState", false), out = get_array(o, "o", true);
+  ArrayView sf = get_array(o, "finalState", false), cu = get_array(o, "cuSeqlens", false);
+  ArrayView cancel = get_array(o, "cancel", false);
+
+  a.qkv_dtype = parse_dtype(o, "dtype", q, "q");
+  parse_dtype(o, "dtype", k, "k");
+  parse_dtype(o, "dtype", v, "v");
+  parse_dtype(o, "dtype", out, "o");
+  a.beta_dtype = parse_dtype(o, "betaDtype", beta, "beta");
+  a.g_dtype = parse_dtype(o, "gDtype", g, "g");
+  check_len(q, B * T * H * K, "q", dims({B, T, H, K}));
+  check_len(k, B * T * H * K, "k", dims({B, T, H, K}));
+  check_len(v, B * T * HV * V, "v", dims({B, T, HV, V}));
+  check_len(beta, B * T * HV, "beta", dims({B, T, HV}));
+  check_len(out, B * T * HV * V, "o", dims({B, T, HV, V}));
+
+  int64_t N = B;
+  if (cu.present) {
+    if (cu.type != napi_int32_array) throw CodedError("BAD_DTYPE", "expected cuSeqlens to be an Int32Array");
+    if (B != 1) throw CodedError("SHAPE_MISMATCH", "expected B = 1 with cuSeqlens, got B=" + std::to_string(B));
+    if (cu.length < 2) throw CodedError("SHAPE_MISMATCH", "expected cuSeqlens of at least 2 offsets, got " + std::to_string(cu.length));
+    const int32_t* c = static_cast<const int32_t*>(cu.data);
+    if (c[0] != 0) throw CodedError("OUT_OF_RANGE", "expected cuSeqlens[0] = 0, got " + std::to_string(c[0]));
+    for (int64_t i = 1; i < cu.length; i++)
+      if (c[i] < c[i - 1])
+        throw CodedError("OUT_OF_RANGE", "expected cuSeqlens non-decreasing, got " + std::to_string(c[i - 1]) + " then " +
+                                             std::to_string(c[i]) + " at index " + std::to_string(i));
+    if (c[cu.length - 1] != T)
+      throw CodedError("OUT_OF_RANGE", "expected cuSeqlens to end at T=" + std::to_string(T) + ", got " + std::to_string(c[cu.length - 1]));
+    N = cu.length - 1;
+    a.cu_seqlens = c;
+  }
+  a.N = static_cast<int>(N);
+  const std::string state_shape = dims({N, HV, K, V});
+  if (s0.present) {
+    if (s0.type != napi_float32_array) throw CodedError("BAD_DTYPE", "expected initialState to be a Float32Array");
+    check_len(s0, N * HV * K * V, "initialState", state_shape);
+    a.initial_state = static_cast<const float*>(s0.data);
+  }
+  if (sf.present) {
+    if (sf.type != napi_float32_array) throw CodedError("BAD_DTYPE", "expected finalState to be a Float32Array");
+    check_len(sf, N * HV * K * V, "finalState", state_shape);
+    a.final_state = static_cast<float*>(sf.data);
+  }
+  job.in_place = a.final_state != nullptr && static_cast<const void*>(a.final_state) == static_cast<const void*>(a.initial_state);
+
+  a.kaczmarz = get_bool(o, "kaczmarz");
+  a.eps = static_cast<float>(get_number(o, "eps", 1e-6));
+  if (!(a.eps > 0) || !std::isfinite(a.eps)) throw CodedError("OUT_OF_RANGE", "expected eps > 0 and finite");
+  check_values(beta.data, a.beta_dtype, beta.length, a.kaczmarz ? "eta" : "beta", 0.0, 2.0);
+  std::string dk = o.Get("decayKind").IsString() ? o.Get("decayKind").As<Napi::String>().Utf8Value() : "none";
+  if (dk == "log") a.decay_kind = DecayKind::log;
+  else if (dk == "sign") a.decay_kind = DecayKind::sign;
+  else if (dk == "none") a.decay_kind = DecayKind::none;
+  else throw CodedError("BAD_ARGUMENT", "expected decayKind none, log or sign, got " + dk);
+  if (a.decay_kind != DecayKind::none) {
+    if (!g.present) throw CodedError("BAD_ARGUMENT", "expected g (or decay) with decayKind " + dk);
+    check_len(g, B * T * HV, a.decay_kind == DecayKind::log ? "g" : "decay", dims({B, T, HV}));
+    if (a.decay_kind == DecayKind::log) check_values(g.data, a.g_dtype, g.length, "g", -INFINITY, 0.0);
+    else check_values(g.data, a.g_dtype, g.length, "decay", -1.0, 1.0);
+    a.g = g.data;
+  }
+  a.beta = beta.data;
+  a.q = q.data, a.k = k.data, a.v = v.data, a.o = out.data;
+  a.qk_l2norm = get_bool(o, "qkL2Norm");
+  a.scale = static_cast<float>(get_number(o, "scale", 1.0 / std::sqrt(static_cast<double>(K))));
+  if (!std::isfinite(a.scale)) throw CodedError("NON_FINITE", "expected a finite scale");
+  a.chunk_size = static_cast<int>(get_number(o, "chunkSize", 64));
+  if (a.chunk_size < 1 || a.chunk_size > 256)
+    throw CodedError("OUT_OF_RANGE", "expected chunkSize in [1, 256], got " + std::to_string(a.chunk_size));
+  std::string alg = o.Get("algorithm").IsString() ? o.Get("algorithm").As<Napi::String>().Utf8Value() : "chunk";
+  if (alg != "chunk" && alg != "recurrent") throw CodedError("BAD_ARGUMENT", "expected algorithm chunk or recurrent, got " + alg);
+  a.use_chunk = alg == "chunk";
+  if (cancel.present) {
+    if (cancel.type != napi_int32_array || cancel.length < 1) throw CodedError("BAD_DTYPE", "expected cancel to be an Int32Array(1)");
+    a.cancel = static_cast<const int32_t*>(cancel.data);
+  }
+  return job;
+}
+
+Napi::Value DeltaRule(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("BAD_ARGUMENT", "expected an argument object");
+    DeltaJob job = parse(info[0].As<Napi::Object>());
+    job.run();
+    return env.Undefined();
+  });
+}
+
+Napi::Value DeltaRuleAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("BAD_ARGUMENT", "expected an argument object");
+    Napi::Object args = info[0].As<Napi::Object>();
+    auto* w = new PromiseWorker<DeltaJob>(env, args, parse(args));
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  });
+}
+
+}  // namespace
+
+void register_delta(Napi::Env env, Napi::Object exports) {
+  exports.Set("deltaRule", Napi::Function::New(env, DeltaRule));
+  exports.Set("deltaRuleAsync", Napi::Function::New(env, DeltaRuleAsync));
+}
+
+}  // namespace sk

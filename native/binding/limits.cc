@@ -1,0 +1,4 @@
+#include "common.h"
+namespace sk {
+void register_limits(Napi::Env, Napi::Object) {}
+}  // namespace sk

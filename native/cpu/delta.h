@@ -1,0 +1,75 @@
+// Gated delta rule family on the CPU (DESIGN.md 6.1): chunkwise and recurrent prefill, and the decode step.
+// Inputs are read in place in the caller's layout ([B,T,H,K] etc.) and converted to float32 as they are
+// gathered, so float16/bfloat16 cost no extra copy of the tensors.
+#pragma once
+#include <cstdint>
+
+#include "simd.h"
+
+namespace sk {
+
+enum class DType : int { f32 = 0, f16 = 1, bf16 = 2 };
+enum class DecayKind : int { none = 0, log = 1, sign = 2 };  // none: DeltaNet; log: a = exp(g); sign: a = decay
+
+struct DeltaArgs {
+  int B = 0, T = 0, H = 0, HV = 0, K = 0, V = 0;
+  int N = 0;                            // sequences: B, or cu_seqlens length - 1
+  const int32_t* cu_seqlens = nullptr;  // N + 1 offsets into T (then B == 1)
+  const void *q = nullptr, *k = nullptr, *v = nullptr;
+  DType qkv_dtype = DType::f32;         // q, k, v share it; o is written in it
+  const void* beta = nullptr;           // beta, or eta when kaczmarz
+  DType beta_dtype = DType::f32;
+  bool kaczmarz = false;
+  float eps = 1e-6f;
+  const void* g = nullptr;              // g (log decay) or decay (signed), per decay_kind
+  DType g_dtype = DType::f32;
+  DecayKind decay_kind = DecayKind::none;
+  const float* initial_state = nullptr; // [N, HV, K, V] or null (zeros)
+  void* o = nullptr;                    // [B, T, HV, V]
+  float* final_state = nullptr;         // [N, HV, K, V] or null; may equal initial_state (decode step, in place)
+  bool qk_l2norm = false;
+  float scale = 1.f;
+  int chunk_size = 64;
+  bool use_chunk = true;
+  const int32_t* cancel = nullptr;      // non-zero: stop; checked between chunks (JS sets it on abort)
+};
+
+// One (sequence, v-head) unit of work.
+struct DeltaHead {
+  const DeltaArgs* a;
+  int n, hv, h;        // sequence, v head, its q/k head
+  int64_t bos, len;    // first token in the flattened B*T axis, number of tokens
+  float* S;            // K x V state, holds the initial state on entry and the final state on exit
+};
+
+// The per-level kernels; return false when cancelled.
+struct DeltaKernels {
+  bool (*chunk)(const DeltaHead&);
+  bool (*recurrent)(const DeltaHead&);
+};
+const DeltaKernels& delta_kernels(SimdLevel l);
+namespace avx512 { extern const DeltaKernels kDeltaKernels; }
+namespace avx2 { extern const DeltaKernels kDeltaKernels; }
+namespace portable { extern const DeltaKernels kDeltaKernels; }
+
+// Prefill over all sequences and heads, in parallel. Returns false when cancelled (outputs then undefined;
+// the initial state is never written unless final_state aliases it).
+bool delta_prefill(const DeltaArgs& a);
+
+// float16/bfloat16 <-> float32, round to nearest even.
+float half_to_float(uint16_t h);
+uint16_t float_to_half(float f);
+inline float bf16_to_float(uint16_t b) {
+  uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t float_to_bf16(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+}  // namespace sk

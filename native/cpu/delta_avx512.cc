@@ -1,0 +1,3 @@
+// The avx512 variant of the delta kernels (compiled with this level's target flags; see binding.gyp).
+#define SK_LEVEL_NS avx512
+#include "delta_impl.h"

@@ -1,0 +1,347 @@
+// The delta-rule kernels, written once against `Vec` and compiled per SIMD level (delta_<level>.cc).
+//
+// Chunkwise form (DESIGN.md 6.1), per chunk of C tokens with S the state at the chunk start, rearranged so
+// that W never has to be formed: U - W S = Tm diag(beta) (V - diag(P) K S), hence
+//   V' = (I + A)^{-1} diag(beta) (V - diag(P) K S)        one forward substitution over the rows of V'
+//   O  = diag(P) (sQ) S + [(sQ K^T) (.) D] V'               D_ij = decay from token j to i (i >= j)
+//   S <- P_C S + (diag(R) K)^T V'                            R_i = decay from token i to the chunk end
+// with A_ij = beta_i D_ij k_i.k_j (i > j), P_i = decay from the chunk start through token i.
+// Decays are kept as products (not exp of differences) for signed decay, so signs and zeros stay exact.
+//
+// Recurrent form: one pass over the state per token. While row r of S is updated for token t it is also
+// dotted with k_{t+1} and q_{t+1}, so the next token's S^T k and S^T q come for free; the state is walked in
+// column blocks that stay in L1 across a block of tokens (columns of S evolve independently).
+#pragma once
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "delta.h"
+#include "gemm_impl.h"
+#include "vec.h"
+
+namespace sk {
+namespace SK_LEVEL_NS {
+
+namespace {
+
+constexpr float kL2NormEps = 1e-6f;
+
+inline void load_row(const void* base, DType dt, int64_t off, int n, float* dst) {
+  switch (dt) {
+    case DType::f32: std::memcpy(dst, static_cast<const float*>(base) + off, n * sizeof(float)); break;
+    case DType::f16: {
+      const uint16_t* p = static_cast<const uint16_t*>(base) + off;
+      for (int i = 0; i < n; i++) dst[i] = half_to_float(p[i]);
+      break;
+    }
+    case DType::bf16: {
+      const uint16_t* p = static_cast<const uint16_t*>(base) + off;
+      for (int i = 0; i < n; i++) dst[i] = bf16_to_float(p[i]);
+      break;
+    }
+  }
+}
+
+inline float load_one(const void* base, DType dt, int64_t off) {
+  float x;
+  load_row(base, dt, off, 1, &x);
+  return x;
+}
+
+inline void store_row(void* base, DType dt, int64_t off, int n, const float* src) {
+  switch (dt) {
+    case DType::f32: std::memcpy(static_cast<float*>(base) + off, src, n * sizeof(float)); break;
+    case DType::f16: {
+      uint16_t* p = static_cast<uint16_t*>(base) + off;
+      for (int i = 0; i < n; i++) p[i] = float_to_half(src[i]);
+      break;
+    }
+    case DType::bf16: {
+      uint16_t* p = static_cast<uint16_t*>(base) + off;
+      for (int i = 0; i < n; i++) p[i] = float_to_bf16(src[i]);
+      break;
+    }
+  }
+}
+
+inline float dot(const float* x, const float* y, int n) {
+  double s = 0;  // K is small; double keeps norms and q.k exact to float rounding
+  for (int i = 0; i < n; i++) s += static_cast<double>(x[i]) * y[i];
+  return static_cast<float>(s);
+}
+
+inline void scale_row(float* x, int n, float s) {
+  for (int i = 0; i < n; i++) x[i] *= s;
+}
+
+// Loads tokens [t0, t0 + n) of one head: q (normalised, scaled), k (normalised), v, beta, and the raw
+// decay value (g or a). Rows land at q + i*K etc.
+struct TokenBlock {
+  float *q, *k, *v, *beta, *dec;
+};
+
+inline void gather_tokens(const DeltaHead& hd, int64_t t0, int n, const TokenBlock& b) {
+  const DeltaArgs& a = *hd.a;
+  const int K = a.K, V = a.V;
+  for (int i = 0; i < n; i++) {
+    const int64_t tok = hd.bos + t0 + i;
+    float* qi = b.q + static_cast<int64_t>(i) * K;
+    float* ki = b.k + static_cast<int64_t>(i) * K;
+    load_row(a.q, a.qkv_dtype, (tok * a.H + hd.h) * K, K, qi);
+    load_row(a.k, a.qkv_dtype, (tok * a.H + hd.h) * K, K, ki);
+    load_row(a.v, a.qkv_dtype, (tok * a.HV + hd.hv) * V, V, b.v + static_cast<int64_t>(i) * V);
+    float qs = a.scale;
+    if (a.qk_l2norm) {
+      qs /= std::sqrt(dot(qi, qi, K) + kL2NormEps);
+      scale_row(ki, K, 1.f / std::sqrt(dot(ki, ki, K) + kL2NormEps));
+    }
+    scale_row(qi, K, qs);
+    float beta = load_one(a.beta, a.beta_dtype, tok * a.HV + hd.hv);
+    if (a.kaczmarz) beta = beta / (dot(ki, ki, K) + a.eps);
+    b.beta[i] = beta;
+    b.dec[i] = a.decay_kind == DecayKind::none ? 0.f : load_one(a.g, a.g_dtype, tok * a.HV + hd.hv);
+  }
+}
+
+inline void store_outputs(const DeltaHead& hd, int64_t t0, int n, const float* o) {
+  const DeltaArgs& a = *hd.a;
+  for (int i = 0; i < n; i++) {
+    const int64_t tok = hd.bos + t0 + i;
+    store_row(a.o, a.qkv_dtype, (tok * a.HV + hd.hv) * a.V, a.V, o + static_cast<int64_t>(i) * a.V);
+  }
+}
+
+inline bool cancelled(const DeltaArgs& a) {
+  return a.cancel != nullptr && __atomic_load_n(a.cancel, __ATOMIC_RELAXED) != 0;
+}
+
+// ---------------------------------------------------------------- chunkwise
+
+// Decays of one chunk: P_i (start..i), R_i (i+1..end), D_ij (j+1..i, lower incl. diagonal, ld C).
+// Returns P of the whole chunk.
+inline float chunk_decays(DecayKind kind, const float* dec, int n, int C, float* P, float* R, float* D) {
+  if (kind == DecayKind::log) {
+    float G[512];
+    float acc = 0.f;
+    for (int i = 0; i < n; i++) G[i] = (acc += dec[i]);
+    for (int i = 0; i < n; i++) {
+      P[i] = std::exp(G[i]);
+      R[i] = std::exp(G[n - 1] - G[i]);
+      for (int j = 0; j <= i; j++) D[i * C + j] = std::exp(G[i] - G[j]);
+    }
+    return P[n - 1];
+  }
+  if (kind == DecayKind::sign) {
+    float p = 1.f;
+    for (int i = 0; i < n; i++) P[i] = (p *= dec[i]);
+    float r = 1.f;
+    for (int i = n - 1; i >= 0; i--) {
+      R[i] = r;
+      r *= dec[i];
+    }
+    for (int j = 0; j < n; j++) {
+      float d = 1.f;
+      D[j * C + j] = 1.f;
+      for (int i = j + 1; i < n; i++) D[i * C + j] = (d *= dec[i]);
+    }
+    return P[n - 1];
+  }
+  for (int i = 0; i < n; i++) {
+    P[i] = R[i] = 1.f;
+    for (int j = 0; j <= i; j++) D[i * C + j] = 1.f;
+  }
+  return 1.f;
+}
+
+// Solves (I + A) X = Y in place (X overwrites Y, n x V rows, ld V), A strictly lower (ld C).
+inline void forward_substitution(const float* A, int C, float* Y, int n, int V) {
+  constexpr int W = Vec::W, NB = 4;
+  for (int c0 = 0; c0 < V; c0 += NB * W) {
+    const int cols = V - c0 < NB * W ? V - c0 : NB * W;
+    const int nv = (cols + W - 1) / W;
+    auto wid = [&](int v) { return cols - v * W < W ? cols - v * W : W; };
+    for (int i = 1; i < n; i++) {
+      float* yi = Y + static_cast<int64_t>(i) * V + c0;
+      V_ acc[NB];
+      for (int v = 0; v < nv; v++) acc[v] = Vec::loadp(yi + v * W, wid(v));
+      for (int j = 0; j < i; j++) {
+        const V_ aij = Vec::set1(A[i * C + j]);
+        const float* yj = Y + static_cast<int64_t>(j) * V + c0;
+        if (cols == NB * W) {
+          for (int v = 0; v < NB; v++) acc[v] = Vec::fnma(aij, Vec::load(yj + v * W), acc[v]);
+        } else {
+          for (int v = 0; v < nv; v++) acc[v] = Vec::fnma(aij, Vec::loadp(yj + v * W, wid(v)), acc[v]);
+        }
+      }
+      for (int v = 0; v < nv; v++) Vec::storep(yi + v * W, acc[v], wid(v));
+    }
+  }
+}
+
+bool chunk_head(const DeltaHead& hd) {
+  const DeltaArgs& a = *hd.a;
+  const int K = a.K, V = a.V, C = a.chunk_size;
+  std::vector<float> buf(static_cast<size_t>(3 * C * K + 2 * K * C + C * V + 2 * C * V + 4 * C * C + 5 * C));
+  float* QKZ = buf.data();          // rows: Q, K, P.Q (each Cc x K, contiguous)
+  float* KT = QKZ + 3 * C * K;      // K^T, K x C
+  float* KRT = KT + K * C;          // (diag(R) K)^T, K x C
+  float* Vb = KRT + K * C;          // V, then Y, then V'
+  float* XS = Vb + C * V;           // rows: K S, then O
+  float* QK = XS + 2 * C * V;       // sQ K^T, lower incl. diagonal, then masked by D
+  float* KK = QK + C * C;           // K K^T, then A
+  float* D = KK + C * C;
+  float* A = D + C * C;
+  float* P = A + C * C;
+  float* R = P + C;
+  float* beta = R + C;
+  float* dec = beta + C;
+  float* S = hd.S;
+
+  for (int64_t c0 = 0; c0 < hd.len; c0 += C) {
+    if (cancelled(a)) return false;
+    const int n = static_cast<int>(hd.len - c0 < C ? hd.len - c0 : C);
+    float* Q = QKZ;
+    float* Kc = QKZ + n * K;
+    float* Z = QKZ + 2 * n * K;
+    gather_tokens(hd, c0, n, TokenBlock{Q, Kc, Vb, beta, dec});
+    const float Pc = chunk_decays(a.decay_kind, dec, n, C, P, R, D);
+    for (int i = 0; i < n; i++)
+      for (int d = 0; d < K; d++) Z[i * K + d] = P[i] * Q[i * K + d];
+    for (int d = 0; d < K; d++)
+      for (int j = 0; j < n; j++) {
+        KT[d * C + j] = Kc[j * K + d];
+        KRT[d * C + j] = Kc[j * K + d] * R[j];
+      }
+    // [K; P.Q] S in one GEMM: rows 0..n are K S, rows n..2n the inter-chunk part of O.
+    gemm(2 * n, V, K, Kc, K, S, V, XS, V, 0);
+    gemm(n, n, K, Q, K, KT, C, QK, C, kCLower);
+    gemm(n, n, K, Kc, K, KT, C, KK, C, kCLower);
+    for (int i = 0; i < n; i++) {
+      for (int j = 0; j < i; j++) A[i * C + j] = beta[i] * D[i * C + j] * KK[i * C + j];
+      for (int j = 0; j <= i; j++) QK[i * C + j] *= D[i * C + j];
+      for (int j = i + 1; j < n; j++) QK[i * C + j] = 0.f;  // the GEMM below reads inside its row block
+    }
+    // Y_i = beta_i (v_i - P_i (K S)_i), then V' = (I + A)^{-1} Y.
+    for (int i = 0; i < n; i++) {
+      const float* ks = XS + static_cast<int64_t>(i) * V;
+      float* y = Vb + static_cast<int64_t>(i) * V;
+      for (int c = 0; c < V; c++) y[c] = beta[i] * (y[c] - P[i] * ks[c]);
+    }
+    forward_substitution(A, C, Vb, n, V);
+    float* O = XS + static_cast<int64_t>(n) * V;
+    gemm(n, V, n, QK, C, Vb, V, O, V, kAccumulate | kALower);
+    store_outputs(hd, c0, n, O);
+    if (Pc != 1.f) {
+      const V_ p = Vec::set1(Pc);
+      int64_t e = 0;
+      const int64_t KV = static_cast<int64_t>(K) * V;
+      for (; e + Vec::W <= KV; e += Vec::W) Vec::store(S + e, Vec::mul(p, Vec::load(S + e)));
+      for (; e < KV; e++) S[e] *= Pc;
+    }
+    gemm(K, V, n, KRT, C, Vb, V, S, V, kAccumulate);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------- recurrent
+
+#if defined(__AVX512F__)
+constexpr int kRecNV = 4;  // 64 columns: 12 live vectors of 32 zmm
+#else
+constexpr int kRecNV = 2;
+#endif
+
+// Runs tokens [0, n) of a token block over state columns [c0, c0 + cols).
+template <bool kFull>
+inline void recurrent_columns(const float* q, const float* k, const float* v, const float* beta, const float* at,
+                              const float* qk, int n, int K, int V, float* S, int c0, int cols, float* o) {
+  constexpr int W = Vec::W, NV = kRecNV;
+  auto wid = [&](int j) { return kFull ? W : (cols - j * W < W ? (cols - j * W > 0 ? cols - j * W : 0) : W); };
+  auto ld = [&](const float* p, int j) { return kFull ? Vec::load(p) : Vec::loadp(p, wid(j)); };
+  auto st = [&](float* p, V_ x, int j) {
+    if (kFull) Vec::store(p, x);
+    else if (wid(j) > 0) Vec::storep(p, x, wid(j));
+  };
+  V_ kS[NV], qS[NV], u[NV];
+  for (int j = 0; j < NV; j++) kS[j] = qS[j] = Vec::zero();
+  for (int r = 0; r < K; r++) {
+    const V_ kr = Vec::set1(k[r]), qr = Vec::set1(q[r]);
+    const float* s = S + static_cast<int64_t>(r) * V + c0;
+    for (int j = 0; j < NV; j++) {
+      const V_ x = ld(s + j * W, j);
+      kS[j] = Vec::fma(kr, x, kS[j]);
+      qS[j] = Vec::fma(qr, x, qS[j]);
+    }
+  }
+  for (int t = 0; t < n; t++) {
+    const V_ a = Vec::set1(at[t]), b = Vec::set1(beta[t]), c = Vec::set1(qk[t]);
+    const float* vt = v + static_cast<int64_t>(t) * V + c0;
+    float* ot = o + static_cast<int64_t>(t) * V + c0;
+    for (int j = 0; j < NV; j++) {
+      // u = beta (v - a S^T k); o = a S^T q + (k.q) u, with S the state before token t.
+      u[j] = Vec::mul(b, Vec::fnma(a, kS[j], ld(vt + j * W, j)));
+      st(ot + j * W, Vec::fma(c, u[j], Vec::mul(a, qS[j])), j);
+    }
+    const float* kt = k + static_cast<int64_t>(t) * K;
+    if (t + 1 < n) {
+      const float* k1 = kt + K;
+      const float* q1 = q + static_cast<int64_t>(t + 1) * K;
+      for (int j = 0; j < NV; j++) kS[j] = qS[j] = Vec::zero();
+      for (int r = 0; r < K; r++) {
+        const V_ kr = Vec::set1(kt[r]), k1r = Vec::set1(k1[r]), q1r = Vec::set1(q1[r]);
+        float* s = S + static_cast<int64_t>(r) * V + c0;
+        for (int j = 0; j < NV; j++) {
+          const V_ x = Vec::fma(kr, u[j], Vec::mul(a, ld(s + j * W, j)));
+          st(s + j * W, x, j);
+          kS[j] = Vec::fma(k1r, x, kS[j]);
+          qS[j] = Vec::fma(q1r, x, qS[j]);
+        }
+      }
+    } else {
+      for (int r = 0; r < K; r++) {
+        const V_ kr = Vec::set1(kt[r]);
+        float* s = S + static_cast<int64_t>(r) * V + c0;
+        for (int j = 0; j < NV; j++) st(s + j * W, Vec::fma(kr, u[j], Vec::mul(a, ld(s + j * W, j))), j);
+      }
+    }
+  }
+}
+
+bool recurrent_head(const DeltaHead& hd) {
+  const DeltaArgs& a = *hd.a;
+  const int K = a.K, V = a.V;
+  const int TB = hd.len < 64 ? static_cast<int>(hd.len) : 64;
+  if (TB == 0) return true;
+  std::vector<float> buf(static_cast<size_t>(2 * TB * K + 2 * TB * V + 4 * TB));
+  float* q = buf.data();
+  float* k = q + TB * K;
+  float* v = k + TB * K;
+  float* o = v + TB * V;
+  float* beta = o + TB * V;
+  float* at = beta + TB;
+  float* qk = at + TB;
+  float* dec = qk + TB;
+  constexpr int CW = kRecNV * Vec::W;
+  for (int64_t t0 = 0; t0 < hd.len; t0 += TB) {
+    if (cancelled(a)) return false;
+    const int n = static_cast<int>(hd.len - t0 < TB ? hd.len - t0 : TB);
+    gather_tokens(hd, t0, n, TokenBlock{q, k, v, beta, dec});
+    for (int i = 0; i < n; i++) {
+      at[i] = a.decay_kind == DecayKind::log ? std::exp(dec[i]) : a.decay_kind == DecayKind::sign ? dec[i] : 1.f;
+      qk[i] = dot(k + static_cast<int64_t>(i) * K, q + static_cast<int64_t>(i) * K, K);
+    }
+    int c0 = 0;
+    for (; c0 + CW <= V; c0 += CW) recurrent_columns<true>(q, k, v, beta, at, qk, n, K, V, hd.S, c0, CW, o);
+    if (c0 < V) recurrent_columns<false>(q, k, v, beta, at, qk, n, K, V, hd.S, c0, V - c0, o);
+    store_outputs(hd, t0, n, o);
+  }
+  return true;
+}
+
+}  // namespace
+
+extern const DeltaKernels kDeltaKernels = {chunk_head, recurrent_head};
+
+}  // namespace SK_LEVEL_NS
+}  // namespace sk

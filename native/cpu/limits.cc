@@ -1,0 +1,1 @@
+// machine-limit probes (filled in by the bench work)

@@ -1,0 +1,1 @@
+// portable machine-limit probes

@@ -1,0 +1,18 @@
+// One pool of worker threads shared by every kernel. parallel_for hands out indices from an atomic counter
+// (dynamic scheduling: sequences and heads differ in length) and the calling thread works too.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace sk {
+
+// fn(index, thread_id) for index in [0, n); thread_id < num_threads(). Calls from several threads at once
+// are serialised (one op at a time owns the pool).
+void parallel_for(int64_t n, const std::function<void(int64_t, int)>& fn);
+
+int num_threads();
+// n <= 0 restores the default (the number of online cores).
+void set_num_threads(int n);
+int default_num_threads();
+
+}  // namespace sk

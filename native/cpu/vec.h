@@ -1,0 +1,83 @@
+// The vector type of the level this translation unit is compiled for. A kernel written once against `Vec`
+// becomes the avx512, avx2 or portable variant depending on the TU's target flags; each TU wraps it in its
+// own namespace (SK_LEVEL_NS), so the three copies never collide.
+#pragma once
+#include <cstring>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace sk {
+namespace SK_LEVEL_NS {
+
+#if defined(__AVX512F__)
+struct Vec {
+  using T = __m512;
+  static constexpr int W = 16;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T set1(float x) { return _mm512_set1_ps(x); }
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
+  static __mmask16 mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+  static T loadp(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
+  static void storep(float* p, T v, int n) { _mm512_mask_storeu_ps(p, mask(n), v); }
+  static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static T fnma(T a, T b, T c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a*b
+  static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
+  static float hsum(T a) { return _mm512_reduce_add_ps(a); }
+};
+#elif defined(__AVX2__)
+struct Vec {
+  using T = __m256;
+  static constexpr int W = 8;
+  static T zero() { return _mm256_setzero_ps(); }
+  static T set1(float x) { return _mm256_set1_ps(x); }
+  static T load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  static __m256i mask(int n) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
+  }
+  static T loadp(const float* p, int n) { return _mm256_maskload_ps(p, mask(n)); }
+  static void storep(float* p, T v, int n) { _mm256_maskstore_ps(p, mask(n), v); }
+  static T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static T fnma(T a, T b, T c) { return _mm256_fnmadd_ps(a, b, c); }
+  static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
+  static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static T sub(T a, T b) { return _mm256_sub_ps(a, b); }
+  static float hsum(T a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+  }
+};
+#else
+// Plain C++ the compiler may vectorise (SSE2 on x86-64, NEON elsewhere).
+struct Vec {
+  static constexpr int W = 8;
+  struct T {
+    float v[W];
+  };
+  static T zero() { T r; for (int i = 0; i < W; i++) r.v[i] = 0.f; return r; }
+  static T set1(float x) { T r; for (int i = 0; i < W; i++) r.v[i] = x; return r; }
+  static T load(const float* p) { T r; std::memcpy(r.v, p, sizeof(r.v)); return r; }
+  static void store(float* p, T a) { std::memcpy(p, a.v, sizeof(a.v)); }
+  static T loadp(const float* p, int n) { T r = zero(); for (int i = 0; i < n; i++) r.v[i] = p[i]; return r; }
+  static void storep(float* p, T a, int n) { for (int i = 0; i < n; i++) p[i] = a.v[i]; }
+  static T fma(T a, T b, T c) { T r; for (int i = 0; i < W; i++) r.v[i] = a.v[i] * b.v[i] + c.v[i]; return r; }
+  static T fnma(T a, T b, T c) { T r; for (int i = 0; i < W; i++) r.v[i] = c.v[i] - a.v[i] * b.v[i]; return r; }
+  static T mul(T a, T b) { T r; for (int i = 0; i < W; i++) r.v[i] = a.v[i] * b.v[i]; return r; }
+  static T add(T a, T b) { T r; for (int i = 0; i < W; i++) r.v[i] = a.v[i] + b.v[i]; return r; }
+  static T sub(T a, T b) { T r; for (int i = 0; i < W; i++) r.v[i] = a.v[i] - b.v[i]; return r; }
+  static float hsum(T a) { float s = 0.f; for (int i = 0; i < W; i++) s += a.v[i]; return s; }
+};
+#endif
+
+using V_ = Vec::T;
+
+}  // namespace SK_LEVEL_NS
+}  // namespace sk

@@ -1,0 +1,154 @@
+// Loads the native addon once. When it is missing or broken every op falls back to the float64 reference
+// backend, with a one-time warning that says why and how to fix it.
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SeqkernError, abortError } from './errors.js';
+import type { Backend } from './types.js';
+
+/** The raw addon's own type (kept apart from the public API, as node-llama-cpp does). */
+export interface NativeInfo {
+  simd: string;
+  simdBest: string;
+  cpuFeatures: string;
+  threads: number;
+  defaultThreads: number;
+  buildSystem: string;
+  compiler?: string;
+  cuda: boolean;
+}
+
+export interface NativeDeltaArgs {
+  B: number; T: number; H: number; HV: number; K: number; V: number;
+  q: ArrayBufferView; k: ArrayBufferView; v: ArrayBufferView; dtype: string;
+  beta: ArrayBufferView; betaDtype: string; kaczmarz: boolean; eps: number;
+  g?: ArrayBufferView; gDtype?: string; decayKind: 'none' | 'log' | 'sign';
+  initialState?: Float32Array; finalState?: Float32Array; o: ArrayBufferView;
+  cuSeqlens?: Int32Array; qkL2Norm: boolean; scale: number; chunkSize: number;
+  algorithm: 'chunk' | 'recurrent'; cancel?: Int32Array;
+}
+
+export interface NativeAddon {
+  info(): NativeInfo;
+  setNumThreads(n: number): number;
+  setSimd(level: string): string;
+  deltaRule(args: NativeDeltaArgs): void;
+  deltaRuleAsync(args: NativeDeltaArgs): Promise<void>;
+  /** Machine-limit probes used by `seqkern bench --limits` (present in builds that have them). */
+  [probe: string]: unknown;
+}
+
+let addon: NativeAddon | null | undefined;
+let addonPath: string | undefined;
+let loadError: string | undefined;
+let warned = false;
+
+/** The package root: the nearest folder above this file whose package.json is seqkern's. */
+export function packageRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pj = path.join(dir, 'package.json');
+    if (existsSync(pj)) {
+      try {
+        if (JSON.parse(readFileSync(pj, 'utf8')).name === 'seqkern') return dir;
+      } catch {
+        /* keep looking */
+      }
+    }
+    const up = path.dirname(dir);
+    if (up === dir) return process.cwd();
+    dir = up;
+  }
+}
+
+/** The addon, or null when it cannot be loaded (then `addonLoadError()` says why). */
+export function native(): NativeAddon | null {
+  if (addon !== undefined) return addon;
+  if (process.env.SEQKERN_BACKEND === 'reference') {
+    loadError = 'SEQKERN_BACKEND=reference';
+    return (addon = null);
+  }
+  const root = packageRoot();
+  const candidates = [process.env.SEQKERN_ADDON, path.join(root, 'build', 'Release', 'seqkern.node')].filter(
+    (p): p is string => !!p,
+  );
+  const req = createRequire(import.meta.url);
+  for (const p of candidates) {
+    if (!existsSync(p)) continue;
+    try {
+      addon = req(p) as NativeAddon;
+      addonPath = p;
+      return addon;
+    } catch (e) {
+      loadError = `${p}: ${(e as Error).message}`;
+    }
+  }
+  loadError ??= `no addon at ${candidates.join(' or ')}`;
+  return (addon = null);
+}
+
+export function addonLoadError(): string | undefined {
+  native();
+  return loadError;
+}
+
+export function loadedAddonPath(): string | undefined {
+  native();
+  return addonPath;
+}
+
+/** Picks the backend of one call: the requested one, else cpu when the addon loaded, else reference. */
+export function resolveBackend(op: string, requested: Backend | undefined, float64Inputs = false): 'cpu' | 'reference' {
+  if (requested === 'cuda') {
+    throw new SeqkernError('NO_CUDA', `${op}: expected a CUDA build with a GPU for backend 'cuda', got a CPU-only build`, {
+      argument: 'backend', expected: 'cpu | reference', got: 'cuda',
+    });
+  }
+  if (requested === 'reference') return 'reference';
+  if (requested !== undefined && requested !== 'cpu') {
+    throw new SeqkernError('BAD_ARGUMENT', `${op}: expected backend 'cpu', 'reference' or 'cuda', got ${String(requested)}`, {
+      argument: 'backend', expected: "'cpu' | 'reference' | 'cuda'", got: String(requested),
+    });
+  }
+  if (float64Inputs) {
+    if (requested === 'cpu') {
+      throw new SeqkernError('BAD_DTYPE', `${op}: expected float32, float16 or bfloat16 inputs for backend 'cpu', got float64 (reference only)`, {
+        argument: 'dtype', expected: 'float32 | float16 | bfloat16', got: 'float64',
+      });
+    }
+    return 'reference';
+  }
+  if (native()) return 'cpu';
+  if (requested === 'cpu') {
+    throw new SeqkernError('NATIVE_ERROR', `${op}: expected the native addon for backend 'cpu', but it did not load (${loadError})`, {
+      argument: 'backend', expected: 'a built addon', got: String(loadError),
+    });
+  }
+  if (!warned) {
+    warned = true;
+    process.emitWarning(
+      `seqkern: native addon not loaded (${loadError}); using the slow float64 reference backend. Run \`npm rebuild seqkern\` to build it.`,
+      { code: 'SEQKERN_NO_ADDON' },
+    );
+  }
+  return 'reference';
+}
+
+/** Calls into the addon, turning its coded errors into SeqkernErrors. */
+export function callNative<R>(op: string, f: () => R): R {
+  try {
+    return f();
+  } catch (e) {
+    throw fromNative(op, e);
+  }
+}
+
+export function fromNative(op: string, e: unknown, signal?: AbortSignal): Error {
+  const err = e as { code?: string; message?: string };
+  if (err && err.code === 'ABORTED') return abortError(signal);
+  if (err && typeof err.code === 'string') {
+    return new SeqkernError(err.code as SeqkernError['code'], `${op}: ${err.message}`);
+  }
+  return e instanceof Error ? e : new Error(String(e));
+}

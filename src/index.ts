@@ -1,0 +1,67 @@
+// seqkern: fast, exact sequence kernels for Node.js. Public API.
+import { addonLoadError, loadedAddonPath, native } from './backend.js';
+import { SeqkernError } from './errors.js';
+
+export { SeqkernError, type SeqkernErrorCode } from './errors.js';
+export { Tensor, tensor, zeros, full, randn, rand, rng, numel, type DType, type TensorData } from './tensor.js';
+export type * from './types.js';
+export {
+  gatedDeltaRule, gatedDeltaRuleAsync, gatedDeltaRuleStep, gatedDeltaRuleStepAsync,
+  kaczmarzDeltaRule, kaczmarzDeltaRuleAsync, kaczmarzDeltaRuleStep, kaczmarzDeltaRuleStepAsync,
+} from './ops/delta.js';
+export { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from './reference/delta.js';
+
+export interface Info {
+  version: string;
+  /** 'cpu' when the native addon loaded, else 'reference'. */
+  backend: 'cpu' | 'reference';
+  addonPath?: string;
+  addonError?: string;
+  buildSystem?: string;
+  compiler?: string;
+  /** SIMD level the kernels use now, and the best this CPU supports. */
+  simd?: string;
+  simdBest?: string;
+  cpuFeatures?: string;
+  threads?: number;
+  cuda: { available: boolean; reason: string };
+}
+
+/** What this build and machine offer (also `seqkern info`). */
+export function info(): Info {
+  const n = native();
+  const base = { version: '0.1.0', cuda: { available: false, reason: 'this build has no CUDA kernels yet (CPU-only)' } };
+  if (!n) return { ...base, backend: 'reference', addonError: addonLoadError() };
+  const i = n.info();
+  return {
+    ...base,
+    backend: 'cpu',
+    addonPath: loadedAddonPath(),
+    buildSystem: i.buildSystem,
+    compiler: i.compiler,
+    simd: i.simd,
+    simdBest: i.simdBest,
+    cpuFeatures: i.cpuFeatures,
+    threads: i.threads,
+  };
+}
+
+/** Sets the size of the CPU thread pool (n <= 0: one per core). Returns the size in effect. */
+export function setNumThreads(n: number): number {
+  const a = native();
+  if (!a) return 1;
+  if (!Number.isInteger(n)) throw new SeqkernError('BAD_ARGUMENT', `setNumThreads: expected an integer, got ${n}`, { argument: 'n', expected: 'integer', got: String(n) });
+  return a.setNumThreads(n);
+}
+
+/** Forces a SIMD level ('avx512' | 'avx2' | 'portable'); only levels the CPU supports. Returns the level in effect. */
+export function setSimdLevel(level: 'avx512' | 'avx2' | 'portable'): string {
+  const a = native();
+  if (!a) return 'none';
+  try {
+    return a.setSimd(level);
+  } catch (e) {
+    const err = e as { code?: string; message?: string };
+    throw new SeqkernError((err.code ?? 'BAD_ARGUMENT') as SeqkernError['code'], `setSimdLevel: ${err.message}`, { argument: 'level' });
+  }
+}

@@ -1,0 +1,228 @@
+// Gated delta rule family: public ops (DESIGN.md 6.1). Validates in TypeScript, then runs the native CPU
+// kernels (or the float64 reference when asked or when the addon is missing).
+import { abortError, fail } from '../errors.js';
+import { callNative, fromNative, native, resolveBackend, type NativeDeltaArgs } from '../backend.js';
+import { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from '../reference/delta.js';
+import { Tensor, tensor, zeros, type DType } from '../tensor.js';
+import type { AsyncOptions, DeltaRuleOptions, DeltaRuleResult, DeltaStepOptions, DeltaStepResult } from '../types.js';
+import { checkCuSeqlens, checkFinite, checkInt, checkOneOf, checkOptions, checkShape, checkTensor, checkValues } from '../validate.js';
+
+const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
+const MAX_DIM = 1024;
+
+/** Set by the tests (SEQKERN_POISON=1): outputs are filled with NaN before a call, so unwritten elements show. */
+const poison = process.env.SEQKERN_POISON === '1';
+
+interface Prepared {
+  backend: 'cpu' | 'reference';
+  args: NativeDeltaArgs;
+  N: number;
+  stateShape: number[];
+  oShape: number[];
+  oDtype: DType;
+  wantFinal: boolean;
+}
+
+/**
+ * The algorithm 'auto' uses, from the crossover measured with `seqkern bench --op gated-delta` (README,
+ * "Choosing the algorithm"): the chunk form wins once a sequence holds a few chunks of tokens.
+ */
+export function autoAlgorithm(avgLen: number, K: number, V: number): 'chunk' | 'recurrent' {
+  void K;
+  void V;
+  return avgLen >= 64 ? 'chunk' : 'recurrent';
+}
+
+function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean): Prepared {
+  checkOptions(op, o);
+  const rank = step ? 3 : 4;
+  const q = checkTensor(op, 'q', o.q, IN_DTYPES, rank);
+  const k = checkTensor(op, 'k', o.k, IN_DTYPES, rank);
+  const v = checkTensor(op, 'v', o.v, IN_DTYPES, rank);
+  const B = q.shape[0];
+  const T = step ? 1 : q.shape[1];
+  const [H, K] = q.shape.slice(-2);
+  const [HV, V] = v.shape.slice(-2);
+  checkShape(op, 'k', k, q.shape);
+  if (k.dtype !== q.dtype) fail('BAD_DTYPE', op, 'k', `of dtype ${q.dtype} (as q)`, k.dtype);
+  if (v.dtype !== q.dtype) fail('BAD_DTYPE', op, 'v', `of dtype ${q.dtype} (as q)`, v.dtype);
+  const lead = step ? [B] : [B, T];
+  checkShape(op, 'v', v, [...lead, HV, V]);
+  if (H < 1 || K < 1) fail('SHAPE_MISMATCH', op, 'q', 'with H >= 1 and K >= 1', `[${q.shape.join(',')}]`);
+  if (HV < 1 || V < 1) fail('SHAPE_MISMATCH', op, 'v', 'with HV >= 1 and V >= 1', `[${v.shape.join(',')}]`);
+  if (HV % H !== 0) fail('SHAPE_MISMATCH', op, 'v', `with HV a multiple of H=${H} (grouped value heads)`, `HV=${HV}`);
+  if (K > MAX_DIM || V > MAX_DIM) fail('TOO_LARGE', op, 'q/v', `head dims K, V <= ${MAX_DIM}`, `K=${K}, V=${V}`);
+
+  // beta or eta (KLA), exactly one.
+  const betaName = kla ? 'eta' : 'beta';
+  const other = kla ? o.beta : o.eta;
+  if (other !== undefined) fail('BAD_ARGUMENT', op, kla ? 'beta' : 'eta', `to be absent (${op} takes ${betaName})`, 'a tensor');
+  const betaT = checkTensor(op, betaName, kla ? o.eta : o.beta, IN_DTYPES, lead.length + 1);
+  checkShape(op, betaName, betaT, [...lead, HV]);
+  checkValues(op, betaName, betaT, 0, 2);
+
+  if (o.g !== undefined && o.decay !== undefined) fail('BAD_ARGUMENT', op, 'g', 'or decay, not both', 'both');
+  let decayKind: 'none' | 'log' | 'sign' = 'none';
+  let gT: Tensor | undefined;
+  if (o.g !== undefined) {
+    gT = checkTensor(op, 'g', o.g, IN_DTYPES, lead.length + 1);
+    checkShape(op, 'g', gT, [...lead, HV]);
+    checkValues(op, 'g', gT, -Infinity, 0);
+    decayKind = 'log';
+  } else if (o.decay !== undefined) {
+    gT = checkTensor(op, 'decay', o.decay, IN_DTYPES, lead.length + 1);
+    checkShape(op, 'decay', gT, [...lead, HV]);
+    checkValues(op, 'decay', gT, -1, 1);
+    decayKind = 'sign';
+  }
+
+  const scale = o.scale === undefined ? 1 / Math.sqrt(K) : checkFinite(op, 'scale', o.scale);
+  const eps = o.eps === undefined ? 1e-6 : checkFinite(op, 'eps', o.eps);
+  if (eps <= 0) fail('OUT_OF_RANGE', op, 'eps', '> 0', String(eps));
+  if (o.qkL2Norm !== undefined && typeof o.qkL2Norm !== 'boolean') fail('BAD_ARGUMENT', op, 'qkL2Norm', 'to be a boolean', typeof o.qkL2Norm);
+
+  let N = B;
+  let cu: Int32Array | undefined;
+  let algorithm: 'chunk' | 'recurrent' = 'recurrent';
+  let chunkSize = 64;
+  let wantFinal = false;
+  let initial: Tensor | undefined;
+  if (!step) {
+    const po = o as DeltaRuleOptions;
+    if (po.cuSeqlens !== undefined) {
+      cu = checkCuSeqlens(op, po.cuSeqlens, T);
+      if (B !== 1) fail('SHAPE_MISMATCH', op, 'q', 'with B = 1 when cuSeqlens packs the sequences', `B=${B}`);
+      N = cu.length - 1;
+    }
+    const alg = checkOneOf(op, 'algorithm', po.algorithm ?? 'auto', ['auto', 'chunk', 'recurrent'] as const);
+    chunkSize = po.chunkSize === undefined ? 64 : checkInt(op, 'chunkSize', po.chunkSize, 1, 256);
+    algorithm = alg === 'auto' ? autoAlgorithm(N > 0 ? (B * T) / N : 0, K, V) : alg;
+    wantFinal = po.outputFinalState === true;
+    if (po.initialState !== undefined) initial = checkTensor(op, 'initialState', po.initialState, ['float32'], 4);
+  } else {
+    initial = checkTensor(op, 'state', (o as DeltaStepOptions).state, ['float32'], 4);
+    wantFinal = true;
+  }
+  const stateShape = [N, HV, K, V];
+  if (initial) checkShape(op, step ? 'state' : 'initialState', initial, stateShape);
+
+  const float64 = q.dtype === 'float64' || betaT.dtype === 'float64' || gT?.dtype === 'float64';
+  const backend = resolveBackend(op, o.backend, float64);
+  const oShape = step ? [B, HV, V] : [B, T, HV, V];
+  const args: NativeDeltaArgs = {
+    B, T, H, HV, K, V,
+    q: q.data, k: k.data, v: v.data, dtype: q.dtype,
+    beta: betaT.data, betaDtype: betaT.dtype, kaczmarz: kla, eps,
+    g: gT?.data, gDtype: gT?.dtype, decayKind,
+    initialState: initial?.data as Float32Array | undefined,
+    o: undefined as unknown as ArrayBufferView,
+    cuSeqlens: cu, qkL2Norm: o.qkL2Norm === true, scale, chunkSize, algorithm,
+  };
+  return { backend, args, N, stateShape, oShape, oDtype: v.dtype === 'float64' ? 'float32' : v.dtype, wantFinal };
+}
+
+/** Allocates outputs (poisoned under test) and wires them into the native arguments. */
+function allocate(p: Prepared, step: boolean): { o: Tensor; finalState?: Tensor } {
+  const o = zeros(p.oShape, p.oDtype);
+  if (poison) (o.data as Float32Array | Uint16Array).fill(p.oDtype === 'float32' ? NaN : 0x7fc0);
+  p.args.o = o.data;
+  let finalState: Tensor | undefined;
+  if (step) {
+    p.args.finalState = p.args.initialState; // in place
+  } else if (p.wantFinal) {
+    finalState = zeros(p.stateShape, 'float32');
+    if (poison) finalState.data.fill(NaN);
+    p.args.finalState = finalState.data as Float32Array;
+  }
+  return { o, finalState };
+}
+
+function runReference(op: string, opts: DeltaRuleOptions | DeltaStepOptions, p: Prepared, step: boolean, kla: boolean) {
+  void op;
+  const ref = { ...opts, beta: kla ? undefined : opts.beta, eta: kla ? opts.eta : undefined };
+  if (step) {
+    const r = gatedDeltaRuleStepReference(ref as DeltaStepOptions);
+    (opts as DeltaStepOptions).state.data.set(r.state.data); // in place, as the native step
+    return { o: tensor(r.o.data, p.oShape, p.oDtype) };
+  }
+  const r = gatedDeltaRuleReference(ref as DeltaRuleOptions);
+  const out: DeltaRuleResult = { o: tensor(r.o.data, p.oShape, p.oDtype) };
+  if (p.wantFinal) out.finalState = tensor(r.finalState.data, p.stateShape, 'float32');
+  return out;
+}
+
+function runSync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean) {
+  const p = prepare(op, opts, step, kla);
+  if (p.backend === 'reference') return runReference(op, opts, p, step, kla);
+  const out = allocate(p, step);
+  callNative(op, () => native()!.deltaRule(p.args));
+  return step ? { o: out.o } : out.finalState ? { o: out.o, finalState: out.finalState } : { o: out.o };
+}
+
+async function runAsync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean, a: AsyncOptions = {}) {
+  const signal = a.signal;
+  if (signal?.aborted) throw abortError(signal);
+  const p = prepare(op, opts, step, kla);
+  if (p.backend === 'reference') return runReference(op, opts, p, step, kla);
+  const out = allocate(p, step);
+  // The worker polls this flag between chunks; setting it makes the call reject with an AbortError.
+  const cancel = new Int32Array(1);
+  p.args.cancel = cancel;
+  const onAbort = () => Atomics.store(cancel, 0, 1);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await native()!.deltaRuleAsync(p.args);
+  } catch (e) {
+    throw fromNative(op, e, signal);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  // A prefill writes only its own fresh outputs, so an abort that raced the last chunk still rejects.
+  if (!step && signal?.aborted) throw abortError(signal);
+  return step ? { o: out.o } : out.finalState ? { o: out.o, finalState: out.finalState } : { o: out.o };
+}
+
+/**
+ * Gated delta rule prefill (Gated DeltaNet; DeltaNet without g; negative eigenvalues with beta in [0, 2];
+ * signed decay with `decay`). q, k [B,T,H,K]; v [B,T,HV,V]; beta, g [B,T,HV] → o [B,T,HV,V], and finalState
+ * [N,HV,K,V] when `outputFinalState`.
+ */
+export function gatedDeltaRule(opts: DeltaRuleOptions): DeltaRuleResult {
+  return runSync('gatedDeltaRule', opts, false, false) as DeltaRuleResult;
+}
+
+/** Promise form of gatedDeltaRule; runs off the event loop and can be aborted between chunks. */
+export function gatedDeltaRuleAsync(opts: DeltaRuleOptions, a?: AsyncOptions): Promise<DeltaRuleResult> {
+  return runAsync('gatedDeltaRuleAsync', opts, false, false, a) as Promise<DeltaRuleResult>;
+}
+
+/** Kaczmarz linear attention: `eta` in place of beta, beta_t = eta_t / (|k_t|^2 + eps) in the kernel. */
+export function kaczmarzDeltaRule(opts: DeltaRuleOptions): DeltaRuleResult {
+  return runSync('kaczmarzDeltaRule', opts, false, true) as DeltaRuleResult;
+}
+
+export function kaczmarzDeltaRuleAsync(opts: DeltaRuleOptions, a?: AsyncOptions): Promise<DeltaRuleResult> {
+  return runAsync('kaczmarzDeltaRuleAsync', opts, false, true, a) as Promise<DeltaRuleResult>;
+}
+
+/**
+ * One decode step: q, k [N,H,K]; v [N,HV,V]; beta, g [N,HV]; state [N,HV,K,V] float32, updated in place
+ * (read and written once). Returns o [N,HV,V].
+ */
+export function gatedDeltaRuleStep(opts: DeltaStepOptions): DeltaStepResult {
+  return runSync('gatedDeltaRuleStep', opts, true, false) as DeltaStepResult;
+}
+
+/** Promise form of the decode step. An abort seen before the start leaves the state untouched. */
+export function gatedDeltaRuleStepAsync(opts: DeltaStepOptions, a?: AsyncOptions): Promise<DeltaStepResult> {
+  return runAsync('gatedDeltaRuleStepAsync', opts, true, false, a) as Promise<DeltaStepResult>;
+}
+
+/** Decode step of Kaczmarz linear attention (eta in place of beta). */
+export function kaczmarzDeltaRuleStep(opts: DeltaStepOptions): DeltaStepResult {
+  return runSync('kaczmarzDeltaRuleStep', opts, true, true) as DeltaStepResult;
+}
+
+export function kaczmarzDeltaRuleStepAsync(opts: DeltaStepOptions, a?: AsyncOptions): Promise<DeltaStepResult> {
+  return runAsync('kaczmarzDeltaRuleStepAsync', opts, true, true, a) as Promise<DeltaStepResult>;
+}

@@ -1,0 +1,83 @@
+import type { Tensor } from './tensor.js';
+
+/** Where an op runs. `reference` is the float64 TypeScript implementation the tests compare against. */
+export type Backend = 'cpu' | 'reference' | 'cuda';
+
+/** Options every op takes. */
+export interface CommonOptions {
+  /** Force a backend (default: cpu when the addon loaded, else reference). */
+  backend?: Backend;
+}
+
+/** Options of an async form. */
+export interface AsyncOptions {
+  /** Checked before starting and between chunks; aborting rejects with an AbortError. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Shared by the fast path and the float64 reference (one options type, so both are called the same way).
+ *
+ * Shapes (fla's layout): q, k [B, T, H, K]; v [B, T, HV, V]; beta, g, decay, eta [B, T, HV];
+ * initialState [N, HV, K, V] with N = B, or N = cuSeqlens.length - 1 for packed sequences (then B = 1).
+ * HV is a multiple of H; v-head j reads q/k head floor(j / (HV / H)).
+ */
+export interface DeltaRuleOptions extends CommonOptions {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  /** Write strength in [0, 2] (2 gives the negative-eigenvalue transition). Required unless eta is given. */
+  beta?: Tensor;
+  /** KLA: beta_t = eta_t / (|k_t|^2 + eps), computed in the kernel after any qkL2Norm. */
+  eta?: Tensor;
+  /** Log decay, g <= 0: S <- exp(g_t) S. Absent (with no decay): plain DeltaNet. */
+  g?: Tensor;
+  /** Signed decay a_t in [-1, 1] in place of g: S <- a_t S. */
+  decay?: Tensor;
+  /** Float32 [N, HV, K, V]; never modified by the prefill ops. */
+  initialState?: Tensor;
+  /** Return the state after the last token of each sequence as finalState [N, HV, K, V] (float32). */
+  outputFinalState?: boolean;
+  /** Offsets of N packed sequences in T (N + 1 values, 0 first, T last, non-decreasing), with B = 1. */
+  cuSeqlens?: Int32Array | readonly number[];
+  /** L2-normalise q and k inside the kernel: x / sqrt(sum x^2 + 1e-6). */
+  qkL2Norm?: boolean;
+  /** Query scale, default 1/sqrt(K). */
+  scale?: number;
+  /** eps of KLA's beta = eta / (|k|^2 + eps); default 1e-6. */
+  eps?: number;
+  /** 'auto' picks by the crossover measured on this machine (see README). */
+  algorithm?: 'auto' | 'chunk' | 'recurrent';
+  /** Chunk length of the chunkwise algorithm, default 64. */
+  chunkSize?: number;
+}
+
+export interface DeltaRuleResult {
+  /** [B, T, HV, V], dtype of v. */
+  o: Tensor;
+  /** [N, HV, K, V] float32, when outputFinalState. */
+  finalState?: Tensor;
+}
+
+/**
+ * One decode step for N sequences: q, k [N, H, K]; v [N, HV, V]; beta/eta, g/decay [N, HV];
+ * state [N, HV, K, V] float32, updated in place.
+ */
+export interface DeltaStepOptions extends CommonOptions {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  beta?: Tensor;
+  eta?: Tensor;
+  g?: Tensor;
+  decay?: Tensor;
+  state: Tensor;
+  qkL2Norm?: boolean;
+  scale?: number;
+  eps?: number;
+}
+
+export interface DeltaStepResult {
+  /** [N, HV, V], dtype of v. */
+  o: Tensor;
+}
