@@ -2,7 +2,9 @@
 // `npm test`: runs the whole vitest suite once per SIMD level this machine supports (avx512, avx2,
 // portable), forcing each with SEQKERN_SIMD, so every kernel variant is checked against the reference.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,18 +21,31 @@ try {
 const levels = order.slice(order.indexOf(best));
 const extra = process.argv.slice(2);
 const vitest = path.join(root, 'node_modules', 'vitest', 'vitest.mjs');
-let failed = [];
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'seqkern-test-'));
+const failed = [];
+const totals = { passed: 0, failed: 0, skipped: 0 };
 for (const level of levels) {
   console.log(`\n=== vitest with SEQKERN_SIMD=${level} (levels on this machine: ${levels.join(', ')}) ===`);
-  const r = spawnSync(process.execPath, [vitest, 'run', ...extra], {
+  const report = path.join(tmp, `${level}.json`);
+  const r = spawnSync(process.execPath, [vitest, 'run', '--reporter=default', '--reporter=json', `--outputFile=${report}`, ...extra], {
     cwd: root,
     stdio: 'inherit',
     env: { ...process.env, SEQKERN_SIMD: level },
   });
   if (r.status !== 0) failed.push(level);
+  try {
+    const j = JSON.parse(readFileSync(report, 'utf8'));
+    totals.passed += j.numPassedTests;
+    totals.failed += j.numFailedTests;
+    totals.skipped += j.numPendingTests + (j.numTodoTests ?? 0);
+  } catch {
+    if (r.status === 0) failed.push(`${level} (no report)`);
+  }
 }
-if (failed.length) {
-  console.error(`\nseqkern test: failures under SEQKERN_SIMD=${failed.join(', ')}`);
+rmSync(tmp, { recursive: true, force: true });
+console.log(`\nseqkern test: levels ${levels.join(', ')}`);
+console.log(`tests: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
+if (failed.length || totals.passed === 0) {
+  console.error(`seqkern test: failures under SEQKERN_SIMD=${failed.join(', ') || '(no tests ran)'}`);
   process.exit(1);
 }
-console.log(`\nseqkern test: all passed under ${levels.join(', ')}`);

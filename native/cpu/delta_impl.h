@@ -66,9 +66,18 @@ inline void store_row(void* base, DType dt, int64_t off, int n, const float* src
 }
 
 inline float dot(const float* x, const float* y, int n) {
-  double s = 0;  // K is small; double keeps norms and q.k exact to float rounding
-  for (int i = 0; i < n; i++) s += static_cast<double>(x[i]) * y[i];
-  return static_cast<float>(s);
+  constexpr int W = Vec::W;
+  V_ a0 = Vec::zero(), a1 = Vec::zero();
+  int i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    a0 = Vec::fma(Vec::load(x + i), Vec::load(y + i), a0);
+    a1 = Vec::fma(Vec::load(x + i + W), Vec::load(y + i + W), a1);
+  }
+  for (; i < n; i += W) {
+    const int w = n - i < W ? n - i : W;
+    a0 = Vec::fma(Vec::loadp(x + i, w), Vec::loadp(y + i, w), a0);
+  }
+  return Vec::hsum(Vec::add(a0, a1));
 }
 
 inline void scale_row(float* x, int n, float s) {
@@ -101,6 +110,24 @@ inline void gather_tokens(const DeltaHead& hd, int64_t t0, int n, const TokenBlo
     if (a.kaczmarz) beta = beta / (dot(ki, ki, K) + a.eps);
     b.beta[i] = beta;
     b.dec[i] = a.decay_kind == DecayKind::none ? 0.f : load_one(a.g, a.g_dtype, tok * a.HV + hd.hv);
+  }
+}
+
+// Asks for tokens [t0, t0 + n) of one head ahead of time: the rows are strided by H*K (HV*V) floats, a
+// pattern the hardware prefetchers follow poorly, and the next chunk's gather would otherwise wait on DRAM.
+inline void prefetch_tokens(const DeltaHead& hd, int64_t t0, int n) {
+  const DeltaArgs& a = *hd.a;
+  const int esz = a.qkv_dtype == DType::f32 ? 4 : 2;
+  for (int i = 0; i < n; i++) {
+    const int64_t tok = hd.bos + t0 + i;
+    const char* q = static_cast<const char*>(a.q) + (tok * a.H + hd.h) * a.K * esz;
+    const char* k = static_cast<const char*>(a.k) + (tok * a.H + hd.h) * a.K * esz;
+    const char* v = static_cast<const char*>(a.v) + (tok * a.HV + hd.hv) * a.V * esz;
+    for (int b = 0; b < a.K * esz; b += 64) {
+      __builtin_prefetch(q + b);
+      __builtin_prefetch(k + b);
+    }
+    for (int b = 0; b < a.V * esz; b += 64) __builtin_prefetch(v + b);
   }
 }
 
@@ -205,6 +232,7 @@ bool chunk_head(const DeltaHead& hd) {
     float* Kc = QKZ + n * K;
     float* Z = QKZ + 2 * n * K;
     gather_tokens(hd, c0, n, TokenBlock{Q, Kc, Vb, beta, dec});
+    if (c0 + C < hd.len) prefetch_tokens(hd, c0 + C, static_cast<int>(hd.len - c0 - C < C ? hd.len - c0 - C : C));
     const float Pc = chunk_decays(a.decay_kind, dec, n, C, P, R, D);
     for (int i = 0; i < n; i++)
       for (int d = 0; d < K; d++) Z[i * K + d] = P[i] * Q[i * K + d];
@@ -327,6 +355,7 @@ bool recurrent_head(const DeltaHead& hd) {
     if (cancelled(a)) return false;
     const int n = static_cast<int>(hd.len - t0 < TB ? hd.len - t0 : TB);
     gather_tokens(hd, t0, n, TokenBlock{q, k, v, beta, dec});
+    if (t0 + TB < hd.len) prefetch_tokens(hd, t0 + TB, static_cast<int>(hd.len - t0 - TB < TB ? hd.len - t0 - TB : TB));
     for (int i = 0; i < n; i++) {
       at[i] = a.decay_kind == DecayKind::log ? std::exp(dec[i]) : a.decay_kind == DecayKind::sign ? dec[i] : 1.f;
       qk[i] = dot(k + static_cast<int64_t>(i) * K, q + static_cast<int64_t>(i) * K, K);
