@@ -23,14 +23,62 @@ interface Prepared {
   wantFinal: boolean;
 }
 
+/** Winner of the chunk-vs-recurrent race per (SIMD level, threads, K, V), measured once per process. */
+const crossover = new Map<string, 'chunk' | 'recurrent'>();
+
 /**
- * The algorithm 'auto' uses, from the crossover measured with `seqkern bench --op gated-delta` (README,
- * "Choosing the algorithm"): the chunk form wins once a sequence holds a few chunks of tokens.
+ * Times both algorithms once on a synthetic problem of this head size (T = 512, a few heads per thread,
+ * ~10 ms in all) and keeps the faster. Which one wins depends on K, V, the SIMD level and the machine's
+ * caches (README, "Choosing the algorithm"), so it is measured here rather than hard-coded.
+ */
+function calibrate(K: number, V: number): 'chunk' | 'recurrent' {
+  const a = native()!;
+  const inf = a.info();
+  const key = `${inf.simd}:${inf.threads}:${K}:${V}`;
+  const hit = crossover.get(key);
+  if (hit) return hit;
+  const T = 512, HV = 2 * inf.threads;
+  const rnd = (n: number, lo: number, hi: number, seed: number) => {
+    const x = new Float32Array(n);
+    let s = seed >>> 0;
+    for (let i = 0; i < n; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      x[i] = lo + ((hi - lo) * s) / 4294967296;
+    }
+    return x;
+  };
+  const args: NativeDeltaArgs = {
+    B: 1, T, H: HV, HV, K, V,
+    q: rnd(T * HV * K, -1, 1, 1), k: rnd(T * HV * K, -1, 1, 2), v: rnd(T * HV * V, -1, 1, 3), dtype: 'float32',
+    beta: rnd(T * HV, 0, 1, 4), betaDtype: 'float32', kaczmarz: false, eps: 1e-6,
+    g: rnd(T * HV, -0.1, 0, 5), gDtype: 'float32', decayKind: 'log',
+    o: new Float32Array(T * HV * V), qkL2Norm: true, scale: 1 / Math.sqrt(K), chunkSize: 64, algorithm: 'chunk',
+  };
+  const best = { chunk: Infinity, recurrent: Infinity };
+  for (let rep = 0; rep < 4; rep++) {
+    for (const alg of ['chunk', 'recurrent'] as const) {
+      args.algorithm = alg;
+      const t0 = process.hrtime.bigint();
+      a.deltaRule(args);
+      const dt = Number(process.hrtime.bigint() - t0);
+      if (rep > 0) best[alg] = Math.min(best[alg], dt); // rep 0 warms caches and pages
+    }
+  }
+  const win = best.chunk <= best.recurrent ? 'chunk' : 'recurrent';
+  crossover.set(key, win);
+  return win;
+}
+
+/**
+ * What 'auto' runs: the recurrence for sequences shorter than one chunk (the chunk form only adds work
+ * there), otherwise the winner of a one-time measurement on this machine (calibrate above), or the
+ * SEQKERN_DELTA_ALGORITHM environment variable when it names one.
  */
 export function autoAlgorithm(avgLen: number, K: number, V: number): 'chunk' | 'recurrent' {
-  void K;
-  void V;
-  return avgLen >= 64 ? 'chunk' : 'recurrent';
+  const forced = process.env.SEQKERN_DELTA_ALGORITHM;
+  if (forced === 'chunk' || forced === 'recurrent') return forced;
+  if (avgLen < 64) return 'recurrent';
+  return calibrate(K, V);
 }
 
 function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean): Prepared {
@@ -83,7 +131,7 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
 
   let N = B;
   let cu: Int32Array | undefined;
-  let algorithm: 'chunk' | 'recurrent' = 'recurrent';
+  let requested: 'auto' | 'chunk' | 'recurrent' = 'recurrent'; // a decode step is one token: the recurrence
   let chunkSize = 64;
   let wantFinal = false;
   let initial: Tensor | undefined;
@@ -94,9 +142,8 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
       if (B !== 1) fail('SHAPE_MISMATCH', op, 'q', 'with B = 1 when cuSeqlens packs the sequences', `B=${B}`);
       N = cu.length - 1;
     }
-    const alg = checkOneOf(op, 'algorithm', po.algorithm ?? 'auto', ['auto', 'chunk', 'recurrent'] as const);
+    requested = checkOneOf(op, 'algorithm', po.algorithm ?? 'auto', ['auto', 'chunk', 'recurrent'] as const);
     chunkSize = po.chunkSize === undefined ? 64 : checkInt(op, 'chunkSize', po.chunkSize, 1, 256);
-    algorithm = alg === 'auto' ? autoAlgorithm(N > 0 ? (B * T) / N : 0, K, V) : alg;
     wantFinal = po.outputFinalState === true;
     if (po.initialState !== undefined) initial = checkTensor(op, 'initialState', po.initialState, ['float32'], 4);
   } else {
@@ -108,6 +155,7 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
 
   const float64 = q.dtype === 'float64' || betaT.dtype === 'float64' || gT?.dtype === 'float64';
   const backend = resolveBackend(op, o.backend, float64);
+  const algorithm = requested !== 'auto' ? requested : backend === 'cpu' ? autoAlgorithm(N > 0 ? (B * T) / N : 0, K, V) : 'recurrent';
   const oShape = step ? [B, HV, V] : [B, T, HV, V];
   const args: NativeDeltaArgs = {
     B, T, H, HV, K, V,
