@@ -1,7 +1,7 @@
 // Argument checks shared by every op. Messages read "<op>: expected <arg> <what>, got <what>" and carry a
 // code, so a caller can both read and branch on them.
 import { fail, SeqkernError } from './errors.js';
-import { DTYPE_BYTES, numel, Tensor, toFloat64Array, type DType } from './tensor.js';
+import { numel, Tensor, toFloat64Array, type DType } from './tensor.js';
 
 const fmt = (s: readonly number[]) => `[${s.join(',')}]`;
 
@@ -29,12 +29,11 @@ export function checkTensor(op: string, name: string, t: unknown, dtypes: readon
     if (!Number.isSafeInteger(d) || d < 0) fail('SHAPE_MISMATCH', op, name, 'shape of non-negative integers', fmt(t.shape));
   }
   if (t.data.byteLength === 0 && numel(t.shape) > 0 && t.data.buffer.byteLength === 0) {
-    fail('BAD_ARGUMENT', op, name, 'data in a live buffer', 'a detached buffer');
+    fail('BAD_ARGUMENT', op, name, 'data in a live buffer', 'a detached (or empty) buffer');
   }
   if (t.data.length !== numel(t.shape)) {
     fail('SHAPE_MISMATCH', op, name, `data of ${numel(t.shape)} elements for shape ${fmt(t.shape)}`, `${t.data.length}`);
   }
-  void DTYPE_BYTES;
   return t;
 }
 

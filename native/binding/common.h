@@ -37,12 +37,18 @@ inline ArrayView get_array(const Napi::Object& o, const char* name, bool require
     return a;
   }
   if (!v.IsTypedArray()) throw CodedError("BAD_DTYPE", std::string("expected ") + name + " to be a typed array");
-  Napi::TypedArray t = v.As<Napi::TypedArray>();
-  Napi::ArrayBuffer buf = t.ArrayBuffer();
-  if (buf.ByteLength() > 0 && buf.Data() == nullptr) throw CodedError("BAD_ARGUMENT", std::string(name) + " is detached");
-  a.type = t.TypedArrayType();
-  a.length = static_cast<int64_t>(t.ElementLength());
-  a.data = static_cast<uint8_t*>(buf.Data()) + t.ByteOffset();
+  // napi_get_typedarray_info gives the element pointer directly (offset applied), for ArrayBuffer and
+  // SharedArrayBuffer storage alike; a detached buffer reports length 0.
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  napi_value ab;
+  size_t offset = 0;
+  if (napi_get_typedarray_info(o.Env(), v, &type, &length, &data, &ab, &offset) != napi_ok)
+    throw CodedError("BAD_ARGUMENT", std::string("could not read typed array ") + name);
+  a.type = type;
+  a.length = static_cast<int64_t>(length);
+  a.data = data;
   a.present = true;
   return a;
 }
