@@ -155,7 +155,15 @@ inline float chunk_decays(DecayKind kind, const float* dec, int n, int C, float*
     for (int i = 0; i < n; i++) {
       P[i] = std::exp(G[i]);
       R[i] = std::exp(G[n - 1] - G[i]);
-      for (int j = 0; j <= i; j++) D[i * C + j] = std::exp(G[i] - G[j]);
+    }
+    // exp(G_i - G_j) rather than P_i / P_j: the ratio would overflow or lose everything once G underflows.
+    constexpr int W = Vec::W;
+    for (int i = 0; i < n; i++) {
+      const V_ gi = Vec::set1(G[i]);
+      for (int j = 0; j <= i; j += W) {
+        const int w = i + 1 - j < W ? i + 1 - j : W;
+        Vec::storep(D + i * C + j, Vec::exp(Vec::sub(gi, Vec::loadp(G + j, w))), w);
+      }
     }
     return P[n - 1];
   }

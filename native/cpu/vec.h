@@ -2,6 +2,7 @@
 // becomes the avx512, avx2 or portable variant depending on the TU's target flags; each TU wraps it in its
 // own namespace (SK_LEVEL_NS), so the three copies never collide.
 #pragma once
+#include <cmath>
 #include <cstring>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -28,6 +29,26 @@ struct Vec {
   static T add(T a, T b) { return _mm512_add_ps(a, b); }
   static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
   static float hsum(T a) { return _mm512_reduce_add_ps(a); }
+  // e^x: n = round(x log2 e), r = x - n ln2 (two-part ln2), e^r by a degree-7 polynomial, 2^n added to the
+  // exponent bits. Below -87.3 the result is 0 (as expf flushes), above 88.7 +Inf; NaN stays NaN.
+  static T exp(T x) {
+    const T n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    T r = _mm512_fnmadd_ps(n, set1(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, set1(1.428606765330187045e-06f), r);
+    T p = set1(1.f / 5040);
+    p = fma(p, r, set1(1.f / 720));
+    p = fma(p, r, set1(1.f / 120));
+    p = fma(p, r, set1(1.f / 24));
+    p = fma(p, r, set1(1.f / 6));
+    p = fma(p, r, set1(0.5f));
+    p = fma(p, r, set1(1.f));
+    p = fma(p, r, set1(1.f));
+    const __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(_mm512_max_ps(n, set1(-127.f))), 23);
+    T y = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
+    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, set1(-87.33654f), _CMP_LT_OQ), y, zero());
+    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, set1(88.72283f), _CMP_GT_OQ), y, set1(__builtin_inff()));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
+  }
 };
 #elif defined(__AVX2__)
 struct Vec {
@@ -54,6 +75,25 @@ struct Vec {
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
   }
+  // e^x, as the avx512 variant above.
+  static T exp(T x) {
+    const T n = _mm256_round_ps(_mm256_mul_ps(x, set1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    T r = _mm256_fnmadd_ps(n, set1(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, set1(1.428606765330187045e-06f), r);
+    T p = set1(1.f / 5040);
+    p = fma(p, r, set1(1.f / 720));
+    p = fma(p, r, set1(1.f / 120));
+    p = fma(p, r, set1(1.f / 24));
+    p = fma(p, r, set1(1.f / 6));
+    p = fma(p, r, set1(0.5f));
+    p = fma(p, r, set1(1.f));
+    p = fma(p, r, set1(1.f));
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_max_ps(n, set1(-127.f))), 23);
+    T y = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+    y = _mm256_blendv_ps(y, zero(), _mm256_cmp_ps(x, set1(-87.33654f), _CMP_LT_OQ));
+    y = _mm256_blendv_ps(y, set1(__builtin_inff()), _mm256_cmp_ps(x, set1(88.72283f), _CMP_GT_OQ));
+    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+  }
 };
 #else
 // Plain C++ the compiler may vectorise (SSE2 on x86-64, NEON elsewhere).
@@ -74,6 +114,7 @@ struct Vec {
   static T add(T a, T b) { T r; for (int i = 0; i < W; i++) r.v[i] = a.v[i] + b.v[i]; return r; }
   static T sub(T a, T b) { T r; for (int i = 0; i < W; i++) r.v[i] = a.v[i] - b.v[i]; return r; }
   static float hsum(T a) { float s = 0.f; for (int i = 0; i < W; i++) s += a.v[i]; return s; }
+  static T exp(T a) { T r; for (int i = 0; i < W; i++) r.v[i] = std::exp(a.v[i]); return r; }
 };
 #endif
 
