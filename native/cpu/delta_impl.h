@@ -189,27 +189,28 @@ inline float chunk_decays(DecayKind kind, const float* dec, int n, int C, float*
   return 1.f;
 }
 
-// Solves (I + A) X = Y in place (X overwrites Y, n x V rows, ld V), A strictly lower (ld C).
-inline void forward_substitution(const float* A, int C, float* Y, int n, int V) {
-  constexpr int W = Vec::W, NB = 4;
-  for (int c0 = 0; c0 < V; c0 += NB * W) {
-    const int cols = V - c0 < NB * W ? V - c0 : NB * W;
-    const int nv = (cols + W - 1) / W;
-    auto wid = [&](int v) { return cols - v * W < W ? cols - v * W : W; };
-    for (int i = 1; i < n; i++) {
-      float* yi = Y + static_cast<int64_t>(i) * V + c0;
-      V_ acc[NB];
-      for (int v = 0; v < nv; v++) acc[v] = Vec::loadp(yi + v * W, wid(v));
-      for (int j = 0; j < i; j++) {
-        const V_ aij = Vec::set1(A[i * C + j]);
-        const float* yj = Y + static_cast<int64_t>(j) * V + c0;
-        if (cols == NB * W) {
-          for (int v = 0; v < NB; v++) acc[v] = Vec::fnma(aij, Vec::load(yj + v * W), acc[v]);
-        } else {
-          for (int v = 0; v < nv; v++) acc[v] = Vec::fnma(aij, Vec::loadp(yj + v * W, wid(v)), acc[v]);
-        }
+// Tm = (I + A)^{-1} for A strictly lower (ld C), by forward substitution on rows:
+// Tm_i = e_i - sum_{j<i} A_ij Tm_j, where row j of Tm is zero past column j. C^3/6 FMAs, vectorised along
+// the row in blocks of kInvCols held in registers (Tm's leading dimension is padded to a multiple of it, so
+// every block is full width); V' = Tm Y then runs on the GEMM microkernel instead of a row-by-row solve.
+constexpr int kInvNB = 4, kInvCols = kInvNB * Vec::W;
+inline int inv_ld(int C) { return (C + kInvCols - 1) / kInvCols * kInvCols; }
+
+inline void invert_unit_lower(const float* A, int C, int n, float* Tm) {
+  constexpr int W = Vec::W;
+  const int ld = inv_ld(C);
+  for (int c0 = 0; c0 < n; c0 += kInvCols) {
+    for (int i = 0; i < n; i++) {
+      V_ acc[kInvNB];
+      for (int v = 0; v < kInvNB; v++) acc[v] = Vec::zero();
+      for (int j = c0; j < i; j++) {  // rows j < c0 are zero in this column block
+        const V_ aij = Vec::set1(-A[i * C + j]);
+        const float* tj = Tm + j * ld + c0;
+        for (int v = 0; v < kInvNB; v++) acc[v] = Vec::fma(aij, Vec::load(tj + v * W), acc[v]);
       }
-      for (int v = 0; v < nv; v++) Vec::storep(yi + v * W, acc[v], wid(v));
+      float* ti = Tm + i * ld + c0;
+      for (int v = 0; v < kInvNB; v++) Vec::store(ti + v * W, acc[v]);
+      if (i >= c0 && i < c0 + kInvCols) ti[i - c0] = 1.f;
     }
   }
 }
@@ -217,17 +218,19 @@ inline void forward_substitution(const float* A, int C, float* Y, int n, int V) 
 bool chunk_head(const DeltaHead& hd) {
   const DeltaArgs& a = *hd.a;
   const int K = a.K, V = a.V, C = a.chunk_size;
-  std::vector<float> buf(static_cast<size_t>(3 * C * K + 2 * K * C + C * V + 2 * C * V + 4 * C * C + 5 * C));
+  std::vector<float> buf(static_cast<size_t>(3 * C * K + 2 * K * C + 2 * C * V + 2 * C * V + 4 * C * C + C * inv_ld(C) + 5 * C));
   float* QKZ = buf.data();          // rows: Q, K, P.Q (each Cc x K, contiguous)
   float* KT = QKZ + 3 * C * K;      // K^T, K x C
   float* KRT = KT + K * C;          // (diag(R) K)^T, K x C
-  float* Vb = KRT + K * C;          // V, then Y, then V'
-  float* XS = Vb + C * V;           // rows: K S, then O
+  float* Vb = KRT + K * C;          // V, then Y
+  float* Vp = Vb + C * V;           // V' = Tm Y
+  float* XS = Vp + C * V;           // rows: K S, then O
   float* QK = XS + 2 * C * V;       // sQ K^T, lower incl. diagonal, then masked by D
   float* KK = QK + C * C;           // K K^T, then A
   float* D = KK + C * C;
   float* A = D + C * C;
-  float* P = A + C * C;
+  float* Tm = A + C * C;            // (I + A)^{-1}
+  float* P = Tm + C * inv_ld(C);
   float* R = P + C;
   float* beta = R + C;
   float* dec = beta + C;
@@ -264,9 +267,10 @@ bool chunk_head(const DeltaHead& hd) {
       float* y = Vb + static_cast<int64_t>(i) * V;
       for (int c = 0; c < V; c++) y[c] = beta[i] * (y[c] - P[i] * ks[c]);
     }
-    forward_substitution(A, C, Vb, n, V);
+    invert_unit_lower(A, C, n, Tm);
+    gemm(n, V, n, Tm, inv_ld(C), Vb, V, Vp, V, kALower);
     float* O = XS + static_cast<int64_t>(n) * V;
-    gemm(n, V, n, QK, C, Vb, V, O, V, kAccumulate | kALower);
+    gemm(n, V, n, QK, C, Vp, V, O, V, kAccumulate | kALower);
     store_outputs(hd, c0, n, O);
     if (Pc != 1.f) {
       const V_ p = Vec::set1(Pc);
@@ -275,7 +279,7 @@ bool chunk_head(const DeltaHead& hd) {
       for (; e + Vec::W <= KV; e += Vec::W) Vec::store(S + e, Vec::mul(p, Vec::load(S + e)));
       for (; e < KV; e++) S[e] *= Pc;
     }
-    gemm(K, V, n, KRT, C, Vb, V, S, V, kAccumulate);
+    gemm(K, V, n, KRT, C, Vp, V, S, V, kAccumulate);
   }
   return true;
 }
