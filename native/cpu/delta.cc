@@ -18,32 +18,52 @@ const DeltaKernels& delta_kernels(SimdLevel l) {
   }
 }
 
+// v heads per unit: whole q/k groups (they share loads), at most 8 heads (their states stay in L2), and
+// enough units for every thread to get at least two (dynamic scheduling then evens out varlen batches).
+static int heads_per_unit(const DeltaArgs& a, int threads) {
+  const int group = a.HV / a.H;
+  int best = 1;
+  for (int d = 1; d <= a.HV && d <= 8; d++) {
+    if (a.HV % d != 0) continue;
+    const bool whole_groups = d % group == 0 || group % d == 0;
+    const bool enough = static_cast<int64_t>(a.N) * (a.HV / d) >= 2LL * threads;
+    if (whole_groups && (enough || d == 1)) best = d;
+  }
+  return best;
+}
+
 bool delta_prefill(const DeltaArgs& a) {
   const DeltaKernels& kern = delta_kernels(simd_level());
   const int64_t KV = static_cast<int64_t>(a.K) * a.V;
-  const int64_t units = static_cast<int64_t>(a.N) * a.HV;
-  const int group = a.HV / a.H;
+  const int G = heads_per_unit(a, num_threads());
+  const int per_seq = a.HV / G;
+  const int64_t units = static_cast<int64_t>(a.N) * per_seq;
   std::atomic<bool> cancelled{false};
   parallel_for(units, [&](int64_t u, int) {
     if (cancelled.load(std::memory_order_relaxed)) return;
-    const int n = static_cast<int>(u / a.HV), hv = static_cast<int>(u % a.HV);
-    DeltaHead head{&a, n, hv, hv / group, 0, 0, nullptr};
+    const int n = static_cast<int>(u / per_seq), hv0 = static_cast<int>(u % per_seq) * G;
+    DeltaUnit unit{&a, n, hv0, G, 0, 0, nullptr};
     if (a.cu_seqlens) {
-      head.bos = a.cu_seqlens[n];
-      head.len = a.cu_seqlens[n + 1] - a.cu_seqlens[n];
+      unit.bos = a.cu_seqlens[n];
+      unit.len = a.cu_seqlens[n + 1] - a.cu_seqlens[n];
     } else {
-      head.bos = static_cast<int64_t>(n) * a.T;
-      head.len = a.T;
+      unit.bos = static_cast<int64_t>(n) * a.T;
+      unit.len = a.T;
     }
-    // Work on the final-state slice when there is one (it is a fresh output, or the state itself for an
-    // in-place step); otherwise on a private buffer.
+    // Work on the final-state slices when there are (a fresh output, or the state itself for an in-place
+    // step); otherwise on private buffers.
     std::vector<float> own;
-    float* S = a.final_state ? a.final_state + u * KV : (own.resize(KV), own.data());
-    const float* S0 = a.initial_state ? a.initial_state + u * KV : nullptr;
-    if (S0 == nullptr) std::memset(S, 0, KV * sizeof(float));
-    else if (S0 != S) std::memcpy(S, S0, KV * sizeof(float));
-    head.S = S;
-    bool ok = a.use_chunk ? kern.chunk(head) : kern.recurrent(head);
+    if (!a.final_state) own.resize(static_cast<size_t>(G * KV));
+    std::vector<float*> S(G);
+    for (int j = 0; j < G; j++) {
+      const int64_t slot = static_cast<int64_t>(n) * a.HV + hv0 + j;
+      S[j] = a.final_state ? a.final_state + slot * KV : own.data() + j * KV;
+      const float* S0 = a.initial_state ? a.initial_state + slot * KV : nullptr;
+      if (S0 == nullptr) std::memset(S[j], 0, KV * sizeof(float));
+      else if (S0 != S[j]) std::memcpy(S[j], S0, KV * sizeof(float));
+    }
+    unit.S = S.data();
+    const bool ok = a.use_chunk ? kern.chunk(unit) : kern.recurrent(unit);
     if (!ok) cancelled.store(true);
   });
   return !cancelled.load();

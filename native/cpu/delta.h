@@ -34,18 +34,20 @@ struct DeltaArgs {
   const int32_t* cancel = nullptr;      // non-zero: stop; checked between chunks (JS sets it on abort)
 };
 
-// One (sequence, v-head) unit of work.
-struct DeltaHead {
+// One unit of work: v heads [hv0, hv0 + nh) of one sequence. Adjacent heads go together so that the v heads
+// of a q/k head share its loads and products, and each token's rows of the unit are one contiguous span.
+struct DeltaUnit {
   const DeltaArgs* a;
-  int n, hv, h;        // sequence, v head, its q/k head
+  int n;               // sequence
+  int hv0, nh;         // v heads
   int64_t bos, len;    // first token in the flattened B*T axis, number of tokens
-  float* S;            // K x V state, holds the initial state on entry and the final state on exit
+  float* const* S;     // S[j]: K x V state of head hv0 + j; initial state on entry, final state on exit
 };
 
 // The per-level kernels; return false when cancelled.
 struct DeltaKernels {
-  bool (*chunk)(const DeltaHead&);
-  bool (*recurrent)(const DeltaHead&);
+  bool (*chunk)(const DeltaUnit&);
+  bool (*recurrent)(const DeltaUnit&);
 };
 const DeltaKernels& delta_kernels(SimdLevel l);
 namespace avx512 { extern const DeltaKernels kDeltaKernels; }

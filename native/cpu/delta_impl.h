@@ -29,7 +29,13 @@ constexpr float kL2NormEps = 1e-6f;
 
 inline void load_row(const void* base, DType dt, int64_t off, int n, float* dst) {
   switch (dt) {
-    case DType::f32: std::memcpy(dst, static_cast<const float*>(base) + off, n * sizeof(float)); break;
+    case DType::f32: {
+      const float* p = static_cast<const float*>(base) + off;
+      int i = 0;
+      for (; i + Vec::W <= n; i += Vec::W) Vec::store(dst + i, Vec::load(p + i));
+      for (; i < n; i++) dst[i] = p[i];
+      break;
+    }
     case DType::f16: {
       const uint16_t* p = static_cast<const uint16_t*>(base) + off;
       for (int i = 0; i < n; i++) dst[i] = half_to_float(p[i]);
@@ -86,56 +92,66 @@ inline void scale_row(float* x, int n, float s) {
 
 // Loads tokens [t0, t0 + n) of one head: q (normalised, scaled), k (normalised), v, beta, and the raw
 // decay value (g or a). Rows land at q + i*K etc.
-struct TokenBlock {
-  float *q, *k, *v, *beta, *dec;
-};
-
-inline void gather_tokens(const DeltaHead& hd, int64_t t0, int n, const TokenBlock& b) {
-  const DeltaArgs& a = *hd.a;
-  const int K = a.K, V = a.V;
+// Loads tokens [t0, t0 + n) of q/k head h: q normalised and scaled, k normalised, and |k|^2 after
+// normalisation (KLA's beta needs it). Rows land at q + i*K, k + i*K.
+inline void gather_qk(const DeltaUnit& u, int h, int64_t t0, int n, float* q, float* k, float* kn2) {
+  const DeltaArgs& a = *u.a;
+  const int K = a.K;
   for (int i = 0; i < n; i++) {
-    const int64_t tok = hd.bos + t0 + i;
-    float* qi = b.q + static_cast<int64_t>(i) * K;
-    float* ki = b.k + static_cast<int64_t>(i) * K;
-    load_row(a.q, a.qkv_dtype, (tok * a.H + hd.h) * K, K, qi);
-    load_row(a.k, a.qkv_dtype, (tok * a.H + hd.h) * K, K, ki);
-    load_row(a.v, a.qkv_dtype, (tok * a.HV + hd.hv) * V, V, b.v + static_cast<int64_t>(i) * V);
+    const int64_t tok = u.bos + t0 + i;
+    float* qi = q + static_cast<int64_t>(i) * K;
+    float* ki = k + static_cast<int64_t>(i) * K;
+    load_row(a.q, a.qkv_dtype, (tok * a.H + h) * K, K, qi);
+    load_row(a.k, a.qkv_dtype, (tok * a.H + h) * K, K, ki);
     float qs = a.scale;
     if (a.qk_l2norm) {
       qs /= std::sqrt(dot(qi, qi, K) + kL2NormEps);
       scale_row(ki, K, 1.f / std::sqrt(dot(ki, ki, K) + kL2NormEps));
     }
     scale_row(qi, K, qs);
-    float beta = load_one(a.beta, a.beta_dtype, tok * a.HV + hd.hv);
-    if (a.kaczmarz) beta = beta / (dot(ki, ki, K) + a.eps);
-    b.beta[i] = beta;
-    b.dec[i] = a.decay_kind == DecayKind::none ? 0.f : load_one(a.g, a.g_dtype, tok * a.HV + hd.hv);
+    kn2[i] = a.kaczmarz ? dot(ki, ki, K) : 0.f;
   }
 }
 
-// Asks for tokens [t0, t0 + n) of one head ahead of time: the rows are strided by H*K (HV*V) floats, a
-// pattern the hardware prefetchers follow poorly, and the next chunk's gather would otherwise wait on DRAM.
-inline void prefetch_tokens(const DeltaHead& hd, int64_t t0, int n) {
-  const DeltaArgs& a = *hd.a;
-  const int esz = a.qkv_dtype == DType::f32 ? 4 : 2;
+// Loads tokens [t0, t0 + n) of v-head hv: v rows, beta (KLA: eta / (|k|^2 + eps)), raw decay (g or a).
+inline void gather_v(const DeltaUnit& u, int hv, int64_t t0, int n, const float* kn2, float* v, float* beta,
+                     float* dec) {
+  const DeltaArgs& a = *u.a;
   for (int i = 0; i < n; i++) {
-    const int64_t tok = hd.bos + t0 + i;
-    const char* q = static_cast<const char*>(a.q) + (tok * a.H + hd.h) * a.K * esz;
-    const char* k = static_cast<const char*>(a.k) + (tok * a.H + hd.h) * a.K * esz;
-    const char* v = static_cast<const char*>(a.v) + (tok * a.HV + hd.hv) * a.V * esz;
-    for (int b = 0; b < a.K * esz; b += 64) {
+    const int64_t tok = u.bos + t0 + i;
+    load_row(a.v, a.qkv_dtype, (tok * a.HV + hv) * a.V, a.V, v + static_cast<int64_t>(i) * a.V);
+    const float b = load_one(a.beta, a.beta_dtype, tok * a.HV + hv);
+    beta[i] = a.kaczmarz ? b / (kn2[i] + a.eps) : b;
+    dec[i] = a.decay_kind == DecayKind::none ? 0.f : load_one(a.g, a.g_dtype, tok * a.HV + hv);
+  }
+}
+
+// Asks for the unit's rows of tokens [t0, t0 + n) ahead of time. A unit's heads are adjacent, so each
+// token is one contiguous span of q, of k and of v.
+inline void prefetch_tokens(const DeltaUnit& u, int64_t t0, int n) {
+  const DeltaArgs& a = *u.a;
+  const int esz = a.qkv_dtype == DType::f32 ? 4 : 2;
+  const int group = a.HV / a.H;
+  const int h0 = u.hv0 / group, h1 = (u.hv0 + u.nh - 1) / group;
+  const int64_t qk_bytes = static_cast<int64_t>(h1 - h0 + 1) * a.K * esz, v_bytes = static_cast<int64_t>(u.nh) * a.V * esz;
+  for (int i = 0; i < n; i++) {
+    const int64_t tok = u.bos + t0 + i;
+    const char* q = static_cast<const char*>(a.q) + (tok * a.H + h0) * a.K * esz;
+    const char* k = static_cast<const char*>(a.k) + (tok * a.H + h0) * a.K * esz;
+    const char* v = static_cast<const char*>(a.v) + (tok * a.HV + u.hv0) * a.V * esz;
+    for (int64_t b = 0; b < qk_bytes; b += 64) {
       __builtin_prefetch(q + b);
       __builtin_prefetch(k + b);
     }
-    for (int b = 0; b < a.V * esz; b += 64) __builtin_prefetch(v + b);
+    for (int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(v + b);
   }
 }
 
-inline void store_outputs(const DeltaHead& hd, int64_t t0, int n, const float* o) {
-  const DeltaArgs& a = *hd.a;
+inline void store_outputs(const DeltaUnit& u, int hv, int64_t t0, int n, const float* o) {
+  const DeltaArgs& a = *u.a;
   for (int i = 0; i < n; i++) {
-    const int64_t tok = hd.bos + t0 + i;
-    store_row(a.o, a.qkv_dtype, (tok * a.HV + hd.hv) * a.V, a.V, o + static_cast<int64_t>(i) * a.V);
+    const int64_t tok = u.bos + t0 + i;
+    store_row(a.o, a.qkv_dtype, (tok * a.HV + hv) * a.V, a.V, o + static_cast<int64_t>(i) * a.V);
   }
 }
 
@@ -215,71 +231,81 @@ inline void invert_unit_lower(const float* A, int C, int n, float* Tm) {
   }
 }
 
-bool chunk_head(const DeltaHead& hd) {
-  const DeltaArgs& a = *hd.a;
-  const int K = a.K, V = a.V, C = a.chunk_size;
-  std::vector<float> buf(static_cast<size_t>(3 * C * K + 2 * K * C + 2 * C * V + 2 * C * V + 4 * C * C + C * inv_ld(C) + 5 * C));
-  float* QKZ = buf.data();          // rows: Q, K, P.Q (each Cc x K, contiguous)
+bool chunk_unit(const DeltaUnit& u) {
+  const DeltaArgs& a = *u.a;
+  const int K = a.K, V = a.V, C = a.chunk_size, group = a.HV / a.H;
+  std::vector<float> buf(static_cast<size_t>(3 * C * K + 2 * K * C + 2 * C * V + 2 * C * V + 5 * C * C +
+                                             C * inv_ld(C) + 6 * C));
+  float* QKZ = buf.data();          // rows: Q, K (per q/k head), P.Q (per v head); n x K each, contiguous
   float* KT = QKZ + 3 * C * K;      // K^T, K x C
   float* KRT = KT + K * C;          // (diag(R) K)^T, K x C
   float* Vb = KRT + K * C;          // V, then Y
   float* Vp = Vb + C * V;           // V' = Tm Y
   float* XS = Vp + C * V;           // rows: K S, then O
-  float* QK = XS + 2 * C * V;       // sQ K^T, lower incl. diagonal, then masked by D
-  float* KK = QK + C * C;           // K K^T, then A
-  float* D = KK + C * C;
+  float* QK0 = XS + 2 * C * V;      // sQ K^T, lower incl. diagonal (per q/k head)
+  float* KK = QK0 + C * C;          // K K^T, lower (per q/k head)
+  float* QK = KK + C * C;           // sQ K^T masked by D (per v head)
+  float* D = QK + C * C;
   float* A = D + C * C;
   float* Tm = A + C * C;            // (I + A)^{-1}
   float* P = Tm + C * inv_ld(C);
   float* R = P + C;
   float* beta = R + C;
   float* dec = beta + C;
-  float* S = hd.S;
+  float* kn2 = dec + C;
 
-  for (int64_t c0 = 0; c0 < hd.len; c0 += C) {
+  for (int64_t c0 = 0; c0 < u.len; c0 += C) {
     if (cancelled(a)) return false;
-    const int n = static_cast<int>(hd.len - c0 < C ? hd.len - c0 : C);
+    const int n = static_cast<int>(u.len - c0 < C ? u.len - c0 : C);
+    if (c0 + C < u.len) prefetch_tokens(u, c0 + C, static_cast<int>(u.len - c0 - C < C ? u.len - c0 - C : C));
     float* Q = QKZ;
     float* Kc = QKZ + n * K;
     float* Z = QKZ + 2 * n * K;
-    gather_tokens(hd, c0, n, TokenBlock{Q, Kc, Vb, beta, dec});
-    if (c0 + C < hd.len) prefetch_tokens(hd, c0 + C, static_cast<int>(hd.len - c0 - C < C ? hd.len - c0 - C : C));
-    const float Pc = chunk_decays(a.decay_kind, dec, n, C, P, R, D);
-    for (int i = 0; i < n; i++)
-      for (int d = 0; d < K; d++) Z[i * K + d] = P[i] * Q[i * K + d];
-    for (int d = 0; d < K; d++)
-      for (int j = 0; j < n; j++) {
-        KT[d * C + j] = Kc[j * K + d];
-        KRT[d * C + j] = Kc[j * K + d] * R[j];
+    int cur_h = -1;
+    for (int j = 0; j < u.nh; j++) {
+      const int hv = u.hv0 + j, h = hv / group;
+      float* S = u.S[j];
+      if (h != cur_h) {  // the v heads of one q/k head share Q, K and their products
+        cur_h = h;
+        gather_qk(u, h, c0, n, Q, Kc, kn2);
+        for (int d = 0; d < K; d++)
+          for (int i = 0; i < n; i++) KT[d * C + i] = Kc[i * K + d];
+        gemm(n, n, K, Q, K, KT, C, QK0, C, kCLower);
+        gemm(n, n, K, Kc, K, KT, C, KK, C, kCLower);
       }
-    // [K; P.Q] S in one GEMM: rows 0..n are K S, rows n..2n the inter-chunk part of O.
-    gemm(2 * n, V, K, Kc, K, S, V, XS, V, 0);
-    gemm(n, n, K, Q, K, KT, C, QK, C, kCLower);
-    gemm(n, n, K, Kc, K, KT, C, KK, C, kCLower);
-    for (int i = 0; i < n; i++) {
-      for (int j = 0; j < i; j++) A[i * C + j] = beta[i] * D[i * C + j] * KK[i * C + j];
-      for (int j = 0; j <= i; j++) QK[i * C + j] *= D[i * C + j];
-      for (int j = i + 1; j < n; j++) QK[i * C + j] = 0.f;  // the GEMM below reads inside its row block
+      gather_v(u, hv, c0, n, kn2, Vb, beta, dec);
+      const float Pc = chunk_decays(a.decay_kind, dec, n, C, P, R, D);
+      for (int i = 0; i < n; i++)
+        for (int d = 0; d < K; d++) Z[i * K + d] = P[i] * Q[i * K + d];
+      for (int d = 0; d < K; d++)
+        for (int i = 0; i < n; i++) KRT[d * C + i] = KT[d * C + i] * R[i];
+      // [K; P.Q] S in one GEMM: rows 0..n are K S, rows n..2n the inter-chunk part of O.
+      gemm(2 * n, V, K, Kc, K, S, V, XS, V, 0);
+      for (int i = 0; i < n; i++) {
+        for (int jj = 0; jj < i; jj++) A[i * C + jj] = beta[i] * D[i * C + jj] * KK[i * C + jj];
+        for (int jj = 0; jj <= i; jj++) QK[i * C + jj] = QK0[i * C + jj] * D[i * C + jj];
+        for (int jj = i + 1; jj < n; jj++) QK[i * C + jj] = 0.f;  // the GEMM below reads inside its row block
+      }
+      // Y_i = beta_i (v_i - P_i (K S)_i), then V' = (I + A)^{-1} Y.
+      for (int i = 0; i < n; i++) {
+        const float* ks = XS + static_cast<int64_t>(i) * V;
+        float* y = Vb + static_cast<int64_t>(i) * V;
+        for (int c = 0; c < V; c++) y[c] = beta[i] * (y[c] - P[i] * ks[c]);
+      }
+      invert_unit_lower(A, C, n, Tm);
+      gemm(n, V, n, Tm, inv_ld(C), Vb, V, Vp, V, kALower);
+      float* O = XS + static_cast<int64_t>(n) * V;
+      gemm(n, V, n, QK, C, Vp, V, O, V, kAccumulate | kALower);
+      store_outputs(u, hv, c0, n, O);
+      if (Pc != 1.f) {
+        const V_ p = Vec::set1(Pc);
+        int64_t e = 0;
+        const int64_t KV = static_cast<int64_t>(K) * V;
+        for (; e + Vec::W <= KV; e += Vec::W) Vec::store(S + e, Vec::mul(p, Vec::load(S + e)));
+        for (; e < KV; e++) S[e] *= Pc;
+      }
+      gemm(K, V, n, KRT, C, Vp, V, S, V, kAccumulate);
     }
-    // Y_i = beta_i (v_i - P_i (K S)_i), then V' = (I + A)^{-1} Y.
-    for (int i = 0; i < n; i++) {
-      const float* ks = XS + static_cast<int64_t>(i) * V;
-      float* y = Vb + static_cast<int64_t>(i) * V;
-      for (int c = 0; c < V; c++) y[c] = beta[i] * (y[c] - P[i] * ks[c]);
-    }
-    invert_unit_lower(A, C, n, Tm);
-    gemm(n, V, n, Tm, inv_ld(C), Vb, V, Vp, V, kALower);
-    float* O = XS + static_cast<int64_t>(n) * V;
-    gemm(n, V, n, QK, C, Vp, V, O, V, kAccumulate | kALower);
-    store_outputs(hd, c0, n, O);
-    if (Pc != 1.f) {
-      const V_ p = Vec::set1(Pc);
-      int64_t e = 0;
-      const int64_t KV = static_cast<int64_t>(K) * V;
-      for (; e + Vec::W <= KV; e += Vec::W) Vec::store(S + e, Vec::mul(p, Vec::load(S + e)));
-      for (; e < KV; e++) S[e] *= Pc;
-    }
-    gemm(K, V, n, KRT, C, Vp, V, S, V, kAccumulate);
   }
   return true;
 }
@@ -348,12 +374,12 @@ inline void recurrent_columns(const float* q, const float* k, const float* v, co
   }
 }
 
-bool recurrent_head(const DeltaHead& hd) {
-  const DeltaArgs& a = *hd.a;
-  const int K = a.K, V = a.V;
-  const int TB = hd.len < 64 ? static_cast<int>(hd.len) : 64;
+bool recurrent_unit(const DeltaUnit& u) {
+  const DeltaArgs& a = *u.a;
+  const int K = a.K, V = a.V, group = a.HV / a.H;
+  const int TB = u.len < 64 ? static_cast<int>(u.len) : 64;
   if (TB == 0) return true;
-  std::vector<float> buf(static_cast<size_t>(2 * TB * K + 2 * TB * V + 4 * TB));
+  std::vector<float> buf(static_cast<size_t>(2 * TB * K + 2 * TB * V + 5 * TB));
   float* q = buf.data();
   float* k = q + TB * K;
   float* v = k + TB * K;
@@ -362,27 +388,35 @@ bool recurrent_head(const DeltaHead& hd) {
   float* at = beta + TB;
   float* qk = at + TB;
   float* dec = qk + TB;
+  float* kn2 = dec + TB;
   constexpr int CW = kRecNV * Vec::W;
-  for (int64_t t0 = 0; t0 < hd.len; t0 += TB) {
+  for (int64_t t0 = 0; t0 < u.len; t0 += TB) {
     if (cancelled(a)) return false;
-    const int n = static_cast<int>(hd.len - t0 < TB ? hd.len - t0 : TB);
-    gather_tokens(hd, t0, n, TokenBlock{q, k, v, beta, dec});
-    if (t0 + TB < hd.len) prefetch_tokens(hd, t0 + TB, static_cast<int>(hd.len - t0 - TB < TB ? hd.len - t0 - TB : TB));
-    for (int i = 0; i < n; i++) {
-      at[i] = a.decay_kind == DecayKind::log ? std::exp(dec[i]) : a.decay_kind == DecayKind::sign ? dec[i] : 1.f;
-      qk[i] = dot(k + static_cast<int64_t>(i) * K, q + static_cast<int64_t>(i) * K, K);
+    const int n = static_cast<int>(u.len - t0 < TB ? u.len - t0 : TB);
+    if (t0 + TB < u.len) prefetch_tokens(u, t0 + TB, static_cast<int>(u.len - t0 - TB < TB ? u.len - t0 - TB : TB));
+    int cur_h = -1;
+    for (int j = 0; j < u.nh; j++) {
+      const int hv = u.hv0 + j, h = hv / group;
+      if (h != cur_h) {
+        cur_h = h;
+        gather_qk(u, h, t0, n, q, k, kn2);
+        for (int i = 0; i < n; i++) qk[i] = dot(k + static_cast<int64_t>(i) * K, q + static_cast<int64_t>(i) * K, K);
+      }
+      gather_v(u, hv, t0, n, kn2, v, beta, dec);
+      for (int i = 0; i < n; i++)
+        at[i] = a.decay_kind == DecayKind::log ? std::exp(dec[i]) : a.decay_kind == DecayKind::sign ? dec[i] : 1.f;
+      int c0 = 0;
+      for (; c0 + CW <= V; c0 += CW) recurrent_columns<true>(q, k, v, beta, at, qk, n, K, V, u.S[j], c0, CW, o);
+      if (c0 < V) recurrent_columns<false>(q, k, v, beta, at, qk, n, K, V, u.S[j], c0, V - c0, o);
+      store_outputs(u, hv, t0, n, o);
     }
-    int c0 = 0;
-    for (; c0 + CW <= V; c0 += CW) recurrent_columns<true>(q, k, v, beta, at, qk, n, K, V, hd.S, c0, CW, o);
-    if (c0 < V) recurrent_columns<false>(q, k, v, beta, at, qk, n, K, V, hd.S, c0, V - c0, o);
-    store_outputs(hd, t0, n, o);
   }
   return true;
 }
 
 }  // namespace
 
-extern const DeltaKernels kDeltaKernels = {chunk_head, recurrent_head};
+extern const DeltaKernels kDeltaKernels = {chunk_unit, recurrent_unit};
 
 }  // namespace SK_LEVEL_NS
 }  // namespace sk
