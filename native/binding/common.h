@@ -2,10 +2,14 @@
 // that resolves a Promise. No N-API call is made off the main thread: workers touch only plain structs.
 #pragma once
 #include <napi.h>
+#include <v8.h>
 
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace sk {
 
@@ -21,13 +25,26 @@ inline Napi::Error make_error(Napi::Env env, const std::string& code, const std:
   return e;
 }
 
-// A typed array argument viewed in place: pointer, element count, element type.
+// A typed array argument viewed in place: pointer, element count, element type, and a share of its
+// backing store. Holding the share keeps the memory alive even if the caller transfers or detaches the
+// buffer while an async call still reads it (a reference to the JS object alone would not).
 struct ArrayView {
   void* data = nullptr;
   int64_t length = 0;
   napi_typedarray_type type = napi_float32_array;
   bool present = false;
+  std::shared_ptr<v8::BackingStore> store;
 };
+
+// N-API has no way to pin a buffer, so this one step uses V8 directly: in Node a napi_value is a
+// v8::Local<v8::Value> (the addon is always built from source against the running Node's headers).
+inline std::shared_ptr<v8::BackingStore> backing_store_of(napi_value value) {
+  static_assert(sizeof(v8::Local<v8::Value>) == sizeof(napi_value), "napi_value is a v8::Local in Node");
+  v8::Local<v8::Value> v;
+  std::memcpy(static_cast<void*>(&v), &value, sizeof(value));
+  if (v.IsEmpty() || !v->IsArrayBufferView()) return nullptr;
+  return v.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
+}
 
 inline ArrayView get_array(const Napi::Object& o, const char* name, bool required) {
   ArrayView a;
@@ -49,6 +66,7 @@ inline ArrayView get_array(const Napi::Object& o, const char* name, bool require
   a.type = type;
   a.length = static_cast<int64_t>(length);
   a.data = data;
+  a.store = backing_store_of(v);
   a.present = true;
   return a;
 }

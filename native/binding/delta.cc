@@ -9,6 +9,8 @@
 namespace sk {
 namespace {
 
+constexpr int64_t kMaxElements = 2147483647;  // DESIGN.md 4: dimensions fit int32 work arrays
+
 std::string dims(std::initializer_list<int64_t> d) {
   std::string s = "[";
   bool first = true;
@@ -65,6 +67,7 @@ void check_values(const void* p, DType dt, int64_t n, const char* name, double l
 struct DeltaJob {
   DeltaArgs a;
   bool in_place = false;
+  std::vector<std::shared_ptr<v8::BackingStore>> pinned;  // the arrays' memory, alive until the job ends
   void run() {
     if (in_place) {
       // An in-place state must be all old or all new: look at the cancel flag once, before any write.
@@ -82,6 +85,17 @@ DeltaJob parse(const Napi::Object& o) {
                 K = get_int(o, "K"), V = get_int(o, "V");
   if (H < 1 || HV < 1 || K < 1 || V < 1)
     throw CodedError("SHAPE_MISMATCH", "expected H, HV, K, V >= 1, got " + dims({H, HV, K, V}));
+  // Element counts are products of caller-given dimensions: refuse any over the cap before comparing them
+  // with array lengths (an overflowing product could otherwise match an empty array).
+  const auto checked = [](std::initializer_list<int64_t> d, const char* name) {
+    int64_t n = 1;
+    for (int64_t x : d)
+      if (__builtin_mul_overflow(n, x, &n) || n > kMaxElements)
+        throw CodedError("TOO_LARGE", std::string("expected ") + name + " of at most 2^31 - 1 elements, got shape " + dims(d));
+    return n;
+  };
+  checked({B, T, H, K}, "q");
+  checked({B, T, HV, V}, "v");
   if (HV % H != 0)
     throw CodedError("SHAPE_MISMATCH", "expected HV a multiple of H, got HV=" + std::to_string(HV) + ", H=" + std::to_string(H));
   if (K > 1024 || V > 1024) throw CodedError("TOO_LARGE", "expected K, V <= 1024, got " + dims({K, V}));
@@ -123,6 +137,7 @@ DeltaJob parse(const Napi::Object& o) {
     a.cu_seqlens = c;
   }
   a.N = static_cast<int>(N);
+  checked({N, HV, K, V}, "state");
   const std::string state_shape = dims({N, HV, K, V});
   if (s0.present) {
     if (s0.type != napi_float32_array) throw CodedError("BAD_DTYPE", "expected initialState to be a Float32Array");
@@ -167,6 +182,8 @@ DeltaJob parse(const Napi::Object& o) {
     if (cancel.type != napi_int32_array || cancel.length < 1) throw CodedError("BAD_DTYPE", "expected cancel to be an Int32Array(1)");
     a.cancel = static_cast<const int32_t*>(cancel.data);
   }
+  for (const ArrayView* x : {&q, &k, &v, &beta, &g, &s0, &out, &sf, &cu, &cancel})
+    if (x->store) job.pinned.push_back(x->store);
   return job;
 }
 

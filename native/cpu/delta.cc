@@ -50,6 +50,7 @@ bool delta_prefill(const DeltaArgs& a) {
       unit.bos = static_cast<int64_t>(n) * a.T;
       unit.len = a.T;
     }
+    if (unit.len == 0 && !a.final_state) return;  // nothing to compute and no state to hand back
     // Work on the final-state slices when there are (a fresh output, or the state itself for an in-place
     // step); otherwise on private buffers.
     std::vector<float> own;
@@ -63,6 +64,7 @@ bool delta_prefill(const DeltaArgs& a) {
       else if (S0 != S[j]) std::memcpy(S[j], S0, KV * sizeof(float));
     }
     unit.S = S.data();
+    if (unit.len == 0) return;  // a zero-length sequence: the final state is the initial one
     const bool ok = a.use_chunk ? kern.chunk(unit) : kern.recurrent(unit);
     if (!ok) cancelled.store(true);
   });

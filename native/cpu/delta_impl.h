@@ -179,48 +179,44 @@ inline bool cancelled(const DeltaArgs& a) {
 
 // ---------------------------------------------------------------- chunkwise
 
-// Decays of one chunk: P_i (start..i), R_i (i+1..end), D_ij (j+1..i, lower incl. diagonal, ld C).
-// Returns P of the whole chunk.
-inline float chunk_decays(DecayKind kind, const float* dec, int n, int C, float* P, float* R, float* D) {
+// Decays of one chunk: P_i (start..i), R_i (i+1..end), D_ij (j+1..i, lower incl. diagonal, ld C); returns P
+// of the whole chunk. All are products of the per-token factors a = exp(g) (or the signed decay itself), not
+// exp of differences of a running sum of g: a float sum absorbs small g after a large one, and overflows for
+// g near -FLT_MAX, while products only round and underflow to exact zeros. Row i of D is row i-1 times a_i.
+inline float chunk_decays(DecayKind kind, float* dec, int n, int C, float* P, float* R, float* D) {
+  constexpr int W = Vec::W;
+  if (kind == DecayKind::none) {
+    for (int i = 0; i < n; i++) {
+      P[i] = R[i] = 1.f;
+      for (int j = 0; j <= i; j++) D[i * C + j] = 1.f;
+    }
+    return 1.f;
+  }
   if (kind == DecayKind::log) {
-    float G[512];
-    float acc = 0.f;
-    for (int i = 0; i < n; i++) G[i] = (acc += dec[i]);
-    for (int i = 0; i < n; i++) {
-      P[i] = std::exp(G[i]);
-      R[i] = std::exp(G[n - 1] - G[i]);
+    for (int i = 0; i < n; i += W) {
+      const int w = n - i < W ? n - i : W;
+      Vec::storep(dec + i, Vec::exp(Vec::loadp(dec + i, w)), w);
     }
-    // exp(G_i - G_j) rather than P_i / P_j: the ratio would overflow or lose everything once G underflows.
-    constexpr int W = Vec::W;
-    for (int i = 0; i < n; i++) {
-      const V_ gi = Vec::set1(G[i]);
-      for (int j = 0; j <= i; j += W) {
-        const int w = i + 1 - j < W ? i + 1 - j : W;
-        Vec::storep(D + i * C + j, Vec::exp(Vec::sub(gi, Vec::loadp(G + j, w))), w);
-      }
-    }
-    return P[n - 1];
   }
-  if (kind == DecayKind::sign) {
-    float p = 1.f;
-    for (int i = 0; i < n; i++) P[i] = (p *= dec[i]);
-    float r = 1.f;
-    for (int i = n - 1; i >= 0; i--) {
-      R[i] = r;
-      r *= dec[i];
-    }
-    for (int j = 0; j < n; j++) {
-      float d = 1.f;
-      D[j * C + j] = 1.f;
-      for (int i = j + 1; i < n; i++) D[i * C + j] = (d *= dec[i]);
-    }
-    return P[n - 1];
+  float p = 1.f;
+  for (int i = 0; i < n; i++) P[i] = (p *= dec[i]);
+  float r = 1.f;
+  for (int i = n - 1; i >= 0; i--) {
+    R[i] = r;
+    r *= dec[i];
   }
-  for (int i = 0; i < n; i++) {
-    P[i] = R[i] = 1.f;
-    for (int j = 0; j <= i; j++) D[i * C + j] = 1.f;
+  D[0] = 1.f;
+  for (int i = 1; i < n; i++) {
+    const V_ ai = Vec::set1(dec[i]);
+    const float* prev = D + (i - 1) * C;
+    float* row = D + i * C;
+    for (int j = 0; j < i; j += W) {
+      const int w = i - j < W ? i - j : W;
+      Vec::storep(row + j, Vec::mul(ai, Vec::loadp(prev + j, w)), w);
+    }
+    row[i] = 1.f;
   }
-  return 1.f;
+  return P[n - 1];
 }
 
 // Tm = (I + A)^{-1} for A strictly lower (ld C), by forward substitution on rows:

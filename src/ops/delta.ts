@@ -3,12 +3,13 @@
 import { abortError, fail } from '../errors.js';
 import { callNative, fromNative, native, resolveBackend, type NativeDeltaArgs } from '../backend.js';
 import { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from '../reference/delta.js';
-import { Tensor, tensor, zeros, type DType } from '../tensor.js';
+import { numel, Tensor, tensor, zeros, type DType } from '../tensor.js';
 import type { AsyncOptions, DeltaRuleOptions, DeltaRuleResult, DeltaStepOptions, DeltaStepResult } from '../types.js';
 import { checkCuSeqlens, checkFinite, checkInt, checkOneOf, checkOptions, checkShape, checkTensor, checkValues } from '../validate.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_DIM = 1024;
+const MAX_ELEMENTS = 2 ** 31 - 1; // DESIGN.md 4: element counts fit int32 work arrays
 
 /** Set by the tests (SEQKERN_POISON=1): outputs are filled with NaN before a call, so unwritten elements show. */
 const poison = process.env.SEQKERN_POISON === '1';
@@ -151,6 +152,11 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
     wantFinal = true;
   }
   const stateShape = [N, HV, K, V];
+  // Outputs are allocated here: refuse sizes past the int32 element cap before allocating (an empty input
+  // can declare any B, and finalState grows with it).
+  for (const [name, shape] of [['v', v.shape], ['q', q.shape], [step ? 'state' : 'finalState', stateShape]] as const) {
+    if (numel(shape) > MAX_ELEMENTS) fail('TOO_LARGE', op, name, `of at most ${MAX_ELEMENTS} elements`, `shape [${shape.join(',')}]`);
+  }
   if (initial) checkShape(op, step ? 'state' : 'initialState', initial, stateShape);
 
   const float64 = q.dtype === 'float64' || betaT.dtype === 'float64' || gT?.dtype === 'float64';
