@@ -245,8 +245,8 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
 
   if (cases.length) {
     const native = (c: BenchCase) => c.backend === 'cpu' && machine.backend === 'cpu';
-    // The limits each row is divided by: the peak at the level in effect on the pool's threads, copy (and
-    // update, for in-place ops) at the case's working set. Each is measured right after the first case
+    // The limits each row is divided by: the peak at the level in effect on the pool's threads, copy over
+    // the bytes the case moves (and update, for in-place ops, at its working set). Each is measured right after the first case
     // that needs it rather than all up front: on a shared or virtual machine what the threads get drifts
     // over a run, and a limit taken next to its op is the fairest comparison (after, not before, so a case
     // the op rejects fails before any probe runs). The peak is re-probed briefly after every case and the
@@ -255,7 +255,7 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
     const limitsOf = (c: BenchCase, label: string): CaseLimits => {
       if (!native(c)) return {};
       const e = envOf(c);
-      const ws = OPS[c.op].work(c).workingSet;
+      const w = OPS[c.op].work(c);
       progress.show(`${label} limits ...`);
       const level = e.simd as SimdName;
       const known = probe.results().peak.some((p) => p.level === level && p.threads === e.threads);
@@ -263,8 +263,10 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
       if (e.threads > 1) probe.peak(level, 1);
       return {
         peak,
-        copy: probe.bandwidth('copy', ws, e.threads),
-        update: OPS[c.op].inPlace ? probe.bandwidth('update', ws, e.threads) : undefined,
+        // Copy over the same number of bytes the op moves (arrays totalling w.bytes: a copy reading and
+        // writing what the op reads and writes); the in-place update over the op's own working set.
+        copy: probe.bandwidth('copy', w.bytes, e.threads),
+        update: OPS[c.op].inPlace ? probe.bandwidth('update', w.workingSet, e.threads) : undefined,
       };
     };
     const inputs = new InputPool(cases, a.seed);

@@ -10,7 +10,8 @@
 //   C x C matrices) is not counted. Write-allocate traffic is not counted (STREAM's convention, which the
 //   copy/triad probes follow too, so the ratios compare like with like).
 // - The working set is the distinct bytes an op touches (the decode step's state counts once although it
-//   is read and written): the size at which its copy bandwidth is measured.
+//   is read and written): the size at which an in-place update is measured. Copy bandwidth is measured on
+//   the bytes the op moves (a copy whose source and destination total `bytes`).
 
 /** Default chunk length of the chunkwise algorithm. */
 export const CHUNK = 64;

@@ -185,11 +185,12 @@ export function legend(rows: readonly BenchRow[]): string {
     `%peak: GF/s by the count of the algorithm that ran ÷ FP32 FMA peak at the SIMD level in effect on the same`,
     `threads (peak@: level x threads), measured in this run${peakList ? `: ${peakList}` : ''}.`,
     'GB/s: q,k,v,beta,g read + o written (+ state read and written for the step), at the median time.',
-    '%copy: GB/s ÷ copy bandwidth (b=a, read + write counted, same threads) measured in this run at the op\'s own',
-    'working set (bw@: the distinct bytes the op touches; the step counts its state once). %upd (ops that update',
-    'in place: the step\'s state): GB/s ÷ in-place update bandwidth (a=s*a) at the same size; copy is credited',
-    'less than it moves (the write-allocate read of its destination is not counted), an in-place update is not,',
-    'so out of cache the step can pass 100% of copy but not of update.',
+    '%copy: GB/s ÷ copy bandwidth (b=a, read + write counted, same threads) measured in this run on the same',
+    'number of bytes the op moves (bw@: source + destination = the op\'s bytes read + written; for the step, its',
+    'state read and written). %upd (ops that update in place: the step\'s state): GB/s ÷ in-place update',
+    'bandwidth (a=s*a) at the op\'s working set (the state once); copy is credited less than it moves (the',
+    'write-allocate read of its destination is not counted), an in-place update is not, so out of cache the step',
+    'can pass 100% of copy but not of update.',
   ];
   return lines.join('\n');
 }
