@@ -327,16 +327,16 @@ bool chunk_unit(const DeltaUnit& u) {
 // ---------------------------------------------------------------- recurrent
 
 #if defined(__AVX512F__)
-constexpr int kRecNV = 8;  // a whole 128-wide row: 24 live vectors of 32 zmm, rows read in order
+constexpr int kRecMaxNV = 8;  // a whole 128-wide row: 24 live vectors of 32 zmm, rows read in order
 #else
-constexpr int kRecNV = 4;
+constexpr int kRecMaxNV = 4;  // 12 live vectors of 16 ymm
 #endif
 
-// Runs tokens [0, n) of a token block over state columns [c0, c0 + cols).
-template <bool kFull>
+// Runs tokens [0, n) of a token block over state columns [c0, c0 + cols), NV vectors wide.
+template <int NV, bool kFull>
 inline void recurrent_columns(const float* q, const float* k, const float* v, const float* beta, const float* at,
                               const float* qk, int n, int K, int V, float* S, int c0, int cols, float* o) {
-  constexpr int W = Vec::W, NV = kRecNV;
+  constexpr int W = Vec::W;
   auto wid = [&](int j) { return kFull ? W : (cols - j * W < W ? (cols - j * W > 0 ? cols - j * W : 0) : W); };
   auto ld = [&](const float* p, int j) { return kFull ? Vec::load(p) : Vec::loadp(p, wid(j)); };
   auto st = [&](float* p, V_ x, int j) {
@@ -408,7 +408,7 @@ bool recurrent_unit(const DeltaUnit& u) {
   float* qk = at + TB;
   float* dec = qk + TB;
   float* kn2 = dec + TB;
-  constexpr int CW = kRecNV * Vec::W;
+  constexpr int W = Vec::W;
   for (int64_t t0 = 0; t0 < u.len; t0 += TB) {
     if (cancelled(a)) return false;
     const int n = static_cast<int>(u.len - t0 < TB ? u.len - t0 : TB);
@@ -424,9 +424,16 @@ bool recurrent_unit(const DeltaUnit& u) {
       gather_v(u, hv, t0, n, kn2, v, beta, dec);
       for (int i = 0; i < n; i++)
         at[i] = a.decay_kind == DecayKind::log ? std::exp(dec[i]) : a.decay_kind == DecayKind::sign ? dec[i] : 1.f;
+      // Column blocks as wide as the registers allow, then narrower ones for the rest of V.
+      float* S = u.S[j];
       int c0 = 0;
-      for (; c0 + CW <= V; c0 += CW) recurrent_columns<true>(q, k, v, beta, at, qk, n, K, V, u.S[j], c0, CW, o);
-      if (c0 < V) recurrent_columns<false>(q, k, v, beta, at, qk, n, K, V, u.S[j], c0, V - c0, o);
+      for (; c0 + kRecMaxNV * W <= V; c0 += kRecMaxNV * W)
+        recurrent_columns<kRecMaxNV, true>(q, k, v, beta, at, qk, n, K, V, S, c0, kRecMaxNV * W, o);
+      if (kRecMaxNV > 4)
+        for (; c0 + 4 * W <= V; c0 += 4 * W) recurrent_columns<4, true>(q, k, v, beta, at, qk, n, K, V, S, c0, 4 * W, o);
+      for (; c0 + 2 * W <= V; c0 += 2 * W) recurrent_columns<2, true>(q, k, v, beta, at, qk, n, K, V, S, c0, 2 * W, o);
+      for (; c0 + W <= V; c0 += W) recurrent_columns<1, true>(q, k, v, beta, at, qk, n, K, V, S, c0, W, o);
+      if (c0 < V) recurrent_columns<1, false>(q, k, v, beta, at, qk, n, K, V, S, c0, V - c0, o);
       store_outputs(u, hv, t0, n, o);
     }
   }
