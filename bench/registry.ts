@@ -3,22 +3,15 @@
 // both go through here.
 import { gatedDeltaRule, gatedDeltaRuleStep, rand, randn, tensor, type Tensor } from '../src/index.js';
 import { autoAlgorithm } from '../src/ops/delta.js';
-import { deltaPrefillWork, deltaStepWork, type BenchDType, type Work } from './formulas.js';
+import { deltaPrefillWork, deltaStepWork, type DeltaShape, type Work } from './formulas.js';
 
 export type OpName = 'gated-delta' | 'delta-step';
 export type Algorithm = 'auto' | 'chunk' | 'recurrent';
 export type BenchBackend = 'cpu' | 'reference';
 
-/** One benchmark case. For the decode step B is N (sequences) and T is 1. */
-export interface BenchCase {
+/** One benchmark case: a shape (for the decode step B is N, the sequences, and T is 1) and how to run it. */
+export interface BenchCase extends DeltaShape {
   op: OpName;
-  B: number;
-  T: number;
-  H: number;
-  HV: number;
-  K: number;
-  V: number;
-  dtype: BenchDType;
   algorithm: Algorithm;
   backend: BenchBackend;
 }
