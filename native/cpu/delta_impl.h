@@ -195,7 +195,7 @@ inline float chunk_decays(DecayKind kind, float* dec, int n, int C, float* P, fl
   if (kind == DecayKind::log) {
     for (int i = 0; i < n; i += W) {
       const int w = n - i < W ? n - i : W;
-      Vec::storep(dec + i, Vec::exp(Vec::loadp(dec + i, w)), w);
+      Vec::storep(dec + i, vexp(Vec::loadp(dec + i, w)), w);
     }
   }
   float p = 1.f;

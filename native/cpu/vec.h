@@ -4,6 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -29,22 +30,14 @@ struct Vec {
   static T add(T a, T b) { return _mm512_add_ps(a, b); }
   static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
   static float hsum(T a) { return _mm512_reduce_add_ps(a); }
-  // e^x: n = round(x log2 e), r = x - n ln2 (two-part ln2), e^r by a degree-7 polynomial, 2^n added to the
-  // exponent bits. Below -87.3 the result is 0 (as expf flushes), above 88.7 +Inf; NaN stays NaN.
-  static T exp(T x) {
-    const T n = _mm512_roundscale_ps(_mm512_mul_ps(x, set1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    T r = _mm512_fnmadd_ps(n, set1(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, set1(1.428606765330187045e-06f), r);
-    T p = set1(1.f / 5040);
-    p = fma(p, r, set1(1.f / 720));
-    p = fma(p, r, set1(1.f / 120));
-    p = fma(p, r, set1(1.f / 24));
-    p = fma(p, r, set1(1.f / 6));
-    p = fma(p, r, set1(0.5f));
-    p = fma(p, r, set1(1.f));
-    p = fma(p, r, set1(1.f));
+  // Pieces of exp() below: round to nearest, p * 2^n by an add to the exponent bits (n >= -127, p in
+  // [0.7, 1.5)), and the range fix-ups (under -87.34: 0, as expf flushes; over 88.72: +Inf; NaN stays).
+  static T round(T x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static T scale2n(T p, T n) {
     const __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(_mm512_max_ps(n, set1(-127.f))), 23);
-    T y = _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
+  }
+  static T fix_range(T x, T y) {
     y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, set1(-87.33654f), _CMP_LT_OQ), y, zero());
     y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, set1(88.72283f), _CMP_GT_OQ), y, set1(__builtin_inff()));
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
@@ -75,21 +68,12 @@ struct Vec {
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
   }
-  // e^x, as the avx512 variant above.
-  static T exp(T x) {
-    const T n = _mm256_round_ps(_mm256_mul_ps(x, set1(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    T r = _mm256_fnmadd_ps(n, set1(0.693145751953125f), x);
-    r = _mm256_fnmadd_ps(n, set1(1.428606765330187045e-06f), r);
-    T p = set1(1.f / 5040);
-    p = fma(p, r, set1(1.f / 720));
-    p = fma(p, r, set1(1.f / 120));
-    p = fma(p, r, set1(1.f / 24));
-    p = fma(p, r, set1(1.f / 6));
-    p = fma(p, r, set1(0.5f));
-    p = fma(p, r, set1(1.f));
-    p = fma(p, r, set1(1.f));
+  static T round(T x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static T scale2n(T p, T n) {
     const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_max_ps(n, set1(-127.f))), 23);
-    T y = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+  }
+  static T fix_range(T x, T y) {
     y = _mm256_blendv_ps(y, zero(), _mm256_cmp_ps(x, set1(-87.33654f), _CMP_LT_OQ));
     y = _mm256_blendv_ps(y, set1(__builtin_inff()), _mm256_cmp_ps(x, set1(88.72283f), _CMP_GT_OQ));
     return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
@@ -114,11 +98,36 @@ struct Vec {
   static T add(T a, T b) { T r; for (int i = 0; i < W; i++) r.v[i] = a.v[i] + b.v[i]; return r; }
   static T sub(T a, T b) { T r; for (int i = 0; i < W; i++) r.v[i] = a.v[i] - b.v[i]; return r; }
   static float hsum(T a) { float s = 0.f; for (int i = 0; i < W; i++) s += a.v[i]; return s; }
-  static T exp(T a) { T r; for (int i = 0; i < W; i++) r.v[i] = std::exp(a.v[i]); return r; }
+  static T round(T a) { T r; for (int i = 0; i < W; i++) r.v[i] = std::nearbyint(a.v[i]); return r; }
+  static T scale2n(T p, T n) {
+    T r;
+    for (int i = 0; i < W; i++) r.v[i] = std::ldexp(p.v[i], static_cast<int>(n.v[i] < -127.f ? -127.f : n.v[i]));
+    return r;
+  }
+  static T fix_range(T x, T y) {
+    for (int i = 0; i < W; i++) {
+      if (x.v[i] < -87.33654f) y.v[i] = 0.f;
+      if (x.v[i] > 88.72283f) y.v[i] = __builtin_inff();
+      if (x.v[i] != x.v[i]) y.v[i] = x.v[i];
+    }
+    return y;
+  }
 };
 #endif
 
 using V_ = Vec::T;
+
+// e^x, the same at every level: n = round(x log2 e), r = x - n ln2 (ln2 in two parts, so r is exact to
+// float rounding), e^r by its Taylor polynomial to degree 7 (|r| <= ln2/2: truncation < 1e-8 relative),
+// then 2^n added to the exponent bits.
+inline V_ vexp(V_ x) {
+  const V_ n = Vec::round(Vec::mul(x, Vec::set1(1.44269504088896341f)));
+  V_ r = Vec::fnma(n, Vec::set1(0.693145751953125f), x);
+  r = Vec::fnma(n, Vec::set1(1.428606765330187045e-06f), r);
+  V_ p = Vec::set1(1.f / 5040);
+  for (float c : {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) p = Vec::fma(p, r, Vec::set1(c));
+  return Vec::fix_range(x, Vec::scale2n(p, n));
+}
 
 }  // namespace SK_LEVEL_NS
 }  // namespace sk
