@@ -81,3 +81,41 @@ export interface DeltaStepResult {
   /** [N, HV, V], dtype of v. */
   o: Tensor;
 }
+
+/** Softmax over the last axis (DESIGN.md 6.2). */
+export interface SoftmaxOptions extends CommonOptions {
+  /** 'two-pass' (default; Dukhan & Ablavatski 2020: no max pass) or 'three-pass' (max, sum, normalise). */
+  algorithm?: 'two-pass' | 'three-pass';
+  /** A row of all -Inf is an OUT_OF_RANGE error instead of a row of NaN. */
+  strict?: boolean;
+}
+
+/**
+ * Exact attention, flash-style (DESIGN.md 6.3). q [B,T,Hq,D], k [B,S,Hk,D], v [B,S,Hk,Dv], Hq a multiple of
+ * Hk (GQA/MQA: q head i reads kv head floor(i / (Hq/Hk))).
+ */
+export interface AttentionOptions extends CommonOptions {
+  /** Causal mask, bottom-right aligned when S > T (query i sees keys j <= i + S - T), as FlashAttention 2. */
+  causal?: boolean;
+  /** Score scale, default 1/sqrt(D). */
+  scale?: number;
+  /** Gated attention (Qiu et al. 2025, G1): logits z, [B,T,Hq,Dv] (elementwise) or [B,T,Hq] (headwise); o ⊙ sigmoid(z). */
+  gate?: Tensor;
+  /** Inferred from gate's shape when absent. */
+  gateType?: 'elementwise' | 'headwise';
+  /**
+   * Packed varlen batch (B = 1): N + 1 offsets of the queries in T. Keys use `cuSeqlensK` (offsets in S), or
+   * the same offsets when absent (then S must equal T).
+   */
+  cuSeqlens?: Int32Array | readonly number[];
+  cuSeqlensK?: Int32Array | readonly number[];
+  /** Also return lse [B, Hq, T] float32: the natural log-sum-exp of each query's scaled, masked scores. */
+  returnLse?: boolean;
+}
+
+export interface AttentionResult {
+  /** [B, T, Hq, Dv], dtype of v. */
+  o: Tensor;
+  /** [B, Hq, T] float32 when returnLse (-Inf for a query that sees no key). */
+  lse?: Tensor;
+}

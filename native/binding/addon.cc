@@ -56,6 +56,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setSimd", Napi::Function::New(env, SetSimd));
   register_delta(env, exports);
   register_limits(env, exports);
+  register_softmax(env, exports);
+  register_attention(env, exports);
   return exports;
 }
 

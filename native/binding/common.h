@@ -148,5 +148,7 @@ Napi::Value guarded(Napi::Env env, F&& f) {
 
 void register_delta(Napi::Env env, Napi::Object exports);
 void register_limits(Napi::Env env, Napi::Object exports);
+void register_softmax(Napi::Env env, Napi::Object exports);
+void register_attention(Napi::Env env, Napi::Object exports);
 
 }  // namespace sk

@@ -1,0 +1,1 @@
+// attention driver (issue 8; being written)

@@ -1,0 +1,1 @@
+// attention kernels, avx2 (issue 8; being written)

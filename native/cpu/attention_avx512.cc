@@ -1,0 +1,1 @@
+// attention kernels, avx512 (issue 8; being written)

@@ -1,0 +1,1 @@
+// attention kernels, portable (issue 8; being written)

@@ -1,0 +1,1 @@
+// softmax driver (issue 8; being written)

@@ -1,0 +1,1 @@
+// softmax kernels, avx2 (issue 8; being written)

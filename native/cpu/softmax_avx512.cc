@@ -1,0 +1,1 @@
+// softmax kernels, avx512 (issue 8; being written)

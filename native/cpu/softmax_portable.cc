@@ -1,0 +1,1 @@
+// softmax kernels, portable (issue 8; being written)
