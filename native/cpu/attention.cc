@@ -1,1 +1,172 @@
-// attention driver (issue 8; being written)
+// Driver of the attention family: sizes the tiles, cuts the call into units (see attention.h), splits the
+// keys of the units when there are too few of them to fill the threads, and runs everything on the pool with
+// the kernels of the chosen SIMD level.
+#include "attention.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "threadpool.h"
+
+namespace sk {
+
+const AttentionKernels& attention_kernels(SimdLevel l) {
+  switch (l) {
+    case SimdLevel::avx512: return avx512::kAttentionKernels;
+    case SimdLevel::avx2: return avx2::kAttentionKernels;
+    default: return portable::kAttentionKernels;
+  }
+}
+
+namespace {
+
+// Columns (queries x heads) of a unit's score tile: enough to reuse each K/V tile 64 times, few enough that
+// Q^T, the tile and the accumulator stay in L1/L2 (64 x 128 floats is 32 KiB).
+constexpr int kMaxCols = 64;
+constexpr int kKeyTile = 64;
+// A unit's keys are split only into pieces of at least this many keys (a piece costs one partial state and
+// a share of a merge).
+constexpr int kMinSplitKeys = 512;
+// Units with at most this many columns per kv head take several kv heads (see make_plan).
+constexpr int kNarrowCols = 8;
+
+struct Aligned {
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> p;
+  explicit Aligned(int64_t n) {
+    const size_t bytes = (static_cast<size_t>(n > 0 ? n : 1) * sizeof(float) + 63) / 64 * 64;
+    p.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    if (!p) throw std::bad_alloc();
+  }
+  float* get() const { return p.get(); }
+};
+
+AttnPlan make_plan(const AttentionArgs& a, int max_len) {
+  AttnPlan p;
+  p.group = a.Hq / a.Hk;
+  const int slices = (p.group + kMaxCols - 1) / kMaxCols;
+  p.heads = (p.group + slices - 1) / slices;
+  p.rows = std::max(1, kMaxCols / p.heads);
+  p.rows = std::min(p.rows, std::max(1, max_len));  // decode: one query per head
+  p.cols = p.heads * p.rows;
+  // Few columns per kv head (decode): take several kv heads per unit, up to kMaxCols columns in all, so a
+  // unit reads each key's rows of K and V for all its heads at once, contiguous in memory.
+  p.kv = p.cols <= kNarrowCols ? std::max(1, std::min(a.Hk, kMaxCols / p.cols)) : 1;
+  p.bc = kKeyTile;
+  return p;
+}
+
+}  // namespace
+
+bool attention_forward(const AttentionArgs& a) {
+  const AttentionKernels& kern = attention_kernels(simd_level());
+  const int threads = num_threads();
+
+  int max_len = 0;
+  for (int n = 0; n < a.N; n++) max_len = std::max(max_len, a.cu_q ? a.cu_q[n + 1] - a.cu_q[n] : a.T);
+  const AttnPlan p = make_plan(a, max_len);
+
+  // Units in the order they should start: the most work first (causal blocks near the end of a sequence
+  // see the most keys), so the dynamic scheduler ends with the small ones.
+  std::vector<AttnUnit> units;
+  std::vector<int64_t> cost;
+  for (int n = 0; n < a.N; n++) {
+    const int Tn = a.cu_q ? a.cu_q[n + 1] - a.cu_q[n] : a.T;
+    const int Sn = a.cu_q ? a.cu_k[n + 1] - a.cu_k[n] : a.S;
+    const int64_t off = static_cast<int64_t>(Sn) - Tn;
+    for (int64_t i0 = 0; i0 < Tn; i0 += p.rows) {
+      const int nq = static_cast<int>(std::min<int64_t>(p.rows, Tn - i0));
+      // Causal: the last query of the block sees keys up to i0 + nq - 1 + off; later tiles are all masked.
+      const int64_t end = a.causal ? std::clamp<int64_t>(i0 + nq + off, 0, Sn) : Sn;
+      for (int hk = 0; hk < a.Hk; hk += p.kv) {
+        const int nkv = std::min(p.kv, a.Hk - hk);
+        for (int h = 0; h < p.group; h += p.heads) {
+          const int nh = std::min(p.heads, p.group - h);
+          units.push_back({n, hk, nkv, h, nh, static_cast<int32_t>(i0), nq, 0, static_cast<int32_t>(end), -1, 0});
+        }
+      }
+    }
+  }
+  if (units.empty()) return true;
+
+  // Too few units to keep every thread busy to the end: split their keys into pieces with partial states,
+  // merged afterwards by log-sum-exp (decode: one query per sequence against a long cache).
+  std::vector<AttnUnit> work, merges;
+  int64_t slots = 0;
+  if (units.size() < static_cast<size_t>(4 * threads)) {
+    const int64_t want = (8 * static_cast<int64_t>(threads) + units.size() - 1) / units.size();
+    for (const AttnUnit& u : units) {
+      const int64_t keys = u.j1 - u.j0;
+      const int64_t pieces = std::min<int64_t>(want, keys / kMinSplitKeys);
+      if (pieces < 2) {
+        work.push_back(u);
+        continue;
+      }
+      const int64_t chunk = (keys + pieces - 1) / pieces;
+      const int64_t step = (chunk + p.bc - 1) / p.bc * p.bc;  // tile-aligned
+      AttnUnit m = u;
+      m.slot = static_cast<int32_t>(slots);
+      m.pieces = 0;
+      for (int64_t j = u.j0; j < u.j1; j += step) {
+        AttnUnit piece = u;
+        piece.j0 = static_cast<int32_t>(j);
+        piece.j1 = static_cast<int32_t>(std::min<int64_t>(j + step, u.j1));
+        piece.slot = static_cast<int32_t>(slots++);
+        work.push_back(piece);
+        m.pieces++;
+      }
+      merges.push_back(m);
+    }
+  } else {
+    work = std::move(units);
+  }
+  cost.resize(work.size());
+  for (size_t i = 0; i < work.size(); i++)
+    cost[i] = (static_cast<int64_t>(work[i].j1 - work[i].j0) + 16) * work[i].nkv * work[i].nh * work[i].nq;
+  std::vector<int32_t> order(work.size());
+  for (size_t i = 0; i < order.size(); i++) order[i] = static_cast<int32_t>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return cost[x] > cost[y]; });
+
+  // Workspaces per thread, allocated here (none in the loops). A pool resized by another call in the
+  // meantime could hand out a thread id past them: that thread then uses one of its own.
+  const int64_t ws_floats = kern.workspace_floats(a, p);
+  std::vector<Aligned> ws;
+  for (int t = 0; t < threads; t++) ws.emplace_back(ws_floats);
+  std::unique_ptr<Aligned> scratch = slots ? std::make_unique<Aligned>(slots * kern.partial_floats(a, p)) : nullptr;
+  float* sp = scratch ? scratch->get() : nullptr;
+
+  // Nothing may throw on a pool thread: a failed allocation there is reported after the loop.
+  std::atomic<bool> stop{false}, no_memory{false};
+  auto workspace = [&](int tid, std::unique_ptr<Aligned>& own) -> float* {
+    if (tid < threads) return ws[tid].get();
+    try {
+      own = std::make_unique<Aligned>(ws_floats);
+    } catch (const std::bad_alloc&) {
+      no_memory.store(true);
+      stop.store(true);
+      return nullptr;
+    }
+    return own->get();
+  };
+  parallel_for(static_cast<int64_t>(order.size()), [&](int64_t i, int tid) {
+    if (stop.load(std::memory_order_relaxed)) return;
+    std::unique_ptr<Aligned> own;
+    float* w = workspace(tid, own);
+    if (w && !kern.unit(a, p, work[order[i]], w, sp)) stop.store(true);
+  });
+  if (!no_memory.load() && !stop.load() && !merges.empty()) {
+    parallel_for(static_cast<int64_t>(merges.size()), [&](int64_t i, int tid) {
+      std::unique_ptr<Aligned> own;
+      if (float* w = workspace(tid, own)) kern.merge(a, p, merges[i], w, sp);
+    });
+  }
+  if (no_memory.load()) throw std::bad_alloc();
+  return !stop.load();
+}
+
+}  // namespace sk

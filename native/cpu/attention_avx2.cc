@@ -1,1 +1,3 @@
-// attention kernels, avx2 (issue 8; being written)
+// The avx2 variant of the attention kernels (compiled with this level's target flags; see binding.gyp).
+#define SK_LEVEL_NS avx2
+#include "attention_impl.h"

@@ -1,1 +1,3 @@
-// attention kernels, portable (issue 8; being written)
+// The portable variant of the attention kernels (compiled with this level's target flags; see binding.gyp).
+#define SK_LEVEL_NS portable
+#include "attention_impl.h"

@@ -1,1 +1,3 @@
-// softmax kernels, avx512 (issue 8; being written)
+// The avx512 variant of the softmax kernels (compiled with this level's target flags; see sources.json).
+#define SK_LEVEL_NS avx512
+#include "softmax_impl.h"

@@ -1,1 +1,3 @@
-// softmax kernels, portable (issue 8; being written)
+// The portable variant of the softmax kernels (compiled with this level's target flags; see sources.json).
+#define SK_LEVEL_NS portable
+#include "softmax_impl.h"

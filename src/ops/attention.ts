@@ -1,14 +1,212 @@
-// Exact attention and gated attention, flash-style (DESIGN.md 6.3). STUB: being written (issue 8).
-import { SeqkernError } from '../errors.js';
-import type { Tensor } from '../tensor.js';
+// Exact attention and gated attention, flash-style (DESIGN.md 6.3): public ops. Validates in TypeScript, then
+// runs the native CPU kernels (or the float64 reference when asked, for float64 inputs, or when the addon is
+// missing).
+import { abortError, fail } from '../errors.js';
+import { callNative, fromNative, native, resolveBackend } from '../backend.js';
+import { attentionReference } from '../reference/attention.js';
+import { numel, Tensor, tensor, zeros, type DType } from '../tensor.js';
 import type { AsyncOptions, AttentionOptions, AttentionResult } from '../types.js';
+import { checkFinite, checkOneOf, checkOptions, checkShape, checkTensor } from '../validate.js';
 
-export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): AttentionResult {
-  void q; void k; void v; void opts;
-  throw new SeqkernError('NATIVE_ERROR', 'attention: not implemented yet');
+const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
+const MAX_HEAD_DIM = 1024;
+const MAX_ELEMENTS = 2 ** 31 - 1; // DESIGN.md 4: element counts fit int32 work arrays
+
+/** Set by the tests (SEQKERN_POISON=1): outputs are filled with NaN before a call, so unwritten elements show. */
+const poison = process.env.SEQKERN_POISON === '1';
+
+/** The raw addon's arguments (native/binding/attention.cc). */
+interface NativeAttentionArgs {
+  B: number; T: number; S: number; Hq: number; Hk: number; D: number; Dv: number;
+  q: ArrayBufferView; k: ArrayBufferView; v: ArrayBufferView; dtype: string;
+  o: ArrayBufferView; lse?: Float32Array;
+  gate?: ArrayBufferView; gateDtype?: string; gateKind: 'none' | 'elementwise' | 'headwise';
+  causal: boolean; scale: number;
+  cuSeqlens?: Int32Array; cuSeqlensK?: Int32Array; cancel?: Int32Array;
 }
 
+interface AttentionAddon {
+  attention(args: NativeAttentionArgs): void;
+  attentionAsync(args: NativeAttentionArgs): Promise<void>;
+}
+
+interface Prepared {
+  backend: 'cpu' | 'reference';
+  args: NativeAttentionArgs;
+  q: Tensor; k: Tensor; v: Tensor;
+  oShape: number[];
+  oDtype: DType;
+  lseShape: number[];
+  wantLse: boolean;
+  refOpts: AttentionOptions;
+}
+
+function describe(x: unknown): string {
+  if (x === undefined || x === null) return String(x);
+  if (ArrayBuffer.isView(x)) return x.constructor.name;
+  return Array.isArray(x) ? 'an array' : typeof x;
+}
+
+/** N + 1 int32 offsets named `name`: 0 first, `end` last, non-decreasing. Returns an Int32Array (no copy if it is one). */
+function checkOffsets(op: string, name: string, cu: unknown, end: number, endName: string): Int32Array {
+  let arr: Int32Array;
+  if (cu instanceof Int32Array) arr = cu;
+  else if (Array.isArray(cu)) {
+    for (const x of cu) {
+      if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x > 2147483647) {
+        fail('BAD_ARGUMENT', op, name, 'of non-negative int32 offsets', String(x));
+      }
+    }
+    arr = Int32Array.from(cu as number[]);
+  } else {
+    fail('BAD_DTYPE', op, name, 'to be an Int32Array or number[]', describe(cu));
+  }
+  if (arr.length < 2) fail('SHAPE_MISMATCH', op, name, 'of at least 2 offsets (N + 1)', `${arr.length}`);
+  if (arr[0] !== 0) fail('OUT_OF_RANGE', op, name, 'to start at 0', `${arr[0]}`);
+  for (let i = 1; i < arr.length; i++) {
+    if (arr[i] < arr[i - 1]) fail('OUT_OF_RANGE', op, name, 'non-decreasing', `${arr[i - 1]} then ${arr[i]} at index ${i}`);
+  }
+  if (arr[arr.length - 1] !== end) fail('OUT_OF_RANGE', op, name, `to end at ${endName}=${end}`, `${arr[arr.length - 1]}`);
+  return arr;
+}
+
+function prepare(op: string, q: unknown, k: unknown, v: unknown, o: AttentionOptions): Prepared {
+  checkOptions(op, o);
+  const qT = checkTensor(op, 'q', q, IN_DTYPES, 4);
+  const kT = checkTensor(op, 'k', k, IN_DTYPES, 4);
+  const vT = checkTensor(op, 'v', v, IN_DTYPES, 4);
+  const [B, T, Hq, D] = qT.shape;
+  const [, S, Hk] = kT.shape;
+  const Dv = vT.shape[3];
+  if (Hq < 1 || D < 1) fail('SHAPE_MISMATCH', op, 'q', 'with Hq >= 1 and D >= 1', `[${qT.shape.join(',')}]`);
+  if (Hk < 1) fail('SHAPE_MISMATCH', op, 'k', 'with Hk >= 1', `[${kT.shape.join(',')}]`);
+  checkShape(op, 'k', kT, [B, S, Hk, D]);
+  checkShape(op, 'v', vT, [B, S, Hk, Dv]);
+  if (Dv < 1) fail('SHAPE_MISMATCH', op, 'v', 'with Dv >= 1', `[${vT.shape.join(',')}]`);
+  if (Hq % Hk !== 0) fail('SHAPE_MISMATCH', op, 'k', `with Hk dividing Hq=${Hq} (grouped heads)`, `Hk=${Hk}`);
+  if (kT.dtype !== qT.dtype) fail('BAD_DTYPE', op, 'k', `of dtype ${qT.dtype} (as q)`, kT.dtype);
+  if (vT.dtype !== qT.dtype) fail('BAD_DTYPE', op, 'v', `of dtype ${qT.dtype} (as q)`, vT.dtype);
+  if (D > MAX_HEAD_DIM || Dv > MAX_HEAD_DIM) fail('TOO_LARGE', op, 'q/v', `head dims D, Dv <= ${MAX_HEAD_DIM}`, `D=${D}, Dv=${Dv}`);
+
+  if (o.causal !== undefined && typeof o.causal !== 'boolean') fail('BAD_ARGUMENT', op, 'causal', 'to be a boolean', describe(o.causal));
+  if (o.returnLse !== undefined && typeof o.returnLse !== 'boolean') fail('BAD_ARGUMENT', op, 'returnLse', 'to be a boolean', describe(o.returnLse));
+  const scale = o.scale === undefined ? 1 / Math.sqrt(D) : checkFinite(op, 'scale', o.scale);
+
+  // Gate: elementwise [B,T,Hq,Dv] or headwise [B,T,Hq]; the kind follows the rank unless gateType says.
+  let gateKind: 'none' | 'elementwise' | 'headwise' = 'none';
+  let gT: Tensor | undefined;
+  if (o.gate !== undefined) {
+    const requested = o.gateType === undefined ? undefined : checkOneOf(op, 'gateType', o.gateType, ['elementwise', 'headwise'] as const);
+    const rank = o.gate instanceof Tensor ? o.gate.shape.length : 0;
+    gateKind = requested ?? (rank === 3 ? 'headwise' : 'elementwise');
+    const want = gateKind === 'elementwise' ? [B, T, Hq, Dv] : [B, T, Hq];
+    gT = checkTensor(op, 'gate', o.gate, IN_DTYPES, want.length);
+    checkShape(op, 'gate', gT, want);
+  } else if (o.gateType !== undefined) {
+    fail('BAD_ARGUMENT', op, 'gateType', 'only together with a gate', String(o.gateType));
+  }
+
+  // Packed sequences.
+  let cu: Int32Array | undefined;
+  let cuK: Int32Array | undefined;
+  if (o.cuSeqlens !== undefined) {
+    cu = checkOffsets(op, 'cuSeqlens', o.cuSeqlens, T, 'T');
+    if (B !== 1) fail('SHAPE_MISMATCH', op, 'q', 'with B = 1 when cuSeqlens packs the sequences', `B=${B}`);
+    if (o.cuSeqlensK !== undefined) {
+      cuK = checkOffsets(op, 'cuSeqlensK', o.cuSeqlensK, S, 'S');
+      if (cuK.length !== cu.length) fail('SHAPE_MISMATCH', op, 'cuSeqlensK', `of ${cu.length} offsets (as cuSeqlens)`, `${cuK.length}`);
+    } else if (S !== T) {
+      fail('SHAPE_MISMATCH', op, 'k', `with S = T = ${T} when cuSeqlens is given without cuSeqlensK`, `S=${S}`);
+    }
+  } else if (o.cuSeqlensK !== undefined) {
+    fail('BAD_ARGUMENT', op, 'cuSeqlensK', 'only together with cuSeqlens', describe(o.cuSeqlensK));
+  }
+
+  const oShape = [B, T, Hq, Dv];
+  const lseShape = [B, Hq, T];
+  // Outputs are allocated here: refuse sizes past the int32 element cap before allocating (an empty input
+  // can declare any B).
+  for (const [name, shape] of [['q', qT.shape], ['k', kT.shape], ['v', vT.shape], ['o', oShape], ['lse', lseShape]] as const) {
+    if (numel(shape) > MAX_ELEMENTS) fail('TOO_LARGE', op, name, `of at most ${MAX_ELEMENTS} elements`, `shape [${shape.join(',')}]`);
+  }
+
+  const float64 = qT.dtype === 'float64' || gT?.dtype === 'float64';
+  const backend = resolveBackend(op, o.backend as AttentionOptions['backend'], float64);
+  const args: NativeAttentionArgs = {
+    B, T, S, Hq, Hk, D, Dv,
+    q: qT.data, k: kT.data, v: vT.data, dtype: qT.dtype,
+    o: undefined as unknown as ArrayBufferView,
+    gate: gT?.data, gateDtype: gT?.dtype, gateKind,
+    causal: o.causal === true, scale, cuSeqlens: cu, cuSeqlensK: cuK,
+  };
+  const refOpts: AttentionOptions = {
+    causal: o.causal === true, scale, gate: gT, gateType: gT ? (gateKind as 'elementwise' | 'headwise') : undefined,
+    cuSeqlens: cu, cuSeqlensK: cuK,
+  };
+  return { backend, args, q: qT, k: kT, v: vT, oShape, oDtype: vT.dtype, lseShape, wantLse: o.returnLse === true, refOpts };
+}
+
+/** Allocates the outputs (poisoned under test) and wires them into the native arguments. */
+function allocate(p: Prepared): AttentionResult {
+  const o = zeros(p.oShape, p.oDtype);
+  if (poison) (o.data as Float32Array | Uint16Array).fill(p.oDtype === 'float32' ? NaN : 0x7fc0);
+  p.args.o = o.data;
+  if (!p.wantLse) return { o };
+  const lse = zeros(p.lseShape, 'float32');
+  if (poison) lse.data.fill(NaN);
+  p.args.lse = lse.data as Float32Array;
+  return { o, lse };
+}
+
+function runReference(p: Prepared): AttentionResult {
+  const r = attentionReference(p.q, p.k, p.v, p.refOpts);
+  const out: AttentionResult = { o: tensor(r.o.data, p.oShape, p.oDtype) };
+  if (p.wantLse) out.lse = tensor(r.lse.data, p.lseShape, 'float32');
+  return out;
+}
+
+const addon = () => native() as unknown as AttentionAddon;
+
+/**
+ * Exact attention, o = softmax(scale · q kᵀ + mask) v, flash-style (key tiles with an online softmax; no
+ * T×S matrix is ever formed). q [B,T,Hq,D], k [B,S,Hk,D], v [B,S,Hk,Dv] with Hq a multiple of Hk (query head
+ * h reads kv head ⌊h / (Hq/Hk)⌋: GQA, MQA). Options: `causal` (bottom-right aligned: query i sees keys
+ * j ≤ i + S − T; a query that sees no key, possible when S < T, gets o = 0 and lse = −Inf), `scale` (default
+ * 1/√D), `gate` (gated attention, Qiu et al. 2025: o ⊙ sigmoid(gate), gate [B,T,Hq,Dv] elementwise or
+ * [B,T,Hq] headwise, `gateType` inferred from the rank), `cuSeqlens` / `cuSeqlensK` (packed sequences,
+ * B = 1), `returnLse`. Returns o [B,T,Hq,Dv] in v's dtype and, with returnLse, lse [B,Hq,T] float32 (natural
+ * log-sum-exp of each query's scaled, masked scores).
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): AttentionResult {
+  const op = 'attention';
+  const p = prepare(op, q, k, v, opts);
+  if (p.backend === 'reference') return runReference(p);
+  const out = allocate(p);
+  callNative(op, () => addon().attention(p.args));
+  return out;
+}
+
+/** Promise form of attention; runs off the event loop and can be aborted between key tiles. */
 export async function attentionAsync(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}, a: AsyncOptions = {}): Promise<AttentionResult> {
-  void q; void k; void v; void opts; void a;
-  throw new SeqkernError('NATIVE_ERROR', 'attentionAsync: not implemented yet');
+  const op = 'attentionAsync';
+  const signal = a?.signal;
+  if (signal?.aborted) throw abortError(signal);
+  const p = prepare(op, q, k, v, opts);
+  if (p.backend === 'reference') return runReference(p);
+  const out = allocate(p);
+  // The worker polls this flag between key tiles; setting it makes the call reject with an AbortError.
+  const cancel = new Int32Array(1);
+  p.args.cancel = cancel;
+  const onAbort = () => Atomics.store(cancel, 0, 1);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await addon().attentionAsync(p.args);
+  } catch (e) {
+    throw fromNative(op, e, signal);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  // The outputs are fresh, so an abort that raced the last tile still rejects.
+  if (signal?.aborted) throw abortError(signal);
+  return out;
 }

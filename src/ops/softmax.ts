@@ -1,30 +1,166 @@
-// Softmax over the last axis (DESIGN.md 6.2). STUB: being written (issue 8).
-import { SeqkernError } from '../errors.js';
-import type { Tensor } from '../tensor.js';
+// Softmax over the last axis (DESIGN.md 6.2): public ops. Validates in TypeScript, then runs the native CPU
+// kernels (or the float64 reference when asked, for float64 inputs, or when the addon is missing).
+import { abortError, fail } from '../errors.js';
+import { callNative, fromNative, native, resolveBackend } from '../backend.js';
+import { softmaxReference } from '../reference/softmax.js';
+import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, SoftmaxOptions } from '../types.js';
+import { checkOneOf, checkOptions, checkShape, checkTensor } from '../validate.js';
 
-const todo = (op: string): never => {
-  throw new SeqkernError('NATIVE_ERROR', `${op}: not implemented yet`);
-};
+const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
+const MAX_ELEMENTS = 2 ** 31 - 1; // DESIGN.md 4: element counts fit int32 work arrays
 
-/** Softmax of every row (last axis) of x; same shape and dtype as x (float64 runs on the reference). */
+/** Set by the tests (SEQKERN_POISON=1): fresh outputs are filled with NaN before a call, so unwritten elements show. */
+const poison = process.env.SEQKERN_POISON === '1';
+
+/** The raw addon's softmax entry points (not in backend.ts's NativeAddon: they are looked up by name). */
+interface NativeSoftmaxArgs {
+  x: TensorData; out: TensorData; dtype: DType; rows: number; cols: number;
+  algorithm: 'two-pass' | 'three-pass'; strict: boolean; cancel?: Int32Array;
+}
+interface NativeSoftmax {
+  softmax(a: NativeSoftmaxArgs): void;
+  softmaxAsync(a: NativeSoftmaxArgs): Promise<void>;
+}
+
+interface Prepared {
+  backend: 'cpu' | 'reference';
+  x: Tensor;
+  rows: number;
+  cols: number;
+  algorithm: 'two-pass' | 'three-pass';
+  strict: boolean;
+  /** out is x's own memory (softmaxInto in place). */
+  inPlace: boolean;
+}
+
+const sameRange = (a: TensorData, b: TensorData) => a.buffer === b.buffer && a.byteOffset === b.byteOffset && a.byteLength === b.byteLength;
+const overlaps = (a: TensorData, b: TensorData) =>
+  a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+
+function prepare(op: string, x: unknown, out: unknown, opts: unknown): Prepared {
+  checkOptions(op, opts);
+  const o = opts as SoftmaxOptions;
+  const rank = x instanceof Tensor ? x.shape.length : 1;
+  if (rank === 0) fail('SHAPE_MISMATCH', op, 'x', 'of rank >= 1 (softmax runs over the last axis)', 'a scalar, shape []');
+  const xt = checkTensor(op, 'x', x, IN_DTYPES, rank);
+  const cols = xt.shape[rank - 1];
+  if (cols === 0) fail('SHAPE_MISMATCH', op, 'x', 'with a non-empty last axis (a row of length 0 has no softmax)', `shape [${xt.shape.join(',')}]`);
+  const size = numel(xt.shape);
+  if (size > MAX_ELEMENTS) fail('TOO_LARGE', op, 'x', `of at most ${MAX_ELEMENTS} elements`, `shape [${xt.shape.join(',')}]`);
+  let inPlace = false;
+  if (out !== undefined) {
+    const ot = checkTensor(op, 'out', out, [xt.dtype], rank);
+    checkShape(op, 'out', ot, xt.shape);
+    inPlace = sameRange(ot.data, xt.data);
+    if (!inPlace && size > 0 && overlaps(ot.data, xt.data)) {
+      fail('BAD_ARGUMENT', op, 'out', 'to be x itself or memory apart from x', 'a view partly overlapping x');
+    }
+  }
+  const algorithm = checkOneOf(op, 'algorithm', o.algorithm ?? 'two-pass', ['two-pass', 'three-pass'] as const);
+  if (o.strict !== undefined && typeof o.strict !== 'boolean') fail('BAD_ARGUMENT', op, 'strict', 'to be a boolean', typeof o.strict);
+  const backend = resolveBackend(op, o.backend, xt.dtype === 'float64');
+  return { backend, x: xt, rows: size / cols, cols, algorithm, strict: o.strict === true, inPlace };
+}
+
+/** Runs the reference and writes its answer into out (converted to out's dtype), or a fresh tensor. */
+function runReference(p: Prepared, out: Tensor | undefined): Tensor {
+  const r = softmaxReference(p.x, { strict: p.strict });
+  if (!out) return p.x.dtype === 'float64' ? r : tensor(r.data, p.x.shape, p.x.dtype);
+  out.data.set(p.x.dtype === 'float64' ? r.data : tensor(r.data, p.x.shape, p.x.dtype).data);
+  return out;
+}
+
+function output(p: Prepared, out: Tensor | undefined): Tensor {
+  if (out) return out;
+  const y = zeros(p.x.shape, p.x.dtype);
+  if (poison) (y.data as Float32Array | Uint16Array).fill(p.x.dtype === 'float32' ? NaN : 0x7fc0);
+  return y;
+}
+
+function nativeArgs(p: Prepared, y: Tensor): NativeSoftmaxArgs {
+  return { x: p.x.data, out: y.data, dtype: p.x.dtype, rows: p.rows, cols: p.cols, algorithm: p.algorithm, strict: p.strict };
+}
+
+function runSync(op: string, x: unknown, out: unknown, opts: unknown): Tensor {
+  const p = prepare(op, x, out, opts);
+  if (p.backend === 'reference') return runReference(p, out as Tensor | undefined);
+  const y = output(p, out as Tensor | undefined);
+  const a = native() as unknown as NativeSoftmax;
+  callNative(op, () => a.softmax(nativeArgs(p, y)));
+  return y;
+}
+
+async function runAsync(op: string, x: unknown, out: unknown, opts: unknown, as: AsyncOptions): Promise<Tensor> {
+  const signal = as?.signal;
+  if (signal?.aborted) throw abortError(signal);
+  const p = prepare(op, x, out, opts);
+  if (p.backend === 'reference') return runReference(p, out as Tensor | undefined);
+  const y = output(p, out as Tensor | undefined);
+  const args = nativeArgs(p, y);
+  // The worker polls this flag between blocks of rows; setting it makes the call reject with an AbortError.
+  const cancel = new Int32Array(1);
+  args.cancel = cancel;
+  const onAbort = () => Atomics.store(cancel, 0, 1);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await (native() as unknown as NativeSoftmax).softmaxAsync(args);
+  } catch (e) {
+    throw fromNative(op, e, signal);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  // In place, x was rewritten completely (the abort came after the start): resolve with it, as the
+  // in-place decode step does. Otherwise an abort that raced the last rows still rejects.
+  if (!p.inPlace && signal?.aborted) throw abortError(signal);
+  return y;
+}
+
+/**
+ * Softmax over the last axis: y = exp(x - max) / sum(exp(x - max)) per row, for x [..., n] (rank >= 1,
+ * n >= 1) of dtype float32, float16 or bfloat16 (computed in float32; the result has x's dtype) or float64
+ * (reference backend). Returns a new tensor of x's shape; x is not modified.
+ *
+ * `algorithm`: 'two-pass' (default; Dukhan & Ablavatski 2020: one pass sums e^x as a (mantissa, exponent)
+ * pair with no max pass, the second writes y) or 'three-pass' (max, sum, normalise). Both are exact to
+ * float32 rounding (relative error <= 1e-6 per element against float64) for any finite input, ±1e30 and
+ * all-equal rows included; one long row is split across threads.
+ *
+ * Edge cases: -Inf entries give 0. A row with NaN or +Inf gives a row of NaN, and so does a row of all -Inf
+ * (it has no largest term). With `strict: true` these are errors instead, raised before anything is
+ * written: NaN/+Inf -> SeqkernError NON_FINITE, a row of all -Inf -> OUT_OF_RANGE, both naming x and the
+ * first such row (strict reads x once more to check). Bad arguments: SeqkernError BAD_ARGUMENT (not a
+ * Tensor, unknown algorithm, strict not a boolean), BAD_DTYPE, SHAPE_MISMATCH (rank 0, a last axis of
+ * length 0, data length not matching the shape), TOO_LARGE (over 2^31 - 1 elements).
+ */
 export function softmax(x: Tensor, opts: SoftmaxOptions = {}): Tensor {
-  void x; void opts;
-  return todo('softmax');
+  return runSync('softmax', x, undefined, opts);
 }
 
-/** Softmax into a caller's buffer (same shape and dtype as x; out may be x itself). Returns out. */
+/**
+ * softmax written into a caller's tensor `out` (same shape and dtype as x; SHAPE_MISMATCH / BAD_DTYPE
+ * otherwise), for callers that reuse buffers. `out` may be x itself (in place); a view that only partly
+ * overlaps x is BAD_ARGUMENT. Returns out. On an error nothing is written.
+ */
 export function softmaxInto(x: Tensor, out: Tensor, opts: SoftmaxOptions = {}): Tensor {
-  void x; void out; void opts;
-  return todo('softmaxInto');
+  if (out === undefined) fail('BAD_ARGUMENT', 'softmaxInto', 'out', 'to be a Tensor (see tensor())', 'undefined');
+  return runSync('softmaxInto', x, out, opts);
 }
 
+/**
+ * Promise form of softmax: runs off the event loop. The signal is checked before the start and between
+ * blocks of rows; aborting rejects with an AbortError.
+ */
 export async function softmaxAsync(x: Tensor, opts: SoftmaxOptions = {}, a: AsyncOptions = {}): Promise<Tensor> {
-  void x; void opts; void a;
-  return todo('softmaxAsync');
+  return runAsync('softmaxAsync', x, undefined, opts, a);
 }
 
+/**
+ * Promise form of softmaxInto. An abort rejects with an AbortError; `out` then holds a mix of old and new
+ * rows, except in place (out is x): there the signal is checked once, before the first write, so x is either
+ * untouched (rejected) or completely replaced by its softmax (resolved, even if the signal fired meanwhile).
+ */
 export async function softmaxIntoAsync(x: Tensor, out: Tensor, opts: SoftmaxOptions = {}, a: AsyncOptions = {}): Promise<Tensor> {
-  void x; void out; void opts; void a;
-  return todo('softmaxIntoAsync');
+  if (out === undefined) fail('BAD_ARGUMENT', 'softmaxIntoAsync', 'out', 'to be a Tensor (see tensor())', 'undefined');
+  return runAsync('softmaxIntoAsync', x, out, opts, a);
 }
