@@ -120,16 +120,6 @@ inline void store_row(void* base, DType dt, int64_t off, int n, const float* src
   }
 }
 
-// A prefetch the optimiser keeps: GCC 12's dead-code elimination deletes loops of nothing but
-// __builtin_prefetch (delta's prefetch_tokens compiles to no instruction at all; -fno-tree-dce brings it back).
-inline void prefetch(const void* p) {
-#if defined(__x86_64__) || defined(__i386__)
-  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
-#else
-  __builtin_prefetch(p, 0, 3);
-#endif
-}
-
 // Asks for the K and V rows of keys [j0, j0 + n) of kv head hk (sequence rows from kbos) ahead of their use.
 // One head's slice of a key row is D (Dv) values every Hk*D (Hk*Dv) floats, so each slice may start on
 // another 4 KiB page, where the hardware prefetchers stop.

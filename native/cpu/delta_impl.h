@@ -144,27 +144,6 @@ inline void gather_v(const DeltaUnit& u, int hv, int64_t t0, int n, const float*
   }
 }
 
-// Asks for the unit's rows of tokens [t0, t0 + n) ahead of time. A unit's heads are adjacent, so each
-// token is one contiguous span of q, of k and of v.
-inline void prefetch_tokens(const DeltaUnit& u, int64_t t0, int n) {
-  const DeltaArgs& a = *u.a;
-  const int esz = a.qkv_dtype == DType::f32 ? 4 : 2;
-  const int group = a.HV / a.H;
-  const int h0 = u.hv0 / group, h1 = (u.hv0 + u.nh - 1) / group;
-  const int64_t qk_bytes = static_cast<int64_t>(h1 - h0 + 1) * a.K * esz, v_bytes = static_cast<int64_t>(u.nh) * a.V * esz;
-  for (int i = 0; i < n; i++) {
-    const int64_t tok = u.bos + t0 + i;
-    const char* q = static_cast<const char*>(a.q) + (tok * a.H + h0) * a.K * esz;
-    const char* k = static_cast<const char*>(a.k) + (tok * a.H + h0) * a.K * esz;
-    const char* v = static_cast<const char*>(a.v) + (tok * a.HV + u.hv0) * a.V * esz;
-    for (int64_t b = 0; b < qk_bytes; b += 64) {
-      __builtin_prefetch(q + b);
-      __builtin_prefetch(k + b);
-    }
-    for (int64_t b = 0; b < v_bytes; b += 64) __builtin_prefetch(v + b);
-  }
-}
-
 inline void store_outputs(const DeltaUnit& u, int hv, int64_t t0, int n, const float* o) {
   const DeltaArgs& a = *u.a;
   for (int i = 0; i < n; i++) {
@@ -271,7 +250,6 @@ bool chunk_unit(const DeltaUnit& u) {
   for (int64_t c0 = 0; c0 < u.len; c0 += C) {
     if (cancelled(a)) return false;
     const int n = static_cast<int>(u.len - c0 < C ? u.len - c0 : C);
-    if (c0 + C < u.len) prefetch_tokens(u, c0 + C, static_cast<int>(u.len - c0 - C < C ? u.len - c0 - C : C));
     float* Q = QKZ;
     float* Kc = QKZ + n * K;
     float* Z = QKZ + 2 * n * K;
@@ -412,7 +390,6 @@ bool recurrent_unit(const DeltaUnit& u) {
   for (int64_t t0 = 0; t0 < u.len; t0 += TB) {
     if (cancelled(a)) return false;
     const int n = static_cast<int>(u.len - t0 < TB ? u.len - t0 : TB);
-    if (t0 + TB < u.len) prefetch_tokens(u, t0 + TB, static_cast<int>(u.len - t0 - TB < TB ? u.len - t0 - TB : TB));
     int cur_h = -1;
     for (int j = 0; j < u.nh; j++) {
       const int hv = u.hv0 + j, h = hv / group;

@@ -13,6 +13,16 @@
 namespace sk {
 namespace SK_LEVEL_NS {
 
+// A prefetch the optimiser keeps: GCC 12's dead-code elimination deletes loops made of nothing but
+// __builtin_prefetch (they compiled to no instruction at all), so on x86 it is an asm statement.
+inline void prefetch(const void* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 0, 3);
+#endif
+}
+
 #if defined(__AVX512F__)
 struct Vec {
   using T = __m512;
