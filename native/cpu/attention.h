@@ -14,7 +14,7 @@
 #pragma once
 #include <cstdint>
 
-#include "delta.h"  // DType and the float16/bfloat16 conversions
+#include "dtype.h"
 #include "simd.h"
 
 namespace sk {

@@ -25,6 +25,7 @@
 #include <cstring>
 
 #include "attention.h"
+#include "convert_impl.h"
 #include "vec.h"
 
 namespace sk {
@@ -54,71 +55,13 @@ inline V_ vdiv(V_ a, V_ b) {
 }
 #endif
 
-// e^x for x <= 0 (and NaN), as vexp (same reduction and polynomial, <= 1.2 ulp) but with the range fix-ups
+// e^x for x <= 0, as vexp (same reduction and polynomial, <= 1.2 ulp) but with the range fix-ups
 // replaced by one clamp: below -87.34 the result is e^-87.34 (1.2e-38, a normal float) instead of 0. Used on
 // tiles without masked entries, where x = s - max is finite: a weight of 1e-38 beside the max's weight of 1
 // is far below float resolution. Tiles that hold -inf (masked) use vexp, which gives exact zeros.
-inline V_ exp_le0(V_ x) {
-  x = vmax(Vec::set1(-87.33654f), x);
-  const V_ n = Vec::round(Vec::mul(x, Vec::set1(1.44269504088896341f)));
-  V_ r = Vec::fnma(n, Vec::set1(0.693145751953125f), x);
-  r = Vec::fnma(n, Vec::set1(1.428606765330187045e-06f), r);
-  V_ p = Vec::set1(1.f / 5040);
-  for (float c : {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) p = Vec::fma(p, r, Vec::set1(c));
-  return Vec::scale2n(p, n);
-}
+inline V_ exp_le0(V_ x) { return vexp_core(vmax(Vec::set1(-87.33654f), x)); }
 
-// ---- conversions (tiles are converted to float32 as they are loaded)
-
-inline void load_row(const void* base, DType dt, int64_t off, int n, float* dst) {
-  switch (dt) {
-    case DType::f32: std::memcpy(dst, static_cast<const float*>(base) + off, static_cast<size_t>(n) * sizeof(float)); break;
-    case DType::f16: {
-      const uint16_t* p = static_cast<const uint16_t*>(base) + off;
-      int i = 0;
-#if defined(__F16C__)
-      for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i))));
-#endif
-      for (; i < n; i++) dst[i] = half_to_float(p[i]);
-      break;
-    }
-    case DType::bf16: {
-      const uint16_t* p = static_cast<const uint16_t*>(base) + off;
-      int i = 0;
-#if defined(__AVX2__)
-      for (; i + 8 <= n; i += 8) {  // bf16 is the top half of a float32
-        const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)));
-        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
-      }
-#endif
-      for (; i < n; i++) dst[i] = bf16_to_float(p[i]);
-      break;
-    }
-  }
-}
-
-inline void store_row(void* base, DType dt, int64_t off, int n, const float* src) {
-  switch (dt) {
-    case DType::f32: std::memcpy(static_cast<float*>(base) + off, src, static_cast<size_t>(n) * sizeof(float)); break;
-    case DType::f16: {
-      uint16_t* p = static_cast<uint16_t*>(base) + off;
-      int i = 0;
-#if defined(__F16C__)
-      for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(p + i),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-#endif
-      for (; i < n; i++) p[i] = float_to_half(src[i]);
-      break;
-    }
-    case DType::bf16: {
-      uint16_t* p = static_cast<uint16_t*>(base) + off;
-      for (int i = 0; i < n; i++) p[i] = float_to_bf16(src[i]);
-      break;
-    }
-  }
-}
+// Tiles are converted to float32 as they are loaded (load_row / store_row, convert_impl.h).
 
 // Asks for the K and V rows of keys [j0, j0 + n) of kv head hk (sequence rows from kbos) ahead of their use.
 // One head's slice of a key row is D (Dv) values every Hk*D (Hk*Dv) floats, so each slice may start on

@@ -4,11 +4,11 @@
 #pragma once
 #include <cstdint>
 
+#include "dtype.h"
 #include "simd.h"
 
 namespace sk {
 
-enum class DType : int { f32 = 0, f16 = 1, bf16 = 2 };
 enum class DecayKind : int { none = 0, log = 1, sign = 2 };  // none: DeltaNet; log: a = exp(g); sign: a = decay
 
 struct DeltaArgs {
@@ -57,21 +57,5 @@ namespace portable { extern const DeltaKernels kDeltaKernels; }
 // Prefill over all sequences and heads, in parallel. Returns false when cancelled (outputs then undefined;
 // the initial state is never written unless final_state aliases it).
 bool delta_prefill(const DeltaArgs& a);
-
-// float16/bfloat16 <-> float32, round to nearest even.
-float half_to_float(uint16_t h);
-uint16_t float_to_half(float f);
-inline float bf16_to_float(uint16_t b) {
-  uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-}
-inline uint16_t float_to_bf16(float f) {
-  uint32_t u;
-  __builtin_memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 
 }  // namespace sk

@@ -12,7 +12,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "delta.h"  // DType and the float16/bfloat16 conversions
+#include "dtype.h"
 #include "simd.h"
 
 namespace sk {

@@ -129,15 +129,18 @@ using V_ = Vec::T;
 
 // e^x, the same at every level: n = round(x log2 e), r = x - n ln2 (ln2 in two parts, so r is exact to
 // float rounding), e^r by its Taylor polynomial to degree 7 (|r| <= ln2/2: truncation < 1e-8 relative),
-// then 2^n added to the exponent bits.
-inline V_ vexp(V_ x) {
+// then 2^n added to the exponent bits. vexp_core skips the range fix-ups: callers that know x is finite and
+// above -87.34 (e.g. clamped) save them; vexp handles every input.
+inline V_ vexp_core(V_ x) {
   const V_ n = Vec::round(Vec::mul(x, Vec::set1(1.44269504088896341f)));
   V_ r = Vec::fnma(n, Vec::set1(0.693145751953125f), x);
   r = Vec::fnma(n, Vec::set1(1.428606765330187045e-06f), r);
   V_ p = Vec::set1(1.f / 5040);
   for (float c : {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) p = Vec::fma(p, r, Vec::set1(c));
-  return Vec::fix_range(x, Vec::scale2n(p, n));
+  return Vec::scale2n(p, n);
 }
+
+inline V_ vexp(V_ x) { return Vec::fix_range(x, vexp_core(x)); }
 
 }  // namespace SK_LEVEL_NS
 }  // namespace sk

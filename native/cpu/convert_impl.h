@@ -1,0 +1,76 @@
+// Row loads and stores with dtype conversion, per SIMD level (included after vec.h): float32 rows are
+// copied with vector moves, float16 through F16C, bfloat16 by shifting into the top half of a float32.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "dtype.h"
+#include "vec.h"
+
+namespace sk {
+namespace SK_LEVEL_NS {
+
+inline void load_row(const void* base, DType dt, int64_t off, int n, float* dst) {
+  switch (dt) {
+    case DType::f32: {
+      const float* p = static_cast<const float*>(base) + off;
+      int i = 0;
+      for (; i + Vec::W <= n; i += Vec::W) Vec::store(dst + i, Vec::load(p + i));
+      for (; i < n; i++) dst[i] = p[i];
+      break;
+    }
+    case DType::f16: {
+      const uint16_t* p = static_cast<const uint16_t*>(base) + off;
+      int i = 0;
+#if defined(__F16C__)
+      for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i))));
+#endif
+      for (; i < n; i++) dst[i] = half_to_float(p[i]);
+      break;
+    }
+    case DType::bf16: {
+      const uint16_t* p = static_cast<const uint16_t*>(base) + off;
+      int i = 0;
+#if defined(__AVX2__)
+      for (; i + 8 <= n; i += 8) {  // bf16 is the top half of a float32
+        const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)));
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+      }
+#endif
+      for (; i < n; i++) dst[i] = bf16_to_float(p[i]);
+      break;
+    }
+  }
+}
+
+inline float load_one(const void* base, DType dt, int64_t off) {
+  float x;
+  load_row(base, dt, off, 1, &x);
+  return x;
+}
+
+inline void store_row(void* base, DType dt, int64_t off, int n, const float* src) {
+  switch (dt) {
+    case DType::f32: std::memcpy(static_cast<float*>(base) + off, src, n * sizeof(float)); break;
+    case DType::f16: {
+      uint16_t* p = static_cast<uint16_t*>(base) + off;
+      int i = 0;
+#if defined(__F16C__)
+      for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+      for (; i < n; i++) p[i] = float_to_half(src[i]);
+      break;
+    }
+    case DType::bf16: {
+      uint16_t* p = static_cast<uint16_t*>(base) + off;
+      for (int i = 0; i < n; i++) p[i] = float_to_bf16(src[i]);
+      break;
+    }
+  }
+}
+
+}  // namespace SK_LEVEL_NS
+}  // namespace sk
