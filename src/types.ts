@@ -53,7 +53,7 @@ export interface DeltaRuleOptions extends CommonOptions {
 }
 
 export interface DeltaRuleResult {
-  /** [B, T, HV, V], dtype of v. */
+  /** [B, T, HV, V], dtype of v (float64 inputs run on the reference and give float64). */
   o: Tensor;
   /** [N, HV, K, V] float32, when outputFinalState. */
   finalState?: Tensor;

@@ -172,7 +172,7 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
     o: undefined as unknown as ArrayBufferView,
     cuSeqlens: cu, qkL2Norm: o.qkL2Norm === true, scale, chunkSize, algorithm,
   };
-  return { backend, args, N, stateShape, oShape, oDtype: v.dtype === 'float64' ? 'float32' : v.dtype, wantFinal };
+  return { backend, args, N, stateShape, oShape, oDtype: v.dtype, wantFinal };
 }
 
 /** Allocates outputs (poisoned under test) and wires them into the native arguments. */
