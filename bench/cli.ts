@@ -1,7 +1,8 @@
 // The `seqkern` command (package.json "bin" -> bin/seqkern.js -> here):
 //   seqkern info                      what this build and machine offer
-//   seqkern bench                     the default suite (bench/suites.ts), table on stdout
-//   seqkern bench --op <name> ...     one case
+//   seqkern bench                     the default suite (bench/suites.ts), tables on stdout
+//   seqkern bench --suite <family>    one family's part of it (delta, softmax, attention)
+//   seqkern bench --op <name> ...     one case (softmax with no shape: its suite cases)
 //   seqkern bench --limits            this machine's FP32 peak and copy/triad bandwidth
 // Progress goes to stderr, results to stdout, `--json FILE` writes everything measured. Bad flags: exit 2.
 import { writeFileSync } from 'node:fs';
@@ -10,32 +11,49 @@ import { info, setNumThreads, setSimdLevel, SeqkernError, type Info } from '../s
 import type { BenchDType } from './formulas.js';
 import { formatLimits, LimitProbe, limitWarnings, measureAllLimits, SIMD_LEVELS, type SimdName } from './limits.js';
 import { measure, type Timing } from './measure.js';
-import { OPS, shapeLabel, InputPool, type Algorithm, type BenchBackend, type BenchCase, type OpName } from './registry.js';
-import { formatRows, formatSummary, legend, makeRow, type BenchReport, type BenchRow, type CaseLimits } from './report.js';
-import { autoChecks, defaultSuite, scalingChecks } from './suites.js';
+import {
+  caseLabel, entryOf, InputPool, OPS, shapeLabel, SOFTMAX_ALGORITHMS,
+  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type GateKind, type OpName, type SoftmaxAlgorithm,
+} from './registry.js';
+import { formatReport, formatSummary, makeRow, type BenchReport, type BenchRow, type CaseLimits, type SkippedCase } from './report.js';
+import {
+  autoChecks, defaultSuite, gateChecks, scalingChecks, softmaxChecks, softmaxHotRows, softmaxSuite, SUITES, type SuiteName,
+} from './suites.js';
 
 export const USAGE = `usage: seqkern <command> [flags]
 
 commands:
   info [--json]            build, SIMD level, CPU features, threads, CUDA
-  bench                    the default suite (a few minutes on 2 cores)
+  bench                    the default suite: delta, softmax, attention (about three minutes on 2 cores)
+  bench --suite <family>   one family of it: ${SUITES.join('|')} (default all)
   bench --op <name> ...    one case; ops: ${Object.keys(OPS).join(', ')}
   bench --limits           FP32 FMA peak per SIMD level, copy/triad/update bandwidth per size
   help                     this text
 
 bench flags:
-  --op gated-delta|delta-step
-  --B --T --H --HV --K --V  shape (gated-delta: q,k [B,T,H,K], v [B,T,HV,V]; defaults B=1 T=4096 H=16 HV=32 K=V=128)
-  --N                       decode-step sequences (delta-step: q,k [N,H,K], state [N,HV,K,V]; default 8)
+  --op gated-delta|delta-step|softmax|attention
+  --B --T --H --HV --K --V  gated-delta: q,k [B,T,H,K], v [B,T,HV,V] (defaults B=1 T=4096 H=16 HV=32 K=V=128)
+  --N --H --HV --K --V      delta-step: q,k [N,H,K], state [N,HV,K,V] (default N=8)
+  --algorithm auto|chunk|recurrent        gated-delta (default auto)
+  --rows R --cols C         softmax over x [R, C]; neither: the suite's shapes (rows of 1K, 32K, 1M hot, and the
+                            1 GiB batch of 32K rows); --cols alone: rows making 1 MiB of float32 (at least 1);
+                            --rows alone: C = 32768
+  --algorithm two-pass|three-pass         softmax (default: both, and their ratio)
+  --B --T --S --Hq --Hk --D --Dv          attention: q [B,T,Hq,D], k [B,S,Hk,D], v [B,S,Hk,Dv] (defaults B=1 T=4096
+                            S=T Hq=8 Hk=Hq D=128 Dv=D; --H sets Hq and Hk)
+  --causal                  attention: causal mask, bottom-right aligned when S > T (default: no mask)
+  --gate none|elementwise|headwise        attention: gate logits [B,T,Hq,Dv] or [B,T,Hq] (default none)
   --dtype float32|float16|bfloat16        input dtype (default float32)
-  --algorithm auto|chunk|recurrent        gated-delta only (default auto)
   --backend cpu|reference                 (default cpu, reference when the addon is not built)
   --threads N               pool size (default: one per core)
   --simd avx512|avx2|portable             force a SIMD level the CPU has
   --seconds S               Benchmark.js max time per case (default 1); limit probes take min(1, max(0.2, S/2))
   --seed N                  input seed (default 1)
-  --json FILE               write {machine, limits, rows, summary, settings}
-  --limits                  print the machine limits (alone, or before the case given by --op)
+  --json FILE               write {machine, limits, rows, skipped, summary, settings}
+  --limits                  print the machine limits (alone, or before the cases given by --op or --suite)
+
+A case whose op this build does not implement yet is listed as skipped (exit status 0); in a suite, a case
+that fails is listed as FAILED and the others still run (exit status 1).
 `;
 
 /** A command-line mistake: message + usage on stderr, exit status 2. */
@@ -45,6 +63,7 @@ export class UsageError extends Error {
 
 export interface BenchArgs {
   op?: OpName;
+  suite?: SuiteName;
   B?: number;
   N?: number;
   T?: number;
@@ -52,8 +71,19 @@ export interface BenchArgs {
   HV?: number;
   K?: number;
   V?: number;
+  rows?: number;
+  cols?: number;
+  S?: number;
+  Hq?: number;
+  Hk?: number;
+  D?: number;
+  Dv?: number;
+  /** attention: true with --causal, absent otherwise. */
+  causal?: boolean;
+  gate?: GateKind;
   dtype: BenchDType;
-  algorithm?: Algorithm;
+  /** gated-delta: auto|chunk|recurrent; softmax: two-pass|three-pass. */
+  algorithm?: Algorithm | SoftmaxAlgorithm;
   /** Absent: cpu when the addon loaded, else reference. */
   backend?: BenchBackend;
   threads?: number;
@@ -67,6 +97,7 @@ export interface BenchArgs {
 
 const BENCH_OPTIONS = {
   op: { type: 'string' },
+  suite: { type: 'string' },
   B: { type: 'string' },
   N: { type: 'string' },
   T: { type: 'string' },
@@ -74,6 +105,15 @@ const BENCH_OPTIONS = {
   HV: { type: 'string' },
   K: { type: 'string' },
   V: { type: 'string' },
+  rows: { type: 'string' },
+  cols: { type: 'string' },
+  S: { type: 'string' },
+  Hq: { type: 'string' },
+  Hk: { type: 'string' },
+  D: { type: 'string' },
+  Dv: { type: 'string' },
+  causal: { type: 'boolean' },
+  gate: { type: 'string' },
   dtype: { type: 'string' },
   algorithm: { type: 'string' },
   backend: { type: 'string' },
@@ -85,6 +125,17 @@ const BENCH_OPTIONS = {
   seed: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
+
+/** The flags that select a case, and which ops take each. */
+type CaseFlag = 'B' | 'N' | 'T' | 'H' | 'HV' | 'K' | 'V' | 'rows' | 'cols' | 'S' | 'Hq' | 'Hk' | 'D' | 'Dv' | 'causal' | 'gate' | 'algorithm';
+const CASE_FLAGS: readonly CaseFlag[] = ['B', 'N', 'T', 'H', 'HV', 'K', 'V', 'rows', 'cols', 'S', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'gate', 'algorithm'];
+const OP_FLAGS: Record<OpName, readonly CaseFlag[]> = {
+  'gated-delta': ['B', 'T', 'H', 'HV', 'K', 'V', 'algorithm'],
+  'delta-step': ['N', 'B', 'H', 'HV', 'K', 'V'],
+  softmax: ['rows', 'cols', 'algorithm'],
+  attention: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'gate'],
+};
+const DELTA_ALGORITHMS: readonly Algorithm[] = ['auto', 'chunk', 'recurrent'];
 
 function strictParse<O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O) {
   try {
@@ -118,8 +169,10 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
       throw new UsageError(`--seconds: expected a number in (0, 600], got '${secondsText}'`);
     }
   }
+  const op = oneOf('op', v.op, Object.keys(OPS) as OpName[]);
   const a: BenchArgs = {
-    op: oneOf('op', v.op, Object.keys(OPS) as OpName[]),
+    op,
+    suite: oneOf('suite', v.suite, SUITES),
     B: positiveInt('B', v.B),
     N: positiveInt('N', v.N),
     T: positiveInt('T', v.T),
@@ -127,8 +180,17 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     HV: positiveInt('HV', v.HV),
     K: positiveInt('K', v.K),
     V: positiveInt('V', v.V),
+    rows: positiveInt('rows', v.rows),
+    cols: positiveInt('cols', v.cols),
+    S: positiveInt('S', v.S),
+    Hq: positiveInt('Hq', v.Hq),
+    Hk: positiveInt('Hk', v.Hk),
+    D: positiveInt('D', v.D),
+    Dv: positiveInt('Dv', v.Dv),
+    causal: v.causal === true ? true : undefined,
+    gate: oneOf('gate', v.gate, ['none', 'elementwise', 'headwise'] as const),
     dtype: oneOf('dtype', v.dtype, ['float32', 'float16', 'bfloat16'] as const) ?? 'float32',
-    algorithm: oneOf('algorithm', v.algorithm, ['auto', 'chunk', 'recurrent'] as const),
+    algorithm: oneOf('algorithm', v.algorithm, op === 'softmax' ? SOFTMAX_ALGORITHMS : op === 'gated-delta' || !op ? DELTA_ALGORITHMS : [...DELTA_ALGORITHMS, ...SOFTMAX_ALGORITHMS]),
     backend: oneOf('backend', v.backend, ['cpu', 'reference'] as const),
     threads: positiveInt('threads', v.threads, 1024),
     simd: oneOf('simd', v.simd, SIMD_LEVELS),
@@ -139,34 +201,90 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     help: v.help === true,
   };
   if (a.json === '') throw new UsageError('--json: expected a file name');
-  const shapeFlags = (['B', 'N', 'T', 'H', 'HV', 'K', 'V', 'algorithm'] as const).filter((f) => a[f] !== undefined);
-  if (!a.op && shapeFlags.length) {
-    throw new UsageError(`--${shapeFlags[0]} selects a case: add --op ${Object.keys(OPS).join('|')}`);
-  }
-  if (a.op === 'delta-step') {
-    for (const f of ['T', 'algorithm'] as const) if (a[f] !== undefined) throw new UsageError(`--${f} does not apply to --op delta-step`);
-    if (a.B !== undefined && a.N !== undefined && a.B !== a.N) throw new UsageError('--op delta-step: give --N (or --B), not both');
+  if (a.op && a.suite) throw new UsageError('--op runs one case and --suite a family of them: give one');
+  const given = CASE_FLAGS.filter((f) => a[f] !== undefined);
+  if (!a.op && given.length) {
+    throw new UsageError(`--${given[0]} selects a case: add --op ${Object.keys(OPS).join('|')}`);
   }
   if (a.op === 'gated-delta' && a.N !== undefined) throw new UsageError('--N applies to --op delta-step; gated-delta takes --B');
+  if (a.op) {
+    const op = a.op;
+    for (const f of given) {
+      if (!OP_FLAGS[op].includes(f)) {
+        const takers = (Object.keys(OP_FLAGS) as OpName[]).filter((o) => OP_FLAGS[o].includes(f));
+        throw new UsageError(`--${f} does not apply to --op ${op}${takers.length ? ` (it is for --op ${takers.join(', ')})` : ''}`);
+      }
+    }
+  }
+  if (a.op === 'delta-step' && a.B !== undefined && a.N !== undefined && a.B !== a.N) throw new UsageError('--op delta-step: give --N (or --B), not both');
+  if (a.op === 'attention') {
+    const c = caseFromArgs(a) as AttentionCase;
+    if (c.Hq % c.Hk !== 0) throw new UsageError(`--op attention: Hq (${c.Hq}) must be a multiple of Hk (${c.Hk})`);
+  }
   return a;
 }
 
-/** The case `--op` selects, defaults from the registry. */
+/** The case `--op` selects, defaults from the registry (softmax: one shape, two-pass unless --algorithm). */
 export function caseFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu'): BenchCase {
   if (!a.op) throw new UsageError('no --op');
-  const d = OPS[a.op].defaults;
-  return {
-    op: a.op,
-    B: a.op === 'delta-step' ? (a.N ?? a.B ?? d.B) : (a.B ?? d.B),
-    T: a.op === 'delta-step' ? 1 : (a.T ?? d.T),
-    H: a.H ?? d.H,
-    HV: a.HV ?? d.HV,
-    K: a.K ?? d.K,
-    V: a.V ?? d.V,
-    dtype: a.dtype,
-    algorithm: a.algorithm ?? 'auto',
-    backend: a.backend ?? defaultBackend,
-  };
+  const backend = a.backend ?? defaultBackend;
+  switch (a.op) {
+    case 'softmax': {
+      const cols = a.cols ?? 32768;
+      const algorithm = (a.algorithm as SoftmaxAlgorithm | undefined) ?? 'two-pass';
+      return { op: 'softmax', rows: a.rows ?? softmaxHotRows(cols), cols, dtype: a.dtype, algorithm, backend };
+    }
+    case 'attention': {
+      const T = a.T ?? 4096;
+      const Hq = a.Hq ?? a.H ?? 8;
+      const D = a.D ?? 128;
+      return {
+        op: 'attention',
+        B: a.B ?? 1,
+        T,
+        S: a.S ?? T,
+        Hq,
+        Hk: a.Hk ?? a.H ?? Hq,
+        D,
+        Dv: a.Dv ?? D,
+        causal: a.causal === true,
+        gate: a.gate ?? 'none',
+        dtype: a.dtype,
+        backend,
+      };
+    }
+    default: {
+      const d = OPS[a.op].defaults;
+      return {
+        op: a.op,
+        B: a.op === 'delta-step' ? (a.N ?? a.B ?? d.B) : (a.B ?? d.B),
+        T: a.op === 'delta-step' ? 1 : (a.T ?? d.T),
+        H: a.H ?? d.H,
+        HV: a.HV ?? d.HV,
+        K: a.K ?? d.K,
+        V: a.V ?? d.V,
+        dtype: a.dtype,
+        algorithm: (a.algorithm as Algorithm | undefined) ?? 'auto',
+        backend,
+      };
+    }
+  }
+}
+
+/**
+ * The cases a command line runs: --op: its case (softmax: both algorithms unless --algorithm; with no
+ * --rows/--cols, the softmax suite's shapes); --suite or nothing: that suite (all); --limits alone: none.
+ */
+export function casesFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu'): BenchCase[] {
+  const backend = a.backend ?? defaultBackend;
+  if (a.op === 'softmax') {
+    const algorithms = a.algorithm ? [a.algorithm as SoftmaxAlgorithm] : SOFTMAX_ALGORITHMS;
+    if (a.rows === undefined && a.cols === undefined) return softmaxSuite({ dtype: a.dtype, backend }, algorithms);
+    return algorithms.map((algorithm) => caseFromArgs({ ...a, algorithm }, backend));
+  }
+  if (a.op) return [caseFromArgs(a, backend)];
+  if (a.limits && !a.suite) return [];
+  return defaultSuite({ dtype: a.dtype, backend, suite: a.suite ?? 'all' });
 }
 
 export interface IO {
@@ -217,6 +335,11 @@ export function limitSeconds(seconds: number): number {
   return Math.min(1, Math.max(0.2, seconds / 2));
 }
 
+/** The op threw because this build does not have it yet (the stubs of a family being written). */
+function notImplemented(e: unknown): boolean {
+  return e instanceof Error && /not implemented/i.test(e.message);
+}
+
 async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
   if (a.threads !== undefined) setNumThreads(a.threads);
   if (a.simd !== undefined) {
@@ -230,7 +353,10 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
   const progress = new Progress(io);
   const probe = new LimitProbe(limitSeconds(a.seconds));
   const backend = a.backend ?? machine.backend;
-  const cases = a.op ? [caseFromArgs(a, backend)] : a.limits ? [] : defaultSuite({ dtype: a.dtype, backend });
+  const cases = casesFromArgs(a, backend);
+  // One case asked for by --op runs whatever its size; a suite on the float64 reference backend skips the
+  // cases that would take minutes there.
+  const suiteRun = !a.op || cases.length > 1;
   const poolThreads = machine.threads ?? 1;
   const envOf = (c: BenchCase) =>
     c.backend === 'cpu' && machine.backend === 'cpu' ? { simd: machine.simd ?? 'portable', threads: poolThreads } : { simd: 'none', threads: 1 };
@@ -242,59 +368,79 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
     io.out(`${formatLimits(probe.results())}\n`);
   }
   const finished: { c: BenchCase; t: Timing; lim: CaseLimits }[] = [];
+  const skipped: SkippedCase[] = [];
+  const skip = (c: BenchCase, status: SkippedCase['status'], reason: string) =>
+    skipped.push({ op: c.op, shape: shapeLabel(c), label: caseLabel(c), status, reason });
 
   if (cases.length) {
     const native = (c: BenchCase) => c.backend === 'cpu' && machine.backend === 'cpu';
-    // The limits each row is divided by: the peak at the level in effect on the pool's threads, copy over
-    // the bytes the case moves (and update, for in-place ops, at its working set). Each is measured right after the first case
-    // that needs it rather than all up front: on a shared or virtual machine what the threads get drifts
-    // over a run, and a limit taken next to its op is the fairest comparison (after, not before, so a case
-    // the op rejects fails before any probe runs). The peak is re-probed briefly after every case and the
-    // best kept (rows are made at the end, with the final figure); one thread's peak is measured too, to
-    // tell when the threads did not each get a core.
+    // The limits each row is divided by (bench/registry.ts OpEntry.limits): the peak at the level in effect
+    // on the pool's threads, copy or triad over the bytes the case moves, update (in-place ops) at its
+    // working set. Each is measured right after the first case that needs it rather than all up front: on a
+    // shared or virtual machine what the threads get drifts over a run, and a limit taken next to its op is
+    // the fairest comparison (after, not before, so a case the op rejects fails before any probe runs). The
+    // peak is re-probed briefly after every case that uses it and the best kept (rows are made at the end,
+    // with the final figure); one thread's peak is measured too, to tell when the threads did not each get
+    // a core.
     const limitsOf = (c: BenchCase, label: string): CaseLimits => {
       if (!native(c)) return {};
       const e = envOf(c);
-      const w = OPS[c.op].work(c);
+      const need = entryOf(c).limits(c);
       progress.show(`${label} limits ...`);
-      const level = e.simd as SimdName;
-      const known = probe.results().peak.some((p) => p.level === level && p.threads === e.threads);
-      const peak = probe.peak(level, e.threads, known ? { seconds: 0.1 } : undefined);
-      if (e.threads > 1) probe.peak(level, 1);
-      return {
-        peak,
-        // Copy over the same number of bytes the op moves (arrays totalling w.bytes: a copy reading and
-        // writing what the op reads and writes); the in-place update over the op's own working set.
-        copy: probe.bandwidth('copy', w.bytes, e.threads),
-        update: OPS[c.op].inPlace ? probe.bandwidth('update', w.workingSet, e.threads) : undefined,
-      };
+      const lim: CaseLimits = {};
+      if (need.peak) {
+        const level = e.simd as SimdName;
+        const known = probe.results().peak.some((p) => p.level === level && p.threads === e.threads);
+        lim.peak = probe.peak(level, e.threads, known ? { seconds: 0.1 } : undefined);
+        if (e.threads > 1) probe.peak(level, 1);
+      }
+      if (need.copy !== undefined) lim.copy = probe.bandwidth('copy', need.copy, e.threads);
+      if (need.triad !== undefined) lim.triad = probe.bandwidth('triad', need.triad, e.threads);
+      if (need.update !== undefined) lim.update = probe.bandwidth('update', need.update, e.threads);
+      return lim;
     };
     const inputs = new InputPool(cases, a.seed);
     for (let i = 0; i < cases.length; i++) {
       const c = cases[i];
-      const label = `[${i + 1}/${cases.length}] ${c.op} ${shapeLabel(c)} ${c.dtype} ${c.op === 'delta-step' ? 'step' : c.algorithm}`;
-      progress.show(`${label} inputs ...`);
-      const fn = OPS[c.op].prepare(c, inputs);
-      progress.show(`${label} timing ...`);
+      const label = `[${i + 1}/${cases.length}] ${caseLabel(c)}`;
+      const entry = entryOf(c);
+      if (suiteRun && c.backend === 'reference' && entry.tooBigForReference(c)) {
+        skip(c, 'skipped', 'too large for the float64 reference backend in a suite (run it alone with --op)');
+        continue;
+      }
       let t: Timing;
       try {
+        progress.show(`${label} inputs ...`);
+        const fn = entry.prepare(c, inputs);
+        progress.show(`${label} timing ...`);
         t = await measure(fn, { seconds: a.seconds });
-      } finally {
+      } catch (e) {
         progress.clear();
+        if (notImplemented(e)) {
+          skip(c, 'skipped', (e as Error).message);
+          continue;
+        }
+        if (suiteRun && e instanceof SeqkernError) {
+          skip(c, 'failed', e.message);
+          continue;
+        }
+        throw e;
       }
+      progress.clear();
       finished.push({ c, t, lim: limitsOf(c, label) });
     }
     progress.clear();
   }
-  const rows: BenchRow[] = finished.map(({ c, t, lim }) => makeRow(c, t, envOf(c), lim.peak, lim.copy, lim.update));
-  if (rows.length) {
+  const rows: BenchRow[] = finished.map(({ c, t, lim }) => makeRow(c, t, envOf(c), lim));
+  if (rows.length || skipped.length) {
     if (a.limits) io.out('\n');
-    io.out(`${formatRows(rows)}\n\n${legend(rows)}\n`);
+    io.out(`${formatReport(rows, skipped)}\n`);
   }
-  const timed = rows.map((r, i) => ({ case: cases[i], median: r.timeMs.median / 1e3 }));
-  const scaling = scalingChecks(timed);
-  const auto = autoChecks(timed);
-  if (scaling.length || auto.length) io.out(`\n${formatSummary(scaling, auto)}\n`);
+  const timed = finished.map(({ c, t }) => ({ case: c, median: t.median }));
+  const summary = { scaling: scalingChecks(timed), auto: autoChecks(timed), softmax: softmaxChecks(timed), gate: gateChecks(timed) };
+  if (summary.scaling.length || summary.auto.length || summary.softmax.length || summary.gate.length) {
+    io.out(`\n${formatSummary(summary.scaling, summary.auto, summary.softmax, summary.gate)}\n`);
+  }
   const warnings = probe.available ? limitWarnings(probe.results()) : [];
   for (const w of warnings) io.err(`seqkern: warning: ${w}\n`);
 
@@ -303,7 +449,8 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
       machine,
       limits: probe.available ? probe.results() : null,
       rows,
-      summary: { scaling, auto },
+      skipped,
+      summary,
       warnings,
       settings: {
         argv,
@@ -317,7 +464,7 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
     writeFileSync(a.json, `${JSON.stringify(report, null, 2)}\n`);
     io.err(`seqkern: wrote ${a.json}\n`);
   }
-  return 0;
+  return skipped.some((s) => s.status === 'failed') ? 1 : 0;
 }
 
 /** Runs the command line `argv` (without node and the script) and returns the exit status. */

@@ -12,6 +12,9 @@
 // - The working set is the distinct bytes an op touches (the decode step's state counts once although it
 //   is read and written): the size at which an in-place update is measured. Copy bandwidth is measured on
 //   the bytes the op moves (a copy whose source and destination total `bytes`).
+// - Softmax has no FLOP count (exp is not a multiply-add): it is credited 2 reads + 1 write of its data,
+//   and compared with a triad (2 reads + 1 write) over the same bytes. Attention counts 2·D + 2·Dv FLOPs per
+//   unmasked (query, key) pair and each tensor once; its decode step is compared with copy over its bytes.
 
 /** Default chunk length of the chunkwise algorithm. */
 export const CHUNK = 64;
@@ -112,6 +115,97 @@ export function deltaStepWork(s: DeltaShape): Work {
 /** Bytes of a float32 state [N, HV, K, V]. */
 export function stateBytes(N: number, HV: number, K: number, V: number): number {
   return 4 * N * HV * K * V;
+}
+
+// ---- softmax (DESIGN.md 6.2) ----
+
+export interface SoftmaxShape {
+  /** Rows (all leading axes flattened). */
+  rows: number;
+  /** Row length: the softmax axis. */
+  cols: number;
+  dtype: BenchDType;
+}
+
+export interface SoftmaxWork {
+  rows: number;
+  /** rows · cols. */
+  elements: number;
+  /** Bytes of the input (= of the output). */
+  dataBytes: number;
+  /**
+   * Bytes credited per call: 2 reads + 1 write of the data (3 · dataBytes), what the two-pass algorithm moves
+   * at least (pass 1 reads x, pass 2 reads x again and writes y) and what a triad a = b + s·c moves over
+   * arrays of the same size. The three-pass form is credited the same bytes (it reads x once more), so GB/s
+   * of the two algorithms compare as speeds. No FLOPs: exp dominates and is not a multiply-add.
+   */
+  bytes: number;
+  /** Distinct bytes: x and y (softmaxInto into a separate buffer). */
+  workingSet: number;
+}
+
+export function softmaxWork(s: SoftmaxShape): SoftmaxWork {
+  const elements = s.rows * s.cols;
+  const dataBytes = DTYPE_BYTES[s.dtype] * elements;
+  return { rows: s.rows, elements, dataBytes, bytes: 3 * dataBytes, workingSet: 2 * dataBytes };
+}
+
+// ---- attention (DESIGN.md 6.3) ----
+
+export interface AttentionShape {
+  B: number;
+  /** Queries per sequence. */
+  T: number;
+  /** Keys per sequence. */
+  S: number;
+  Hq: number;
+  Hk: number;
+  D: number;
+  Dv: number;
+  causal: boolean;
+  gate: 'none' | 'elementwise' | 'headwise';
+  dtype: BenchDType;
+}
+
+/**
+ * (query, key) pairs one head of one sequence scores and sums over. Non-causal: T·S. Causal, bottom-right
+ * aligned (query i sees keys j <= i + S - T): only the unmasked pairs, T·(S - T) + T(T+1)/2 when S >= T
+ * (a decode step, T = 1: all S keys), S(S+1)/2 when S < T (the first T - S queries see no key). At T = S
+ * this is T(T+1)/2: the T²/2 of the issue's 4·T²·D·H/2 plus half the diagonal (+1/T, 0.02% at T = 4096).
+ */
+export function attentionPairs(T: number, S: number, causal: boolean): number {
+  if (!causal) return T * S;
+  if (S >= T) return T * (S - T) + (T * (T + 1)) / 2;
+  return (S * (S + 1)) / 2;
+}
+
+export interface AttentionWork {
+  /** Queries per call, B·T. */
+  tokens: number;
+  /** Unmasked (query, key) pairs over all sequences and q-heads. */
+  pairs: number;
+  /**
+   * FLOPs: per pair 2·D for the score q·k and 2·Dv for p·v (multiply + add), over B·Hq heads:
+   * pairs·(2D + 2Dv). With D = Dv: 4·D per pair, so 4·T·S·D·H non-causal and 4·D·H·T(T+1)/2 causal at T = S.
+   * The softmax's exp, the online rescaling and the gate's sigmoid are not counted.
+   */
+  flops: number;
+  /**
+   * Bytes moved at least once: q [B,T,Hq,D], k [B,S,Hk,D], v [B,S,Hk,Dv] read, o [B,T,Hq,Dv] written, and the
+   * gate read ([B,T,Hq,Dv] elementwise, [B,T,Hq] headwise). A decode step (T = 1) is K and V read once.
+   */
+  bytes: number;
+  workingSet: number;
+}
+
+export function attentionWork(s: AttentionShape): AttentionWork {
+  const e = DTYPE_BYTES[s.dtype];
+  const pairsPerHead = attentionPairs(s.T, s.S, s.causal);
+  const pairs = s.B * s.Hq * pairsPerHead;
+  const BT = s.B * s.T;
+  const gate = s.gate === 'elementwise' ? BT * s.Hq * s.Dv : s.gate === 'headwise' ? BT * s.Hq : 0;
+  const bytes = e * (BT * s.Hq * s.D + s.B * s.S * s.Hk * (s.D + s.Dv) + BT * s.Hq * s.Dv + gate);
+  return { tokens: BT, pairs, flops: pairs * (2 * s.D + 2 * s.Dv), bytes, workingSet: bytes };
 }
 
 /** GFLOP/s of `flops` done in `seconds`. */

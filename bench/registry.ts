@@ -1,45 +1,108 @@
 // The benchmark registry (as fla's): each op registered once with its defaults, its work formulas, how to
-// build its inputs and the test file that checks it. `seqkern bench --op <name>` and the default suite
-// both go through here.
-import { gatedDeltaRule, gatedDeltaRuleStep, rand, randn, tensor, type Tensor } from '../src/index.js';
+// build its inputs, the machine limits its rows are divided by and the test file that checks it.
+// `seqkern bench --op <name>` and the default suite both go through here. Op families: delta (gated-delta,
+// delta-step), softmax, attention; each has its own shape type (bench/formulas.ts).
+import {
+  attention, gatedDeltaRule, gatedDeltaRuleStep, rand, randn, softmaxInto, tensor, zeros,
+  type AttentionOptions, type Tensor,
+} from '../src/index.js';
 import { autoAlgorithm } from '../src/ops/delta.js';
-import { deltaPrefillWork, deltaStepWork, type DeltaShape, type Work } from './formulas.js';
+import {
+  attentionWork, deltaPrefillWork, deltaStepWork, softmaxWork,
+  type AttentionShape, type DeltaShape, type SoftmaxShape, type Work,
+} from './formulas.js';
+import { attentionGate, attentionInputs, softmaxInput } from './inputs.js';
 
-export type OpName = 'gated-delta' | 'delta-step';
+export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention';
+export type Family = 'delta' | 'softmax' | 'attention';
+export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention'];
+/** The delta ops' algorithms. */
 export type Algorithm = 'auto' | 'chunk' | 'recurrent';
+export type SoftmaxAlgorithm = 'two-pass' | 'three-pass';
+export const SOFTMAX_ALGORITHMS: readonly SoftmaxAlgorithm[] = ['two-pass', 'three-pass'];
+export type GateKind = AttentionShape['gate'];
 export type BenchBackend = 'cpu' | 'reference';
 
-/** One benchmark case: a shape (for the decode step B is N, the sequences, and T is 1) and how to run it. */
-export interface BenchCase extends DeltaShape {
-  op: OpName;
+/** A delta case: a shape (for the decode step B is N, the sequences, and T is 1) and how to run it. */
+export interface DeltaCase extends DeltaShape {
+  op: 'gated-delta' | 'delta-step';
   algorithm: Algorithm;
   backend: BenchBackend;
 }
 
-export interface OpEntry {
-  name: OpName;
+/** softmaxInto over x [rows, cols] into a preallocated output. */
+export interface SoftmaxCase extends SoftmaxShape {
+  op: 'softmax';
+  algorithm: SoftmaxAlgorithm;
+  backend: BenchBackend;
+}
+
+/** attention(q [B,T,Hq,D], k [B,S,Hk,D], v [B,S,Hk,Dv], { causal, gate }). */
+export interface AttentionCase extends AttentionShape {
+  op: 'attention';
+  backend: BenchBackend;
+}
+
+/** One benchmark case. */
+export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase;
+
+export function familyOf(op: OpName): Family {
+  return op === 'softmax' || op === 'attention' ? op : 'delta';
+}
+
+/**
+ * The limits a case's row is divided by, measured in the same run (bench/limits.ts): the FP32 peak at the
+ * level in effect, and bandwidth probes at a given total size in bytes.
+ */
+export interface LimitNeeds {
+  peak: boolean;
+  /** Copy over arrays totalling this many bytes (the bytes the op moves). */
+  copy?: number;
+  /** Triad over 3 arrays totalling this many bytes. */
+  triad?: number;
+  /** In-place update of this many bytes (the op's working set). */
+  update?: number;
+}
+
+export interface OpEntry<C extends BenchCase = BenchCase> {
+  name: C['op'];
+  family: Family;
   summary: string;
   /** The vitest file that checks this op against the reference. */
   test: string;
+  /** Bytes moved per call and distinct bytes touched (bench/formulas.ts). */
+  traffic(c: C): { bytes: number; workingSet: number };
+  limits(c: C): LimitNeeds;
+  /** Builds the inputs (seeded random, never zeros) and returns the call to time. */
+  prepare(c: C, inputs: InputPool): () => void;
+  /**
+   * A case the float64 reference backend would take minutes on: the default suite skips it there (an
+   * explicit --op runs it anyway).
+   */
+  tooBigForReference(c: C): boolean;
+}
+
+export interface DeltaEntry extends OpEntry<DeltaCase> {
   /** Shape of `--op <name>` with no shape flags. */
-  defaults: Omit<BenchCase, 'op' | 'dtype' | 'algorithm' | 'backend'>;
-  work(c: BenchCase): Work;
+  defaults: Omit<DeltaCase, 'op' | 'dtype' | 'algorithm' | 'backend'>;
+  work(c: DeltaCase): Work;
   /**
    * The op reads and writes its main data in place (the decode step's state): its GB/s is also compared
    * with the in-place 'update' probe, since copy is credited less than it moves (write-allocate).
    */
   inPlace: boolean;
   /** What a call runs: the algorithm auto resolves to, or 'step'. */
-  algorithmUsed(c: BenchCase): 'chunk' | 'recurrent' | 'step';
-  /** Builds the inputs (seeded random, never zeros) and returns the call to time. */
-  prepare(c: BenchCase, inputs: InputPool): () => void;
+  algorithmUsed(c: DeltaCase): 'chunk' | 'recurrent' | 'step';
 }
 
 /**
- * Seeded inputs: q, k, v randn (the ops L2-normalise q and k: qkL2Norm), beta uniform in [0, 1], g uniform
- * in [-0.1, 0] (decays in [0.905, 1]), the decode step's state randn·0.1. Prefill inputs with B = 1 are
- * generated once at the longest T the run needs and viewed as prefixes (a [1, T, ...] tensor is the first
- * T tokens of a longer one), so a suite over T does not regenerate hundreds of MiB per case.
+ * Seeded inputs. Delta: q, k, v randn (the ops L2-normalise q and k: qkL2Norm), beta uniform in [0, 1], g
+ * uniform in [-0.1, 0] (decays in [0.905, 1]), the decode step's state randn·0.1. Prefill inputs with B = 1
+ * are generated once at the longest T the run needs and viewed as prefixes (a [1, T, ...] tensor is the
+ * first T tokens of a longer one), so a suite over T does not regenerate hundreds of MiB per case.
+ * Softmax and attention: bench/inputs.ts (a fast LCG; a 1 GiB batch in a quarter of a second), kept while
+ * consecutive cases share them (both softmax algorithms, the attention call with and without gate).
+ * Asking for one family's inputs lets the others' go, so at most one family's buffers are alive.
  */
 export class InputPool {
   private readonly maxT = new Map<string, number>();
@@ -52,7 +115,49 @@ export class InputPool {
     for (const c of cases) if (c.op === 'gated-delta' && c.B === 1) this.maxT.set(prefillKey(c), Math.max(this.maxT.get(prefillKey(c)) ?? 0, c.T));
   }
 
-  prefill(c: BenchCase): Record<'q' | 'k' | 'v' | 'beta' | 'g', Tensor> {
+  private softmaxSet?: { key: string; x: Tensor; out: Tensor };
+  private attentionSet?: { key: string; q: Tensor; k: Tensor; v: Tensor };
+  private gateSet?: { key: string; gate: Tensor };
+
+  /** Lets every family's cached buffers but `keep`'s go. */
+  private release(keep: 'delta' | 'softmax' | 'attention'): void {
+    if (keep !== 'delta') this.cached = undefined;
+    if (keep !== 'softmax') this.softmaxSet = undefined;
+    if (keep !== 'attention') this.attentionSet = this.gateSet = undefined;
+  }
+
+  /** x [rows, cols] (bench/inputs.ts softmaxInput, seed) and an output of the same shape, allocated once. */
+  softmax(c: SoftmaxCase): { x: Tensor; out: Tensor } {
+    this.release('softmax');
+    const key = `${c.rows},${c.cols},${c.dtype}`;
+    if (this.softmaxSet?.key !== key) {
+      this.softmaxSet = undefined;
+      const x = softmaxInput(c, this.seed);
+      this.softmaxSet = { key, x, out: zeros([c.rows, c.cols], c.dtype) };
+    }
+    return this.softmaxSet;
+  }
+
+  /** q, k, v (seeds seed..seed+2) and the gate of c.gate (seed+3), bench/inputs.ts. */
+  attention(c: AttentionCase): { q: Tensor; k: Tensor; v: Tensor; gate?: Tensor } {
+    this.release('attention');
+    const key = `${c.B},${c.T},${c.S},${c.Hq},${c.Hk},${c.D},${c.Dv},${c.dtype}`;
+    if (this.attentionSet?.key !== key) {
+      this.attentionSet = this.gateSet = undefined;
+      this.attentionSet = { key, ...attentionInputs(c, this.seed) };
+    }
+    const { q, k, v } = this.attentionSet;
+    if (c.gate === 'none') return { q, k, v };
+    const gateKey = `${key},${c.gate}`;
+    if (this.gateSet?.key !== gateKey) {
+      this.gateSet = undefined;
+      this.gateSet = { key: gateKey, gate: attentionGate(c, this.seed)! };
+    }
+    return { q, k, v, gate: this.gateSet.gate };
+  }
+
+  prefill(c: DeltaCase): Record<'q' | 'k' | 'v' | 'beta' | 'g', Tensor> {
+    this.release('delta');
     const key = prefillKey(c);
     const T = c.B === 1 ? Math.max(c.T, this.maxT.get(key) ?? 0) : c.T;
     if (!this.cached || this.cached.key !== `${key}/${c.B}` || this.cached.T < c.T) {
@@ -84,7 +189,8 @@ export class InputPool {
     };
   }
 
-  step(c: BenchCase): Record<'q' | 'k' | 'v' | 'beta' | 'g' | 'state', Tensor> {
+  step(c: DeltaCase): Record<'q' | 'k' | 'v' | 'beta' | 'g' | 'state', Tensor> {
+    this.release('delta');
     const s = this.seed;
     const N = c.B;
     const dtype = c.dtype;
@@ -99,17 +205,22 @@ export class InputPool {
   }
 }
 
-function prefillKey(c: BenchCase): string {
+function prefillKey(c: DeltaCase): string {
   return `${c.H},${c.HV},${c.K},${c.V},${c.dtype}`;
 }
 
-const gatedDelta: OpEntry = {
+const gatedDelta: DeltaEntry = {
   name: 'gated-delta',
+  family: 'delta',
   summary: 'gatedDeltaRule prefill: q,k [B,T,H,K], v [B,T,HV,V], beta,g [B,T,HV]; qkL2Norm, no initial state',
   test: 'test/delta.test.ts',
   defaults: { B: 1, T: 4096, H: 16, HV: 32, K: 128, V: 128 },
   work: (c) => deltaPrefillWork(c),
+  traffic: (c) => deltaPrefillWork(c),
   inPlace: false,
+  // Copy over the same number of bytes the op moves (arrays totalling w.bytes: a copy reading and writing
+  // what the op reads and writes).
+  limits: (c) => ({ peak: true, copy: deltaPrefillWork(c).bytes }),
   // As the op resolves 'auto' (src/ops/delta.ts): the reference backend always runs the recurrence.
   algorithmUsed: (c) => (c.algorithm !== 'auto' ? c.algorithm : c.backend === 'cpu' ? autoAlgorithm(c.T, c.K, c.V) : 'recurrent'),
   prepare(c, inputs) {
@@ -118,15 +229,23 @@ const gatedDelta: OpEntry = {
       gatedDeltaRule(opts);
     };
   },
+  tooBigForReference: () => false,
 };
 
-const deltaStep: OpEntry = {
+const deltaStep: DeltaEntry = {
   name: 'delta-step',
+  family: 'delta',
   summary: 'gatedDeltaRuleStep decode: q,k [N,H,K], v [N,HV,V], beta,g [N,HV], state [N,HV,K,V] float32 in place',
   test: 'test/delta.test.ts',
   defaults: { B: 8, T: 1, H: 16, HV: 32, K: 128, V: 128 },
   work: (c) => deltaStepWork(c),
+  traffic: (c) => deltaStepWork(c),
   inPlace: true,
+  // Copy over the bytes moved (the state read and written), and the in-place update over the working set.
+  limits: (c) => {
+    const w = deltaStepWork(c);
+    return { peak: true, copy: w.bytes, update: w.workingSet };
+  },
   algorithmUsed: () => 'step',
   prepare(c, inputs) {
     const opts = { ...inputs.step(c), qkL2Norm: true, backend: c.backend };
@@ -134,12 +253,81 @@ const deltaStep: OpEntry = {
       gatedDeltaRuleStep(opts);
     };
   },
+  tooBigForReference: () => false,
 };
 
-export const OPS: Readonly<Record<OpName, OpEntry>> = { 'gated-delta': gatedDelta, 'delta-step': deltaStep };
+const softmaxEntry: OpEntry<SoftmaxCase> = {
+  name: 'softmax',
+  family: 'softmax',
+  summary: 'softmaxInto over the last axis of x [rows, cols] into a preallocated output (two-pass or three-pass)',
+  test: 'test/softmax.test.ts',
+  traffic: (c) => softmaxWork(c),
+  // Triad (a = b + s·c: 2 reads + 1 write, each array once) over 3 arrays totalling the bytes credited to
+  // the op (2 reads + 1 write of the data): the same bytes, moved in the same read/write mix.
+  limits: (c) => ({ peak: false, triad: softmaxWork(c).bytes }),
+  prepare(c, inputs) {
+    const { x, out } = inputs.softmax(c);
+    const opts = { algorithm: c.algorithm, backend: c.backend };
+    return () => {
+      softmaxInto(x, out, opts);
+    };
+  },
+  tooBigForReference: (c) => c.rows * c.cols > 1 << 22,
+};
 
-/** "B1 T4096 H16/32 K128 V128" (prefill) or "N8 H16/32 K128 V128" (step); H/HV are q/k heads / v heads. */
+const attentionEntry: OpEntry<AttentionCase> = {
+  name: 'attention',
+  family: 'attention',
+  summary: 'attention q [B,T,Hq,D], k [B,S,Hk,D], v [B,S,Hk,Dv] (causal bottom-right; gate elementwise/headwise)',
+  test: 'test/attention.test.ts',
+  traffic: (c) => attentionWork(c),
+  // The peak (prefill is compute-bound) and copy over the bytes the op moves (a decode step is bandwidth-bound).
+  limits: (c) => ({ peak: true, copy: attentionWork(c).bytes }),
+  prepare(c, inputs) {
+    const { q, k, v, gate } = inputs.attention(c);
+    const opts: AttentionOptions = { causal: c.causal, backend: c.backend };
+    if (gate) Object.assign(opts, { gate, gateType: c.gate });
+    return () => {
+      attention(q, k, v, opts);
+    };
+  },
+  tooBigForReference: (c) => attentionWork(c).flops > 2e9 || attentionWork(c).bytes > 64 << 20,
+};
+
+export const OPS: {
+  readonly 'gated-delta': DeltaEntry;
+  readonly 'delta-step': DeltaEntry;
+  readonly softmax: OpEntry<SoftmaxCase>;
+  readonly attention: OpEntry<AttentionCase>;
+} = { 'gated-delta': gatedDelta, 'delta-step': deltaStep, softmax: softmaxEntry, attention: attentionEntry };
+
+/** The entry of c's op, typed for c (TypeScript cannot correlate OPS[c.op] with c by itself). */
+export function entryOf(c: BenchCase): OpEntry {
+  return OPS[c.op] as unknown as OpEntry;
+}
+
+/**
+ * Delta: "B1 T4096 H16/32 K128 V128" (prefill) or "N8 H16/32 K128 V128" (step); H/HV are q/k heads / v heads.
+ * Softmax: "R8192 C32768" (rows, cols). Attention: "B1 T4096 S4096 H8/8 D128" (Hq/Hk; "Dv64" after D when Dv != D).
+ */
 export function shapeLabel(c: BenchCase): string {
-  const lead = c.op === 'delta-step' ? `N${c.B}` : `B${c.B} T${c.T}`;
-  return `${lead} H${c.H}/${c.HV} K${c.K} V${c.V}`;
+  switch (c.op) {
+    case 'softmax':
+      return `R${c.rows} C${c.cols}`;
+    case 'attention':
+      return `B${c.B} T${c.T} S${c.S} H${c.Hq}/${c.Hk} D${c.D}${c.Dv !== c.D ? ` Dv${c.Dv}` : ''}`;
+    default: {
+      const lead = c.op === 'delta-step' ? `N${c.B}` : `B${c.B} T${c.T}`;
+      return `${lead} H${c.H}/${c.HV} K${c.K} V${c.V}`;
+    }
+  }
+}
+
+/** What the progress line and the skipped list name a case by: op, shape, dtype and its variant. */
+export function caseLabel(c: BenchCase): string {
+  const variant =
+    c.op === 'softmax' ? c.algorithm
+    : c.op === 'attention' ? `${c.causal ? 'causal' : 'full'}${c.gate !== 'none' ? ` gate=${c.gate}` : ''}`
+    : c.op === 'delta-step' ? 'step' : c.algorithm;
+  return `${c.op} ${shapeLabel(c)} ${c.dtype} ${variant}`;
 }

@@ -1,27 +1,21 @@
 // Rows of `seqkern bench`: one timed case with its rates and its ratios to the limits measured in the same
-// run; the table printed on stdout and the JSON report written by `--json FILE`.
+// run; the tables printed on stdout (one per op family, each with its legend) and the JSON report written by
+// `--json FILE`.
 import type { Info } from '../src/index.js';
-import { gbs, gflops } from './formulas.js';
+import { attentionWork, gbs, gflops, softmaxWork } from './formulas.js';
 import { formatBytes, type BandwidthResult, type Limits, type PeakResult } from './limits.js';
 import type { Timing } from './measure.js';
-import { OPS, shapeLabel, type BenchCase } from './registry.js';
-import type { AutoCheck, Scaling } from './suites.js';
+import {
+  FAMILIES, familyOf, OPS, shapeLabel,
+  type AttentionCase, type BenchCase, type DeltaCase, type GateKind, type SoftmaxAlgorithm, type SoftmaxCase,
+} from './registry.js';
+import type { AutoCheck, GateCheck, Scaling, SoftmaxCheck } from './suites.js';
 
-/** One row of the table and of the JSON report's `rows`. Times in milliseconds, rates per second. */
-export interface BenchRow {
-  op: BenchCase['op'];
-  /** "B1 T4096 H16/32 K128 V128" (H q/k heads / HV v heads); the decode step shows N in place of B, T. */
+/** Fields every row has. Times in milliseconds, rates per second. */
+interface RowCommon {
+  /** Delta: "B1 T4096 H16/32 K128 V128"; softmax: "R8192 C32768"; attention: "B1 T4096 S4096 H8/8 D128". */
   shape: string;
-  B: number;
-  T: number;
-  H: number;
-  HV: number;
-  K: number;
-  V: number;
   dtype: BenchCase['dtype'];
-  /** As asked ('auto' | 'chunk' | 'recurrent'), and what ran ('chunk' | 'recurrent' | 'step'). */
-  algorithm: BenchCase['algorithm'];
-  algorithmUsed: 'chunk' | 'recurrent' | 'step';
   backend: BenchCase['backend'];
   /** SIMD level and pool threads in effect ('reference' rows: 'none', 1 thread). */
   simd: string;
@@ -30,6 +24,25 @@ export interface BenchRow {
   samples: number;
   calls: number;
   timeMs: { median: number; min: number; max: number; q1: number; q3: number; mean: number; rme: number };
+  /** Bytes credited per call (bench/formulas.ts) and distinct bytes touched. */
+  bytes: number;
+  workingSetBytes: number;
+  gbs: number;
+}
+
+/** A row of the delta family (gated-delta prefill, delta-step decode). */
+export interface DeltaRow extends RowCommon {
+  op: DeltaCase['op'];
+  /** B, T: for the decode step B is N and T is 1. */
+  B: number;
+  T: number;
+  H: number;
+  HV: number;
+  K: number;
+  V: number;
+  /** As asked ('auto' | 'chunk' | 'recurrent'), and what ran ('chunk' | 'recurrent' | 'step'). */
+  algorithm: DeltaCase['algorithm'];
+  algorithmUsed: 'chunk' | 'recurrent' | 'step';
   tokensPerSecond: number;
   /** Work per call by bench/formulas.ts: the chunkwise count (null for the step) and the recurrence count. */
   flops: { chunk: number | null; recurrent: number };
@@ -38,20 +51,71 @@ export interface BenchRow {
   gflopsRecurrent: number;
   /** GFLOP/s by the count of the algorithm that ran (chunk count for chunk, recurrence count otherwise). */
   gflops: number;
-  bytes: number;
-  workingSetBytes: number;
-  gbs: number;
   /** The FP32 peak the ratio used (level in effect, same threads), measured in this run; null: no probe. */
   peak: PeakResult | null;
   /** gflops / peak.gflops. */
   peakRatio: number | null;
-  /** The copy bandwidth the ratio used, measured in this run at this row's working set; null: no probe. */
+  /** The copy bandwidth the ratio used, measured in this run on the bytes the op moves; null: no probe. */
   copy: BandwidthResult | null;
   /** gbs / copy.gbs. */
   copyRatio: number | null;
   /** Ops that update in place (the step): the in-place read + write bandwidth at the same size, and gbs / it. */
   update: BandwidthResult | null;
   updateRatio: number | null;
+}
+
+/** A softmax row: softmaxInto over x [rows, cols] into a preallocated output. */
+export interface SoftmaxRow extends RowCommon {
+  op: 'softmax';
+  rows: number;
+  cols: number;
+  algorithm: SoftmaxAlgorithm;
+  elements: number;
+  /** Bytes of x (= of y). `bytes` is 3·dataBytes: 2 reads + 1 write, for either algorithm. */
+  dataBytes: number;
+  elementsPerSecond: number;
+  /** Triad bandwidth over 3 arrays totalling `bytes`, measured in this run; null: no probe. */
+  triad: BandwidthResult | null;
+  /** gbs / triad.gbs. */
+  triadRatio: number | null;
+}
+
+/** An attention row. */
+export interface AttentionRow extends RowCommon {
+  op: 'attention';
+  B: number;
+  T: number;
+  S: number;
+  Hq: number;
+  Hk: number;
+  D: number;
+  Dv: number;
+  causal: boolean;
+  gate: GateKind;
+  /** Queries per second (B·T per call). */
+  tokensPerSecond: number;
+  /** Unmasked (query, key) pairs over all sequences and q-heads, and FLOPs = pairs·(2D + 2Dv). */
+  pairs: number;
+  flops: number;
+  gflops: number;
+  peak: PeakResult | null;
+  peakRatio: number | null;
+  /** Copy bandwidth over arrays totalling `bytes`, measured in this run, and gbs / it. */
+  copy: BandwidthResult | null;
+  copyRatio: number | null;
+}
+
+/** One row of a table and of the JSON report's `rows`. */
+export type BenchRow = DeltaRow | SoftmaxRow | AttentionRow;
+
+/** A case that did not run: its op is not implemented in this build (skipped) or it threw (failed). */
+export interface SkippedCase {
+  op: BenchCase['op'];
+  shape: string;
+  /** caseLabel: op, shape, dtype, variant. */
+  label: string;
+  status: 'skipped' | 'failed';
+  reason: string;
 }
 
 /** The `--json FILE` report. */
@@ -61,7 +125,9 @@ export interface BenchReport {
   /** Every limit measured in this run (null when the addon has no probes). */
   limits: Limits | null;
   rows: BenchRow[];
-  summary: { scaling: Scaling[]; auto: AutoCheck[] };
+  /** Cases that did not run, with the reason. */
+  skipped: SkippedCase[];
+  summary: { scaling: Scaling[]; auto: AutoCheck[]; softmax: SoftmaxCheck[]; gate: GateCheck[] };
   /** Limits that look disturbed (bench/limits.ts limitWarnings); also printed on stderr. */
   warnings: string[];
   settings: { argv: string[]; seconds: number; limitSeconds: number; seed: number; date: string; node: string };
@@ -71,17 +137,41 @@ export interface BenchReport {
 export interface CaseLimits {
   peak?: PeakResult;
   copy?: BandwidthResult;
+  triad?: BandwidthResult;
   update?: BandwidthResult;
 }
 
-export function makeRow(
-  c: BenchCase,
-  t: Timing,
-  env: { simd: string; threads: number },
-  peak: PeakResult | undefined,
-  copy: BandwidthResult | undefined,
-  update?: BandwidthResult,
-): BenchRow {
+const ms = (x: number) => x * 1e3;
+
+function common(c: BenchCase, t: Timing, env: { simd: string; threads: number }, bytes: number, workingSet: number): RowCommon {
+  return {
+    shape: shapeLabel(c),
+    dtype: c.dtype,
+    backend: c.backend,
+    simd: env.simd,
+    threads: env.threads,
+    samples: t.samples.length,
+    calls: t.calls,
+    timeMs: { median: ms(t.median), min: ms(t.min), max: ms(t.max), q1: ms(t.q1), q3: ms(t.q3), mean: ms(t.mean), rme: t.rme },
+    bytes,
+    workingSetBytes: workingSet,
+    gbs: gbs(bytes, t.median),
+  };
+}
+
+/** The row of a timed case, with its ratios to `lim`. */
+export function makeRow(c: BenchCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits = {}): BenchRow {
+  switch (c.op) {
+    case 'softmax':
+      return softmaxRow(c, t, env, lim);
+    case 'attention':
+      return attentionRow(c, t, env, lim);
+    default:
+      return deltaRow(c, t, env, lim);
+  }
+}
+
+function deltaRow(c: DeltaCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits): DeltaRow {
   const entry = OPS[c.op];
   const w = entry.work(c);
   const used = entry.algorithmUsed(c);
@@ -89,21 +179,22 @@ export function makeRow(
   const gChunk = w.chunkFlops === undefined ? null : gflops(w.chunkFlops, s);
   const gRec = gflops(w.recurrentFlops, s);
   const g = used === 'chunk' && gChunk !== null ? gChunk : gRec;
-  const rate = gbs(w.bytes, s);
-  const ms = (x: number) => x * 1e3;
+  const base = common(c, t, env, w.bytes, w.workingSet);
+  const { peak, copy, update } = lim;
+  // Field order as before the other families existed, so delta reports read the same.
   return {
     op: c.op,
-    shape: shapeLabel(c),
+    shape: base.shape,
     B: c.B, T: c.T, H: c.H, HV: c.HV, K: c.K, V: c.V,
     dtype: c.dtype,
     algorithm: c.algorithm,
     algorithmUsed: used,
     backend: c.backend,
-    simd: env.simd,
-    threads: env.threads,
-    samples: t.samples.length,
-    calls: t.calls,
-    timeMs: { median: ms(t.median), min: ms(t.min), max: ms(t.max), q1: ms(t.q1), q3: ms(t.q3), mean: ms(t.mean), rme: t.rme },
+    simd: base.simd,
+    threads: base.threads,
+    samples: base.samples,
+    calls: base.calls,
+    timeMs: base.timeMs,
     tokensPerSecond: w.tokens / s,
     flops: { chunk: w.chunkFlops ?? null, recurrent: w.recurrentFlops },
     gflopsChunk: gChunk,
@@ -111,13 +202,51 @@ export function makeRow(
     gflops: g,
     bytes: w.bytes,
     workingSetBytes: w.workingSet,
-    gbs: rate,
+    gbs: base.gbs,
     peak: peak ?? null,
     peakRatio: peak ? g / peak.gflops : null,
     copy: copy ?? null,
-    copyRatio: copy ? rate / copy.gbs : null,
+    copyRatio: copy ? base.gbs / copy.gbs : null,
     update: update ?? null,
-    updateRatio: update ? rate / update.gbs : null,
+    updateRatio: update ? base.gbs / update.gbs : null,
+  };
+}
+
+function softmaxRow(c: SoftmaxCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits): SoftmaxRow {
+  const w = softmaxWork(c);
+  const base = common(c, t, env, w.bytes, w.workingSet);
+  return {
+    op: 'softmax',
+    ...base,
+    rows: c.rows,
+    cols: c.cols,
+    algorithm: c.algorithm,
+    elements: w.elements,
+    dataBytes: w.dataBytes,
+    elementsPerSecond: w.elements / t.median,
+    triad: lim.triad ?? null,
+    triadRatio: lim.triad ? base.gbs / lim.triad.gbs : null,
+  };
+}
+
+function attentionRow(c: AttentionCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits): AttentionRow {
+  const w = attentionWork(c);
+  const base = common(c, t, env, w.bytes, w.workingSet);
+  const g = gflops(w.flops, t.median);
+  return {
+    op: 'attention',
+    ...base,
+    B: c.B, T: c.T, S: c.S, Hq: c.Hq, Hk: c.Hk, D: c.D, Dv: c.Dv,
+    causal: c.causal,
+    gate: c.gate,
+    tokensPerSecond: w.tokens / t.median,
+    pairs: w.pairs,
+    flops: w.flops,
+    gflops: g,
+    peak: lim.peak ?? null,
+    peakRatio: lim.peak ? g / lim.peak.gflops : null,
+    copy: lim.copy ?? null,
+    copyRatio: lim.copy ? base.gbs / lim.copy.gbs : null,
   };
 }
 
@@ -147,7 +276,12 @@ export function formatTable(header: string[], rows: string[][]): string {
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
-export function formatRows(rows: readonly BenchRow[]): string {
+const simdCell = (r: BenchRow) => (r.backend === 'reference' ? 'ref' : r.simd);
+const timeCells = (r: BenchRow) => [sig(r.timeMs.median), `${sig(r.timeMs.min)}-${sig(r.timeMs.max)}`];
+const peakAt = (p: PeakResult | null) => (p ? `${p.level}x${p.threads}` : '-');
+
+/** The delta table (gated-delta, delta-step). */
+export function formatDeltaRows(rows: readonly DeltaRow[]): string {
   const header = [
     'op', 'shape', 'dtype', 'alg', 'simd', 'thr', 'median ms', 'min-max ms', 'tok/s',
     'GF/s chunk', 'GF/s rec', '%peak', 'peak@', 'GB/s', '%copy', '%upd', 'bw@',
@@ -157,15 +291,14 @@ export function formatRows(rows: readonly BenchRow[]): string {
     r.shape,
     DT[r.dtype] ?? r.dtype,
     r.algorithm === 'auto' && r.algorithmUsed !== 'step' ? `auto>${r.algorithmUsed}` : r.algorithmUsed,
-    r.backend === 'reference' ? 'ref' : r.simd,
+    simdCell(r),
     String(r.threads),
-    sig(r.timeMs.median),
-    `${sig(r.timeMs.min)}-${sig(r.timeMs.max)}`,
+    ...timeCells(r),
     si(r.tokensPerSecond),
     r.gflopsChunk === null ? '-' : sig(r.gflopsChunk),
     sig(r.gflopsRecurrent),
     pct(r.peakRatio),
-    r.peak ? `${r.peak.level}x${r.peak.threads}` : '-',
+    peakAt(r.peak),
     sig(r.gbs),
     pct(r.copyRatio),
     pct(r.updateRatio),
@@ -174,16 +307,66 @@ export function formatRows(rows: readonly BenchRow[]): string {
   return formatTable(header, body);
 }
 
-/** What the columns mean, with the limits each ratio used. */
-export function legend(rows: readonly BenchRow[]): string {
+/** The softmax table. */
+export function formatSoftmaxRows(rows: readonly SoftmaxRow[]): string {
+  const header = ['op', 'shape', 'dtype', 'alg', 'simd', 'thr', 'median ms', 'min-max ms', 'data', 'Gelem/s', 'GB/s', '%triad', 'bw@'];
+  const body = rows.map((r) => [
+    r.op,
+    r.shape,
+    DT[r.dtype] ?? r.dtype,
+    r.algorithm,
+    simdCell(r),
+    String(r.threads),
+    ...timeCells(r),
+    formatBytes(r.dataBytes),
+    sig(r.elementsPerSecond / 1e9),
+    sig(r.gbs),
+    pct(r.triadRatio),
+    r.triad ? formatBytes(r.triad.bytes) : '-',
+  ]);
+  return formatTable(header, body);
+}
+
+/** The attention table. */
+export function formatAttentionRows(rows: readonly AttentionRow[]): string {
+  const header = [
+    'op', 'shape', 'dtype', 'mask', 'gate', 'simd', 'thr', 'median ms', 'min-max ms', 'tok/s', 'GF/s', '%peak', 'peak@',
+    'GB/s', '%copy', 'bw@',
+  ];
+  const body = rows.map((r) => [
+    r.op,
+    r.shape,
+    DT[r.dtype] ?? r.dtype,
+    r.causal ? 'causal' : 'none',
+    r.gate,
+    simdCell(r),
+    String(r.threads),
+    ...timeCells(r),
+    si(r.tokensPerSecond),
+    sig(r.gflops),
+    pct(r.peakRatio),
+    peakAt(r.peak),
+    sig(r.gbs),
+    pct(r.copyRatio),
+    r.copy ? formatBytes(r.copy.bytes) : '-',
+  ]);
+  return formatTable(header, body);
+}
+
+function peakList(rows: readonly (DeltaRow | AttentionRow)[]): string {
   const peaks = new Map<string, PeakResult>();
   for (const r of rows) if (r.peak) peaks.set(`${r.peak.level}x${r.peak.threads}`, r.peak);
-  const peakList = [...peaks.entries()].map(([k, p]) => `${k} = ${p.gflops.toFixed(1)} GFLOP/s`).join(', ');
+  return [...peaks.entries()].map(([k, p]) => `${k} = ${p.gflops.toFixed(1)} GFLOP/s`).join(', ');
+}
+
+/** What the delta columns mean, with the limits each ratio used. */
+export function deltaLegend(rows: readonly DeltaRow[]): string {
+  const peaks = peakList(rows);
   const lines = [
     'median/min-max: per call, over Benchmark.js samples. GF/s chunk: chunkwise count 2(3C²K+2C²V+3CKV)+C³/3 per',
     'chunk and v-head (C=64, last chunk at its own length); GF/s rec: 6KV per token and v-head (bench/formulas.ts).',
     `%peak: GF/s by the count of the algorithm that ran ÷ FP32 FMA peak at the SIMD level in effect on the same`,
-    `threads (peak@: level x threads), measured in this run${peakList ? `: ${peakList}` : ''}.`,
+    `threads (peak@: level x threads), measured in this run${peaks ? `: ${peaks}` : ''}.`,
     'GB/s: q,k,v,beta,g read + o written (+ state read and written for the step), at the median time.',
     '%copy: GB/s ÷ copy bandwidth (b=a, read + write counted, same threads) measured in this run on the same',
     'number of bytes the op moves (bw@: source + destination = the op\'s bytes read + written; for the step, its',
@@ -195,8 +378,59 @@ export function legend(rows: readonly BenchRow[]): string {
   return lines.join('\n');
 }
 
-export function formatSummary(scaling: readonly Scaling[], auto: readonly AutoCheck[]): string {
+export function softmaxLegend(): string {
+  return [
+    'softmaxInto(x, out) over rows of `cols` floats into an output allocated once before timing (a warm-up call',
+    'first-touches it): no allocation or page fault is timed. Hot rows (x + y of a few MiB) stay in cache between',
+    'calls; the 1 GiB batch does not. GB/s: 2 reads + 1 write of the data (3 x `data`), what two-pass moves at',
+    'least (pass 1 reads x, pass 2 reads x and writes y); three-pass is credited the same bytes, so GB/s of the two',
+    'compare as speeds. %triad: GB/s ÷ triad bandwidth (a=b+s*c, 2 reads + 1 write counted, same threads) measured',
+    'in this run over 3 arrays totalling the same bytes (bw@ = 3 x data): the same bytes moved in the same',
+    'read/write mix. (The op\'s own working set is 2 x data, x and y: on a hot row the triad\'s 3 arrays may sit one',
+    'cache level further out than x and y; out of cache both are DRAM.)',
+  ].join('\n');
+}
+
+export function attentionLegend(rows: readonly AttentionRow[]): string {
+  const peaks = peakList(rows);
+  return [
+    'attention(q, k, v, {causal, gate}); the output is allocated by each call (included, as for the delta ops).',
+    'GF/s: pairs·(2D + 2Dv) per q-head (q·k and p·v, multiply + add), counting only unmasked (query, key) pairs:',
+    'T·S without mask; causal (bottom-right) T(S-T) + T(T+1)/2 for S >= T, S(S+1)/2 for S < T, so T = S gives',
+    'T(T+1)/2 = the T²/2 of 4·T²·D·H/2 plus half the diagonal. exp and the gate\'s sigmoid are not counted.',
+    `%peak: ÷ FP32 FMA peak at the SIMD level in effect on the same threads${peaks ? ` (${peaks})` : ''}.`,
+    'GB/s: q, k, v (+ gate) read once + o written once (a decode step: K and V once). %copy: GB/s ÷ copy bandwidth',
+    'measured in this run over arrays totalling the same bytes (bw@).',
+  ].join('\n');
+}
+
+/** Every family's table followed by its legend, then the cases that did not run. */
+export function formatReport(rows: readonly BenchRow[], skipped: readonly SkippedCase[] = []): string {
+  const blocks: string[] = [];
+  for (const f of FAMILIES) {
+    const of = rows.filter((r) => familyOf(r.op) === f);
+    if (!of.length) continue;
+    if (f === 'delta') blocks.push(`${formatDeltaRows(of as DeltaRow[])}\n\n${deltaLegend(of as DeltaRow[])}`);
+    else if (f === 'softmax') blocks.push(`${formatSoftmaxRows(of as SoftmaxRow[])}\n\n${softmaxLegend()}`);
+    else blocks.push(`${formatAttentionRows(of as AttentionRow[])}\n\n${attentionLegend(of as AttentionRow[])}`);
+  }
+  if (skipped.length) blocks.push(formatSkipped(skipped));
+  return blocks.join('\n\n');
+}
+
+/** "skipped: softmax R8 C32768 float32 two-pass: softmaxInto: not implemented yet", one line per case. */
+export function formatSkipped(skipped: readonly SkippedCase[]): string {
+  return skipped.map((s) => `${s.status === 'failed' ? 'FAILED' : 'skipped'}: ${s.label}: ${s.reason}`).join('\n');
+}
+
+export function formatSummary(
+  scaling: readonly Scaling[],
+  auto: readonly AutoCheck[],
+  softmax: readonly SoftmaxCheck[] = [],
+  gate: readonly GateCheck[] = [],
+): string {
   const lines: string[] = [];
+  const indent = (t: string) => t.split('\n').map((l) => `  ${l}`).join('\n');
   for (const s of scaling) {
     lines.push(
       `chunked prefill K=${s.K}: time(T=${s.to}) / time(T=${s.from}) = ${s.ratio.toFixed(2)} (${(s.to / s.from).toFixed(1)} = linear)`,
@@ -213,12 +447,30 @@ export function formatSummary(scaling: readonly Scaling[], auto: readonly AutoCh
       a.ratio.toFixed(2),
       a.ok ? 'yes' : 'NO',
     ]);
-    lines.push(
-      formatTable(['T', 'K', 'chunk ms', 'recurrent ms', 'auto ms', 'auto/best', 'ok'], body)
-        .split('\n')
-        .map((l) => `  ${l}`)
-        .join('\n'),
-    );
+    lines.push(indent(formatTable(['T', 'K', 'chunk ms', 'recurrent ms', 'auto ms', 'auto/best', 'ok'], body)));
+  }
+  if (softmax.length) {
+    lines.push('softmax, two-pass vs three-pass (speed ratio = time(three-pass) / time(two-pass)):');
+    const body = softmax.map((s) => [
+      s.shape,
+      DT[s.dtype] ?? s.dtype,
+      sig(s.twoPass * 1e3),
+      sig(s.threePass * 1e3),
+      `${s.ratio.toFixed(2)}x`,
+    ]);
+    lines.push(indent(formatTable(['shape', 'dtype', 'two-pass ms', 'three-pass ms', 'two-pass speed'], body)));
+  }
+  if (gate.length) {
+    lines.push('attention, fused gate vs the same call without gate:');
+    const body = gate.map((g) => [
+      g.shape,
+      `${g.causal ? 'causal' : 'none'}`,
+      g.gate,
+      sig(g.ungated * 1e3),
+      sig(g.gated * 1e3),
+      `${g.overhead >= 0 ? '+' : ''}${(g.overhead * 100).toFixed(1)}%`,
+    ]);
+    lines.push(indent(formatTable(['shape', 'mask', 'gate', 'ungated ms', 'gated ms', 'overhead'], body)));
   }
   return lines.join('\n');
 }

@@ -1,13 +1,28 @@
-// The default suite of `seqkern bench` and the comparisons printed under its table. Sized to finish in a
-// few minutes on two cores: Qwen3-Next-like heads (H = 16 q/k heads, HV = 32 v heads, K = V = 128) from a
-// short prompt to a long one, K = V = 64 as the smaller-head case, and decode steps whose state fits in L3
-// (N·HV = 256, 16 MiB) and does not (N·HV = 4096, 256 MiB) on most machines.
+// The default suite of `seqkern bench` and the comparisons printed under its tables. Sized to finish in
+// about three minutes on two cores.
+// - delta: Qwen3-Next-like heads (H = 16 q/k heads, HV = 32 v heads, K = V = 128) from a short prompt to a
+//   long one, K = V = 64 as the smaller-head case, and decode steps whose state fits in L3 (N·HV = 256,
+//   16 MiB) and does not (N·HV = 4096, 256 MiB) on most machines.
+// - softmax (issue 8): rows of 1K, 32K and 1M floats kept hot in cache (1 MiB, 1 MiB and 4 MiB of input), and a
+//   1 GiB batch of 32K-float rows out of cache on every machine we have seen (one had a 480 MiB L3); each with
+//   both algorithms, adjacent, so they share their inputs and the ratio compares like with like.
+// - attention (issue 8): causal prefill B=1, H=8, T=4096, D=128 with and without the elementwise gate, and a
+//   decode step T=1 against S=32768 keys, Hq=32, Hk=8, D=128 (256 MiB of K and V).
 import type { BenchDType } from './formulas.js';
-import type { Algorithm, BenchBackend, BenchCase } from './registry.js';
+import {
+  SOFTMAX_ALGORITHMS,
+  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type DeltaCase, type Family, type SoftmaxAlgorithm,
+  type SoftmaxCase,
+} from './registry.js';
+
+export type SuiteName = Family | 'all';
+export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'all'];
 
 export interface SuiteOptions {
   dtype: BenchDType;
   backend: BenchBackend;
+  /** Which family (default all). */
+  suite?: SuiteName;
 }
 
 export const SUITE_PREFILL: readonly { K: number; T: readonly number[] }[] = [
@@ -17,8 +32,31 @@ export const SUITE_PREFILL: readonly { K: number; T: readonly number[] }[] = [
 export const SUITE_STEP_N: readonly number[] = [8, 128];
 const ALGORITHMS: readonly Algorithm[] = ['chunk', 'recurrent', 'auto'];
 
-export function defaultSuite(o: SuiteOptions): BenchCase[] {
-  const cases: BenchCase[] = [];
+/** Float32 elements kept hot per softmax case: 1 MiB (rows of 1K and 32K); a row of 1M is one row (4 MiB). */
+export const SOFTMAX_HOT_ELEMENTS = 1 << 18;
+
+/** Rows of `cols` floats making SOFTMAX_HOT_ELEMENTS (at least one row). */
+export function softmaxHotRows(cols: number): number {
+  return Math.max(1, Math.floor(SOFTMAX_HOT_ELEMENTS / cols));
+}
+
+/** The softmax shapes: hot rows of 1K, 32K, 1M floats, then the 1 GiB batch (8192 rows of 32K). */
+export const SUITE_SOFTMAX: readonly { rows: number; cols: number; hot: boolean }[] = [
+  { rows: softmaxHotRows(1 << 10), cols: 1 << 10, hot: true },
+  { rows: softmaxHotRows(1 << 15), cols: 1 << 15, hot: true },
+  { rows: softmaxHotRows(1 << 20), cols: 1 << 20, hot: true },
+  { rows: 8192, cols: 1 << 15, hot: false },
+];
+
+/** The attention cases: causal prefill with and without the elementwise gate, and the decode step. */
+export const SUITE_ATTENTION: readonly Omit<AttentionCase, 'op' | 'dtype' | 'backend'>[] = [
+  { B: 1, T: 4096, S: 4096, Hq: 8, Hk: 8, D: 128, Dv: 128, causal: true, gate: 'none' },
+  { B: 1, T: 4096, S: 4096, Hq: 8, Hk: 8, D: 128, Dv: 128, causal: true, gate: 'elementwise' },
+  { B: 1, T: 1, S: 32768, Hq: 32, Hk: 8, D: 128, Dv: 128, causal: true, gate: 'none' },
+];
+
+export function deltaSuite(o: SuiteOptions): DeltaCase[] {
+  const cases: DeltaCase[] = [];
   for (const { K, T: Ts } of SUITE_PREFILL) {
     for (const T of Ts) {
       for (const algorithm of ALGORITHMS) {
@@ -29,6 +67,27 @@ export function defaultSuite(o: SuiteOptions): BenchCase[] {
   for (const N of SUITE_STEP_N) {
     cases.push({ op: 'delta-step', B: N, T: 1, H: 16, HV: 32, K: 128, V: 128, dtype: o.dtype, algorithm: 'auto', backend: o.backend });
   }
+  return cases;
+}
+
+/** Every softmax shape with each of `algorithms` (default both), a shape's algorithms adjacent. */
+export function softmaxSuite(o: SuiteOptions, algorithms: readonly SoftmaxAlgorithm[] = SOFTMAX_ALGORITHMS): SoftmaxCase[] {
+  return SUITE_SOFTMAX.flatMap(({ rows, cols }) =>
+    algorithms.map((algorithm): SoftmaxCase => ({ op: 'softmax', rows, cols, dtype: o.dtype, algorithm, backend: o.backend })),
+  );
+}
+
+export function attentionSuite(o: SuiteOptions): AttentionCase[] {
+  return SUITE_ATTENTION.map((a) => ({ op: 'attention', ...a, dtype: o.dtype, backend: o.backend }));
+}
+
+/** The suite `o.suite` names (default all: delta, softmax, attention, in that order). */
+export function defaultSuite(o: SuiteOptions): BenchCase[] {
+  const suite = o.suite ?? 'all';
+  const cases: BenchCase[] = [];
+  if (suite === 'all' || suite === 'delta') cases.push(...deltaSuite(o));
+  if (suite === 'all' || suite === 'softmax') cases.push(...softmaxSuite(o));
+  if (suite === 'all' || suite === 'attention') cases.push(...attentionSuite(o));
   return cases;
 }
 
@@ -59,7 +118,7 @@ export interface AutoCheck {
   ok: boolean;
 }
 
-const sameShape = (a: BenchCase, b: BenchCase) =>
+const sameShape = (a: DeltaCase, b: DeltaCase) =>
   a.op === b.op && a.B === b.B && a.T === b.T && a.H === b.H && a.HV === b.HV && a.K === b.K && a.V === b.V && a.dtype === b.dtype;
 
 /** time(T=16384)/time(T=4096) of the chunked prefill, per K, where both were run. */
@@ -68,7 +127,7 @@ export function scalingChecks(rows: readonly TimedCase[], from = 4096, to = 1638
   for (const a of rows) {
     const c = a.case;
     if (c.op !== 'gated-delta' || c.algorithm !== 'chunk' || c.T !== from) continue;
-    const b = rows.find((r) => r.case.algorithm === 'chunk' && sameShape(r.case, { ...c, T: to }));
+    const b = rows.find((r) => r.case.op === 'gated-delta' && r.case.algorithm === 'chunk' && sameShape(r.case, { ...c, T: to }));
     if (b) out.push({ K: c.K, algorithm: 'chunk', from, to, ratio: b.median / a.median });
   }
   return out;
@@ -80,11 +139,66 @@ export function autoChecks(rows: readonly TimedCase[]): AutoCheck[] {
   for (const a of rows) {
     const c = a.case;
     if (c.op !== 'gated-delta' || c.algorithm !== 'auto') continue;
-    const ch = rows.find((r) => r.case.algorithm === 'chunk' && sameShape(r.case, c));
-    const re = rows.find((r) => r.case.algorithm === 'recurrent' && sameShape(r.case, c));
+    const ch = rows.find((r) => r.case.op === 'gated-delta' && r.case.algorithm === 'chunk' && sameShape(r.case, c));
+    const re = rows.find((r) => r.case.op === 'gated-delta' && r.case.algorithm === 'recurrent' && sameShape(r.case, c));
     if (!ch || !re) continue;
     const ratio = a.median / Math.min(ch.median, re.median);
     out.push({ T: c.T, K: c.K, auto: a.median, chunk: ch.median, recurrent: re.median, ratio, ok: ratio <= 1.1 });
+  }
+  return out;
+}
+
+export interface SoftmaxCheck {
+  shape: string;
+  rows: number;
+  cols: number;
+  dtype: BenchDType;
+  /** Median seconds of each algorithm. */
+  twoPass: number;
+  threePass: number;
+  /** threePass / twoPass: how much faster two-pass is. */
+  ratio: number;
+}
+
+/** For each softmax shape run with both algorithms: time(three-pass) / time(two-pass). */
+export function softmaxChecks(rows: readonly TimedCase[]): SoftmaxCheck[] {
+  const out: SoftmaxCheck[] = [];
+  for (const a of rows) {
+    const c = a.case;
+    if (c.op !== 'softmax' || c.algorithm !== 'two-pass') continue;
+    const b = rows.find(
+      (r) => r.case.op === 'softmax' && r.case.algorithm === 'three-pass' && r.case.rows === c.rows && r.case.cols === c.cols && r.case.dtype === c.dtype && r.case.backend === c.backend,
+    );
+    if (b) out.push({ shape: `R${c.rows} C${c.cols}`, rows: c.rows, cols: c.cols, dtype: c.dtype, twoPass: a.median, threePass: b.median, ratio: b.median / a.median });
+  }
+  return out;
+}
+
+export interface GateCheck {
+  shape: string;
+  causal: boolean;
+  gate: 'elementwise' | 'headwise';
+  /** Median seconds without and with the gate. */
+  ungated: number;
+  gated: number;
+  /** gated / ungated - 1: the fused gate's cost. */
+  overhead: number;
+}
+
+/** For each gated attention case whose ungated twin ran: the gate's overhead. */
+export function gateChecks(rows: readonly TimedCase[]): GateCheck[] {
+  const out: GateCheck[] = [];
+  for (const a of rows) {
+    const c = a.case;
+    if (c.op !== 'attention' || c.gate === 'none') continue;
+    const b = rows.find((r) => {
+      const d = r.case;
+      return d.op === 'attention' && d.gate === 'none' && d.B === c.B && d.T === c.T && d.S === c.S && d.Hq === c.Hq &&
+        d.Hk === c.Hk && d.D === c.D && d.Dv === c.Dv && d.causal === c.causal && d.dtype === c.dtype && d.backend === c.backend;
+    });
+    if (!b) continue;
+    const shape = `B${c.B} T${c.T} S${c.S} H${c.Hq}/${c.Hk} D${c.D}${c.Dv !== c.D ? ` Dv${c.Dv}` : ''}`;
+    out.push({ shape, causal: c.causal, gate: c.gate, ungated: b.median, gated: a.median, overhead: a.median / b.median - 1 });
   }
   return out;
 }
