@@ -3,8 +3,6 @@
 //   attention(args) / attentionAsync(args) -> undefined / Promise<undefined>; outputs written into args.o
 //   (and args.lse). args: { B, T, S, Hq, Hk, D, Dv, q, k, v, dtype, o, lse?, gate?, gateDtype, gateKind,
 //   causal, scale, cuSeqlens?, cuSeqlensK?, cancel? }.
-#include <sys/mman.h>
-
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -15,7 +13,6 @@
 namespace sk {
 namespace {
 
-constexpr int64_t kMaxElements = 2147483647;  // DESIGN.md 4: dimensions fit int32 work arrays
 constexpr int64_t kMaxHeadDim = 1024;
 
 std::string dims(std::initializer_list<int64_t> d) {
@@ -75,21 +72,6 @@ int64_t check_offsets(const ArrayView& cu, const char* name, int64_t end, const 
     throw CodedError("OUT_OF_RANGE", std::string("expected ") + name + " to end at " + end_name + "=" + std::to_string(end) +
                                          ", got " + std::to_string(c[cu.length - 1]));
   return cu.length - 1;
-}
-
-// A hint for transparent huge pages on a large fresh output (see binding/delta.cc): its first touch then
-// costs a few faults per 2 MiB rather than one per 4 KiB.
-void advise_huge_pages(void* p, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = 2u << 20;
-  if (bytes < static_cast<int64_t>(4 * kHuge)) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)p;
-  (void)bytes;
-#endif
 }
 
 struct AttentionJob {
@@ -175,42 +157,19 @@ AttentionJob parse(const Napi::Object& o) {
   a.scale = static_cast<float>(get_number(o, "scale", 1.0 / std::sqrt(static_cast<double>(D))));
   if (!std::isfinite(a.scale)) throw CodedError("NON_FINITE", "expected a finite scale");
   a.q = q.data, a.k = k.data, a.v = v.data, a.o = out.data;
-  if (cancel.present) {
-    if (cancel.type != napi_int32_array || cancel.length < 1) throw CodedError("BAD_DTYPE", "expected cancel to be an Int32Array(1)");
-    a.cancel = static_cast<const int32_t*>(cancel.data);
-  }
+  a.cancel = cancel_flag(cancel);
   for (const ArrayView* x : {&q, &k, &v, &out, &lse, &gate, &cu, &cuk, &cancel})
     if (x->store) job.pinned.push_back(x->store);
   return job;
 }
 
-Napi::Value Attention(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("BAD_ARGUMENT", "expected an argument object");
-    AttentionJob job = parse(info[0].As<Napi::Object>());
-    job.run();
-    return env.Undefined();
-  });
-}
 
-Napi::Value AttentionAsync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("BAD_ARGUMENT", "expected an argument object");
-    Napi::Object args = info[0].As<Napi::Object>();
-    auto* w = new PromiseWorker<AttentionJob>(env, args, parse(args));
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
-  });
-}
 
 }  // namespace
 
 void register_attention(Napi::Env env, Napi::Object exports) {
-  exports.Set("attention", Napi::Function::New(env, Attention));
-  exports.Set("attentionAsync", Napi::Function::New(env, AttentionAsync));
+  exports.Set("attention", Napi::Function::New(env, run_now<AttentionJob, parse>));
+  exports.Set("attentionAsync", Napi::Function::New(env, run_async<AttentionJob, parse>));
 }
 
 }  // namespace sk

@@ -1,7 +1,5 @@
 // N-API glue of the delta family: reads the argument object into a DeltaArgs (typed arrays in place),
 // checks it again (anything may call the addon directly), and runs it now or on a worker.
-#include <sys/mman.h>
-
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -11,8 +9,6 @@
 
 namespace sk {
 namespace {
-
-constexpr int64_t kMaxElements = 2147483647;  // DESIGN.md 4: dimensions fit int32 work arrays
 
 std::string dims(std::initializer_list<int64_t> d) {
   std::string s = "[";
@@ -65,22 +61,6 @@ void check_values(const void* p, DType dt, int64_t n, const char* name, double l
       throw CodedError("OUT_OF_RANGE", std::string("expected ") + name + " in [" + std::to_string(lo) + ", " +
                                            std::to_string(hi) + "], got " + std::to_string(x) + " at index " + std::to_string(i));
   }
-}
-
-// Outputs are fresh arrays the kernels write once: on a large one, ask for transparent huge pages so its
-// first touch costs a few faults per 2 MiB rather than one per 4 KiB (64 MiB of o is ~16k faults, about a
-// third of a T=4096 prefill). Only a hint: without THP (or off Linux) nothing changes.
-void advise_huge_pages(void* p, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = 2u << 20;
-  if (bytes < static_cast<int64_t>(4 * kHuge)) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)p;
-  (void)bytes;
-#endif
 }
 
 struct DeltaJob {
@@ -199,42 +179,19 @@ DeltaJob parse(const Napi::Object& o) {
   std::string alg = o.Get("algorithm").IsString() ? o.Get("algorithm").As<Napi::String>().Utf8Value() : "chunk";
   if (alg != "chunk" && alg != "recurrent") throw CodedError("BAD_ARGUMENT", "expected algorithm chunk or recurrent, got " + alg);
   a.use_chunk = alg == "chunk";
-  if (cancel.present) {
-    if (cancel.type != napi_int32_array || cancel.length < 1) throw CodedError("BAD_DTYPE", "expected cancel to be an Int32Array(1)");
-    a.cancel = static_cast<const int32_t*>(cancel.data);
-  }
+  a.cancel = cancel_flag(cancel);
   for (const ArrayView* x : {&q, &k, &v, &beta, &g, &s0, &out, &sf, &cu, &cancel})
     if (x->store) job.pinned.push_back(x->store);
   return job;
 }
 
-Napi::Value DeltaRule(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("BAD_ARGUMENT", "expected an argument object");
-    DeltaJob job = parse(info[0].As<Napi::Object>());
-    job.run();
-    return env.Undefined();
-  });
-}
 
-Napi::Value DeltaRuleAsync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("BAD_ARGUMENT", "expected an argument object");
-    Napi::Object args = info[0].As<Napi::Object>();
-    auto* w = new PromiseWorker<DeltaJob>(env, args, parse(args));
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
-  });
-}
 
 }  // namespace
 
 void register_delta(Napi::Env env, Napi::Object exports) {
-  exports.Set("deltaRule", Napi::Function::New(env, DeltaRule));
-  exports.Set("deltaRuleAsync", Napi::Function::New(env, DeltaRuleAsync));
+  exports.Set("deltaRule", Napi::Function::New(env, run_now<DeltaJob, parse>));
+  exports.Set("deltaRuleAsync", Napi::Function::New(env, run_async<DeltaJob, parse>));
 }
 
 }  // namespace sk

@@ -7,8 +7,6 @@
 // x and out: [rows, cols] of dtype ('float32': Float32Array, 'float16' | 'bfloat16': Uint16Array of raw
 // bits); out may be x itself (the same memory), not a partial overlap of it. algorithm 'two-pass' |
 // 'three-pass'. cancel: an Int32Array(1) the caller sets to abort (ignored once an in-place call starts).
-#include <sys/mman.h>
-
 #include <cstdint>
 #include <string>
 
@@ -17,24 +15,6 @@
 
 namespace sk {
 namespace {
-
-constexpr int64_t kMaxElements = 2147483647;  // DESIGN.md 4: element counts fit int32 work arrays
-
-// softmax() hands in a fresh output: on a large one ask for transparent huge pages before the first touch,
-// so it costs a few faults per 2 MiB instead of one per 4 KiB (as delta.cc does). Only a hint; on memory
-// already touched (softmaxInto into a reused buffer) it changes nothing now.
-void advise_huge_pages(void* p, int64_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = 2u << 20;
-  if (bytes < static_cast<int64_t>(4 * kHuge)) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)p;
-  (void)bytes;
-#endif
-}
 
 struct SoftmaxJob {
   SoftmaxArgs a;
@@ -107,43 +87,20 @@ SoftmaxJob parse(const Napi::Object& o) {
   Napi::Value strict = o.Get("strict");
   if (!strict.IsUndefined() && !strict.IsBoolean()) throw CodedError("BAD_ARGUMENT", "expected strict to be a boolean");
   a.strict = get_bool(o, "strict");
-  if (cancel.present) {
-    if (cancel.type != napi_int32_array || cancel.length < 1) throw CodedError("BAD_DTYPE", "expected cancel to be an Int32Array(1)");
-    a.cancel = static_cast<const int32_t*>(cancel.data);
-  }
+  a.cancel = cancel_flag(cancel);
   a.x = x.data, a.y = out.data, a.rows = rows, a.cols = cols;
   for (const ArrayView* v : {&x, &out, &cancel})
     if (v->store) job.pinned.push_back(v->store);
   return job;
 }
 
-Napi::Value Softmax(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("BAD_ARGUMENT", "expected an argument object");
-    SoftmaxJob job = parse(info[0].As<Napi::Object>());
-    job.run();
-    return env.Undefined();
-  });
-}
 
-Napi::Value SoftmaxAsync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("BAD_ARGUMENT", "expected an argument object");
-    Napi::Object args = info[0].As<Napi::Object>();
-    auto* w = new PromiseWorker<SoftmaxJob>(env, args, parse(args));
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
-  });
-}
 
 }  // namespace
 
 void register_softmax(Napi::Env env, Napi::Object exports) {
-  exports.Set("softmax", Napi::Function::New(env, Softmax));
-  exports.Set("softmaxAsync", Napi::Function::New(env, SoftmaxAsync));
+  exports.Set("softmax", Napi::Function::New(env, run_now<SoftmaxJob, parse>));
+  exports.Set("softmaxAsync", Napi::Function::New(env, run_async<SoftmaxJob, parse>));
 }
 
 }  // namespace sk
