@@ -332,6 +332,24 @@ describe('softmaxInto', () => {
       expect(nonFinite, `${algorithm}: every output written`).toBe(0);
     }
   });
+
+  it('a 68 MiB batch of odd rows into a misaligned view (non-temporal stores at every alignment) equals each row alone, bit for bit', () => {
+    // 32763 is odd: row r starts at a different offset modulo the vector width for r = 0..15, and the
+    // output view starts one float past an aligned address.
+    const rows = 544;
+    const n = 32763;
+    const x = mixedRows(rows, n, 83);
+    const out = tensor(new Float32Array(new ArrayBuffer((rows * n + 1) * 4), 4, rows * n).fill(NaN), [rows, n]);
+    softmaxInto(x, out);
+    for (const r of [...Array(17).keys(), 300, 542, 543]) {
+      const xr = tensor((x.data as Float32Array).slice(r * n, (r + 1) * n), [1, n]);
+      const yr = new Tensor((out.data as Float32Array).slice(r * n, (r + 1) * n), [1, n], 'float32');
+      expect(sameBytes(yr, snapshot(native(xr, 'two-pass'))), `row ${r}`).toBe(true);
+    }
+    let nonFinite = 0;
+    for (const v of out.data as Float32Array) if (!Number.isFinite(v)) nonFinite++;
+    expect(nonFinite, 'every output written').toBe(0);
+  });
 });
 
 describe('softmax async', () => {

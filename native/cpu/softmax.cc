@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <vector>
 
@@ -46,6 +47,9 @@ constexpr int64_t kSerialElems = int64_t(1) << 17;
 constexpr int64_t kStreamBytes = int64_t(64) << 20;
 constexpr int64_t kPrefetchBatchBytes = int64_t(8) << 20;
 constexpr int64_t kPrefetchRowBytes = int64_t(256) << 10;  // L2 is 1 MiB per core on the dev machine
+// Rows up to this long keep pass 1's terms in a per-thread scratch (two rows' worth, ~260 KiB) for pass
+// 2: with the row itself and the next one being prefetched, that stays within a 1 MiB L2.
+constexpr int64_t kKeepElems = 32768;
 constexpr float kShiftAbove = 45000.f;  // |row max| above this: compute on x - max (softmax.h)
 constexpr double kLog2e = 1.4426950408889634;
 
@@ -132,11 +136,27 @@ SoftmaxStatus strict_error(Kind kind, int64_t row) {
 
 // ---- whole rows ----
 
-// `next`: prefetch row r + 1 meanwhile, half during each pass.
-void two_pass_row(Ctx& c, int64_t r, bool next) {
+// A per-thread scratch of at least `floats` floats, 64-byte aligned, kept for the thread's lifetime.
+float* scratch(int64_t floats) {
+  struct Buf {
+    float* p = nullptr;
+    int64_t n = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf b;
+  if (b.n < floats) {
+    std::free(b.p);
+    b.p = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>((floats + 15) / 16 * 64)));
+    b.n = b.p != nullptr ? floats : 0;
+  }
+  return b.p;
+}
+
+// Pass 2 of row r from pass 1's unshifted sum s: on x - max first when s is out of range (or a row of
+// NaN), then y = e^x / s by computing exp again.
+void two_pass_finish(Ctx& c, int64_t r, ExtSum s, Prefetch pf) {
   const int64_t L = c.a.cols;
   const DType dt = c.a.dtype;
-  ExtSum s = c.k.sum_exp(c.x(r, 0), dt, L, 0.f, c.ahead(next, r, 0, 2));
   float shift = 0.f;
   if (!plain_ok(s)) {
     float mx;
@@ -146,7 +166,34 @@ void two_pass_row(Ctx& c, int64_t r, bool next) {
     shift = mx;
     s = c.k.sum_exp(c.x(r, 0), dt, L, shift, {});
   }
-  c.k.write_exp(c.x(r, 0), c.y(r, 0), dt, L, shift, s, c.stream, c.ahead(next, r, 1, 2));
+  c.k.write_exp(c.x(r, 0), c.y(r, 0), dt, L, shift, s, c.stream, pf);
+}
+
+// Rows [r0, r1) by the two-pass. `prefetch`: each row prefetches the next one while it computes.
+// Where the level keeps pass 1's terms (softmax_impl.h) and a row fits the scratch, row r's pass 2
+// runs interleaved with row r + 1's pass 1 (two scratch buffers), so that its stores stream out while
+// the next row computes; otherwise each row recomputes exp in its pass 2.
+void two_pass_rows(Ctx& c, int64_t r0, int64_t r1, bool prefetch) {
+  const int64_t L = c.a.cols;
+  const DType dt = c.a.dtype;
+  const int64_t kf = c.k.sum_exp_keep != nullptr && L <= kKeepElems ? (c.k.keep_floats(L) + 15) / 16 * 16 : 0;
+  float* buf = kf > 0 ? scratch(2 * kf) : nullptr;
+  KeptRow pending{};
+  bool have = false;
+  for (int64_t r = r0; r < r1; r++) {
+    const bool next = prefetch && r + 1 < r1;
+    if (buf == nullptr) {
+      const ExtSum s = c.k.sum_exp(c.x(r, 0), dt, L, 0.f, c.ahead(next, r, 0, 2));
+      two_pass_finish(c, r, s, c.ahead(next, r, 1, 2));
+      continue;
+    }
+    float* keep = buf + (r & 1) * kf;
+    const ExtSum s = c.k.sum_exp_keep(c.x(r, 0), dt, L, keep, c.ahead(next, r, 0, 1), have ? &pending : nullptr);
+    have = plain_ok(s);
+    if (have) pending = KeptRow{keep, c.y(r, 0), s, c.stream};
+    else two_pass_finish(c, r, s, {});
+  }
+  if (have) c.k.write_kept(pending, dt, L, {});
 }
 
 // `next`: prefetch row r + 1 meanwhile, a third during each pass.
@@ -197,10 +244,8 @@ SoftmaxStatus by_rows(Ctx& c) {
   run_units(units, total, [&](int64_t u) {
     if (c.cancelled()) return;
     const int64_t end = std::min(R, (u + 1) * per);
-    for (int64_t r = u * per; r < end; r++) {
-      if (c.a.three_pass) three_pass_row(c, r, prefetch && r + 1 < end);
-      else two_pass_row(c, r, prefetch && r + 1 < end);
-    }
+    if (!c.a.three_pass) return two_pass_rows(c, u * per, end, prefetch);
+    for (int64_t r = u * per; r < end; r++) three_pass_row(c, r, prefetch && r + 1 < end);
   });
   if (c.stop.load()) return {SoftmaxStatus::cancelled, -1};
   return {};

@@ -52,6 +52,14 @@ struct Prefetch {
   int64_t bytes = 0;
 };
 
+// A row whose two-pass pass 1 kept its terms, waiting for pass 2 (SoftmaxKernels::sum_exp_keep).
+struct KeptRow {
+  const float* keep;
+  void* y;
+  ExtSum s;
+  bool stream;
+};
+
 // The per-level kernels (softmax_<level>.cc). `x` and `y` point at element 0 of a run of `len` elements of
 // `dt`; every kernel computes on x - shift when `shift` is non-zero (the large-value path above).
 struct SoftmaxKernels {
@@ -68,6 +76,13 @@ struct SoftmaxKernels {
   double (*sum_rel)(const void* x, float* y, DType dt, int64_t len, float shift, float nref, Prefetch pf);
   // Three-pass, pass 3 for float32: y_i *= s.
   void (*scale)(float* y, int64_t len, float s, Prefetch pf);
+  // Two-pass with the terms kept (no shift; null where pass 2 recomputes exp): pass 1 as sum_exp, also
+  // storing every term in `keep` (keep_floats(len) floats, 64-byte aligned: the caller's per-thread
+  // scratch), and pass 2 scaling them into y, a multiply per element instead of an exp. `prev`, a row of
+  // the same length and dtype whose pass 1 is done, gets its pass 2 interleaved with this pass 1.
+  int64_t (*keep_floats)(int64_t len);
+  ExtSum (*sum_exp_keep)(const void* x, DType dt, int64_t len, float* keep, Prefetch pf, const KeptRow* prev);
+  void (*write_kept)(const KeptRow& row, DType dt, int64_t len, Prefetch pf);
 };
 const SoftmaxKernels& softmax_kernels(SimdLevel l);
 namespace avx512 { extern const SoftmaxKernels kSoftmaxKernels; }

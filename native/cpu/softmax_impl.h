@@ -20,11 +20,19 @@
 // four are added as a small tree. Sums go through two float levels per lane and then double (kInnerIters),
 // so a long row is summed with the float error of ~10 additions, not len / W.
 //
+// At AVX2, where that exp costs about as much as the whole three-pass, rows that fit a per-thread scratch
+// (softmax.cc) keep pass 1's terms: each is stored as p 2^(k - e), e its lane's exponent at the end of its
+// block of kInner elements (recorded after the terms; terms stored earlier in a block are rescaled when e
+// grows, a rare event), and pass 2 is then y = term 2^(e - n) / m, a multiply instead of an exp. Same sum,
+// same order; the memory traffic stays one read of x and one write of y. At AVX-512 this measured no
+// faster than computing exp again, so there the second pass recomputes as the paper does.
+//
 // Large outputs of the two-pass are written with non-temporal stores when the driver asks (softmax.cc).
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "softmax.h"
 #include "vec.h"
@@ -139,8 +147,10 @@ inline float pow2_1(float d) {
 // ---- e^x = p * 2^k, and the scaled terms built from it ----
 #if defined(__AVX512F__) || defined(__AVX2__)
 // Returns p (times the table's scale); t holds n and j in its low bits, nf = n / K (exactly).
+// kClampX false skips the clamp, for a caller that checks the exponents itself (ExpAcc::add_keep).
+template <bool kClampX = true>
 inline V_ split(V_ x, const Table& tab, V_& t, V_& nf) {
-  const V_ xc = vmax(Vec::set1(-kClamp), x);
+  const V_ xc = kClampX ? vmax(Vec::set1(-kClamp), x) : x;
   t = Vec::fma(xc, Vec::set1(kLog2e), Vec::set1(kMagic));
   nf = Vec::sub(t, Vec::set1(kMagic));
   V_ r = Vec::fnma(nf, Vec::set1(kLn2Hi), xc);
@@ -258,6 +268,56 @@ struct ExpAcc {
     };
     a1 = Vec::add(a1, Vec::add(Vec::add(scaled(k0, p0), scaled(k1, p1)), Vec::add(scaled(k2, p2), scaled(k3, p3))));
   }
+  // add() that also stores the four scaled terms at `out`; [blk, out) holds the terms stored since the
+  // last save(), rescaled here whenever the lane exponents grow, so that all of them stay relative to
+  // the exponents save() records. Stored terms keep gradual underflow (unlike the sum's clamp above).
+  // With v = ae - k, a term is p 2^-v, an integer subtract from p's exponent field, and one unsigned
+  // range check v in [0, 125] covers the rare events: a larger exponent (v < 0), a term under 2^-125 of
+  // its lane's largest (v > 125; p >= 0.95 must stay a normal float), and x below the clamp, skipped
+  // here: x under ~-363000 (or -inf, or NaN) puts t outside [2^20, 2^21) and k ~2^17 or more away from
+  // any exponent a real term has; between that and -65536, t, k and p are still exact (and the term
+  // then negligible unless the row is recomputed on x - max anyway). The slow path clamps.
+  void add_keep(const Table& tab, V_ x0, V_ x1, V_ x2, V_ x3, float* out, float* blk) {
+    V_ t0, t1, t2, t3, nf;
+    V_ p[4] = {split<false>(x0, tab, t0, nf), split<false>(x1, tab, t1, nf), split<false>(x2, tab, t2, nf),
+               split<false>(x3, tab, t3, nf)};
+    const __m256i v[4] = {_mm256_sub_epi32(ae, biased_k(t0)), _mm256_sub_epi32(ae, biased_k(t1)),
+                          _mm256_sub_epi32(ae, biased_k(t2)), _mm256_sub_epi32(ae, biased_k(t3))};
+    const __m256i vm = _mm256_max_epu32(_mm256_max_epu32(v[0], v[1]), _mm256_max_epu32(v[2], v[3]));
+    const __m256i lim = _mm256_set1_epi32(125);
+    if (__builtin_expect(_mm256_movemask_epi8(_mm256_cmpeq_epi32(_mm256_max_epu32(vm, lim), lim)) == -1, 1)) {
+      for (int j = 0; j < 4; j++)
+        p[j] = _mm256_castsi256_ps(_mm256_sub_epi32(_mm256_castps_si256(p[j]), _mm256_slli_epi32(v[j], 23)));
+    } else {
+      keep_slow(tab, x0, x1, x2, x3, p, out, blk);
+    }
+    for (int j = 0; j < 4; j++) _mm256_store_ps(out + j * W, p[j]);
+    a1 = Vec::add(a1, Vec::add(Vec::add(p[0], p[1]), Vec::add(p[2], p[3])));
+  }
+  // The rare case of add_keep: the terms again from clamped x, the lane exponents grown (rescaling the
+  // sums and [blk, out)), and each term scaled by two factors (gradual underflow).
+  void keep_slow(const Table& tab, V_ x0, V_ x1, V_ x2, V_ x3, V_* p, float* out, float* blk) {
+    V_ t[4], nf;
+    p[0] = split(x0, tab, t[0], nf), p[1] = split(x1, tab, t[1], nf), p[2] = split(x2, tab, t[2], nf), p[3] = split(x3, tab, t[3], nf);
+    __m256i k[4];
+    for (int j = 0; j < 4; j++) k[j] = biased_k(t[j]);
+    const __m256i e = _mm256_max_epi32(ae, _mm256_max_epi32(_mm256_max_epi32(k[0], k[1]), _mm256_max_epi32(k[2], k[3])));
+    if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(e, ae)) != -1) {
+      const __m256i d = _mm256_sub_epi32(ae, e);
+      const V_ f = pow2i(d);
+      am = Vec::mul(am, f);
+      a1 = Vec::mul(a1, f);
+      const __m256i d1 = _mm256_max_epi32(d, _mm256_set1_epi32(-126));
+      const V_ f1 = pow2i(d1), f2 = pow2i(_mm256_sub_epi32(d, d1));
+      for (float* q = blk; q < out; q += W) _mm256_store_ps(q, Vec::mul(Vec::mul(_mm256_load_ps(q), f1), f2));
+      ae = e;
+    }
+    for (int j = 0; j < 4; j++) {
+      const __m256i d = _mm256_sub_epi32(k[j], ae), d1 = _mm256_max_epi32(d, _mm256_set1_epi32(-126));
+      p[j] = Vec::mul(Vec::mul(p[j], pow2i(d1)), pow2i(_mm256_sub_epi32(d, d1)));
+    }
+  }
+  void save(float* e) const { _mm256_store_si256(reinterpret_cast<__m256i*>(e), ae); }
   void flush() { am = Vec::add(am, a1), a1 = _mm256_setzero_ps(); }
   void fold(ExtSum& total) {
     __m128i m = _mm_max_epi32(_mm256_castsi256_si128(ae), _mm256_extracti128_si256(ae, 1));
@@ -268,6 +328,36 @@ struct ExpAcc {
     // NaN and +Inf in x, and x past 2^18, show as exponents far beyond 2^16: the driver recomputes the row.
     ext_add(total, s, static_cast<double>(static_cast<int64_t>(eb) - kBias));
     am = _mm256_setzero_ps();
+  }
+};
+// Pass 2 from kept terms: y = term 2^(e - n) / m for the lane exponents e that save() recorded, with
+// n the sum's exponent and inv = 1/m (m normalised to [0.5, 1), so e - n <= 0). One multiply by
+// 2^(e - n) / m while that factor is a normal float; else two, the second by a power of two.
+struct KeptScale {
+  V_ inv;
+  __m256i ref;
+  KeptScale(float inv_m, double n_sum) : inv(Vec::set1(inv_m)), ref(_mm256_set1_epi32(kBias + static_cast<int32_t>(n_sum))) {}
+  struct Block {
+    V_ f1, f2;
+    bool two;
+    V_ operator()(V_ t) const { return two ? Vec::mul(Vec::mul(t, f1), f2) : Vec::mul(t, f1); }
+  };
+  Block block(const float* e) const {
+    const __m256i d = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(e)), ref);
+    const __m256i d1 = _mm256_max_epi32(d, _mm256_set1_epi32(-125));
+    const bool two = _mm256_movemask_epi8(_mm256_cmpeq_epi32(d, d1)) != -1;
+    return {Vec::mul(pow2i(d1), inv), pow2i(_mm256_sub_epi32(d, d1)), two};
+  }
+};
+// Lanes h.. of a followed by lanes ..h-1 of b (h < W): both rotated by h, then blended.
+struct Shift {
+  __m256i rot;
+  V_ from_b;
+  explicit Shift(int h)
+      : rot(_mm256_and_si256(_mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(h)), _mm256_set1_epi32(7))),
+        from_b(_mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(7 - h)))) {}
+  V_ operator()(V_ a, V_ b) const {
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(a, rot), _mm256_permutevar8x32_ps(b, rot), from_b);
   }
 };
 #else
@@ -541,6 +631,114 @@ void write_exp_t(const typename D::T* x, typename D::T* y, int64_t len, float sh
   if (kStream) stream_fence();
 }
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// ---- two-pass with kept terms (rows that fit the scratch; softmax.cc) ----
+// Writes the elements [e0, min(e0 + W, len)) of y from v.
+template <class D>
+inline void put_part(typename D::T* y, int64_t e0, int64_t len, V_ v) {
+  alignas(64) float buf[W];
+  Vec::store(buf, v);
+  for (int64_t j = 0; j < W && e0 + j < len; j++) put1<D>(y + e0 + j, buf[j]);
+}
+
+// Pass 2 from the kept terms, by blocks of kInner elements: a multiply per element instead of an exp.
+// The terms are in the row's own lane order (the sum's order must not depend on where y is); when
+// streaming to a y that is not vector-aligned, each aligned output vector is taken from two scaled
+// neighbours (h lanes apart).
+template <class D, bool kStream>
+struct KeptWriter {
+  static constexpr int64_t kPerBlock = kInner / W;
+  const float* keep;
+  typename D::T* y;
+  int64_t len, nv;
+  const float* exps;
+  KeptScale ks;
+  int h;  // elements before y's first vector-aligned address (streaming only; y is float-aligned then)
+  Shift sh;
+  static KeptScale scale_of(ExtSum s) {
+    int e2;
+    const double f = std::frexp(s.m, &e2);  // s = f 2^(n + e2), f in [0.5, 1)
+    return KeptScale(static_cast<float>(1.0 / f), s.n + e2);
+  }
+  KeptWriter(const float* keep_, typename D::T* y_, int64_t len_, ExtSum s)
+      : keep(keep_), y(y_), len(len_), nv((len_ + W - 1) / W), exps(keep_ + (len_ + kInner - 1) / kInner * kInner),
+        ks(scale_of(s)), h(kStream ? static_cast<int>((W - reinterpret_cast<uintptr_t>(y_) / sizeof(float) % W) % W) : 0),
+        sh(h) {}
+  // Blocks [b0, b1); the call that reaches the row's end also writes its last elements and fences.
+  void blocks(int64_t b0, int64_t b1, Prefetcher* pre = nullptr) {
+    int64_t q = b0 * kPerBlock;
+    V_ prev = Vec::zero();
+    if (h != 0 && q > 0 && q < nv) prev = ks.block(exps + (b0 - 1) * W)(Vec::load(keep + (q - 1) * W));
+    for (int64_t b = b0; b < b1 && q < nv; b++) {
+      const auto sc = ks.block(exps + b * W);
+      const int64_t qend = q + kPerBlock < nv ? q + kPerBlock : nv;
+      for (; q < qend; q++) {
+        if (pre != nullptr && (q & 3) == 0) pre->step();
+        const V_ cur = sc(Vec::load(keep + q * W));
+        if (h == 0) {
+          if (q * W + W <= len) {
+            if (kStream) stream(reinterpret_cast<float*>(y + q * W), cur);
+            else store<D>(y + q * W, cur);
+          } else {
+            put_part<D>(y, q * W, len, cur);
+          }
+        } else if (q == 0) {
+          put_part<D>(y, 0, len < h ? len : h, cur);
+        } else {
+          const int64_t e0 = (q - 1) * W + h;
+          const V_ o = sh(prev, cur);
+          if (e0 + W <= len) stream(reinterpret_cast<float*>(y + e0), o);
+          else put_part<D>(y, e0, len, o);
+        }
+        prev = cur;
+      }
+    }
+    if (q == nv && q > b0 * kPerBlock) {
+      if (h != 0 && (nv - 1) * W + h < len) put_part<D>(y, (nv - 1) * W + h, len, sh(prev, Vec::zero()));
+      if (kStream) stream_fence();
+    }
+  }
+};
+
+struct NoDrain {
+  void operator()(int64_t) const {}
+};
+
+// Pass 1 as sum_exp_t (no shift), storing each term e^x 2^-e (e its lane's exponent at the end of its
+// block of kInner elements) in `keep`, and the exponents after the terms. After each block it calls
+// drain(b): the previous row's pass 2, one block at a time, so that its stores to memory go out while
+// this row computes.
+template <class D, class Drain>
+ExtSum sum_exp_keep_t(const typename D::T* x, int64_t len, float* keep, Prefetch pf, const Drain& drain) {
+  const Table tab(1.f);
+  ExtSum total{0.0, -static_cast<double>(kInf)};
+  ExpAcc acc;
+  const int64_t blocks = (len + kInner - 1) / kInner;
+  float* exps = keep + blocks * kInner;
+  Prefetcher pre(pf, len / G);
+  int64_t i = 0;
+  for (int64_t b = 0; b < blocks; b++) {
+    float* blk = keep + i;
+    const int64_t end = i + kInner < len ? i + kInner : len;
+    for (; i + G <= end; i += G) {
+      pre.step();
+      acc.add_keep(tab, load<D>(x + i), load<D>(x + i + W), load<D>(x + i + 2 * W), load<D>(x + i + 3 * W), keep + i, blk);
+    }
+    if (i < end) {  // the row's last, partial group: -inf pads add 0 and keep 0
+      alignas(64) float buf[G];
+      load_rest<D>(x, i, len, -kInf, buf);
+      acc.add_keep(tab, Vec::load(buf), Vec::load(buf + W), Vec::load(buf + 2 * W), Vec::load(buf + 3 * W), keep + i, blk);
+      i = end;
+    }
+    acc.flush();
+    acc.save(exps + b * W);
+    if ((b + 1) % (kBlockIters / kInnerIters) == 0 || b + 1 == blocks) acc.fold(total);
+    drain(b);
+  }
+  return total;
+}
+#endif
+
 // ---- three-pass, pass 2: sum of e^(x - shift) 2^-nref, optionally stored (float32 y) ----
 template <class D, bool kShift, bool kStore>
 double sum_rel_t(const typename D::T* x, float* y, int64_t len, float shift, float nref, Prefetch pf) {
@@ -637,9 +835,49 @@ double sum_rel_k(const void* x, float* y, DType dt, int64_t len, float shift, fl
   });
 }
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// Scratch layout: the terms, padded to whole blocks of kInner, then one vector of lane exponents per block.
+int64_t keep_floats_k(int64_t len) { return (len + kInner - 1) / kInner * (kInner + W); }
+
+// Calls f(writer) with the KeptWriter for row `k` (streamed when asked and y is float-aligned).
+template <class D, class F>
+void with_writer(const KeptRow& k, int64_t len, F&& f) {
+  if (std::is_same<D, F32>::value && k.stream && reinterpret_cast<uintptr_t>(k.y) % sizeof(float) == 0) {
+    KeptWriter<F32, true> w(k.keep, static_cast<float*>(k.y), len, k.s);
+    f(w);
+  } else {
+    KeptWriter<D, false> w(k.keep, static_cast<typename D::T*>(k.y), len, k.s);
+    f(w);
+  }
+}
+
+ExtSum sum_exp_keep_k(const void* x, DType dt, int64_t len, float* keep, Prefetch pf, const KeptRow* prev) {
+  return with_dtype(dt, [&](auto d) {
+    using D = decltype(d);
+    if (prev == nullptr) return sum_exp_keep_t<D>(in<D>(x), len, keep, pf, NoDrain{});
+    ExtSum s;
+    with_writer<D>(*prev, len, [&](auto& w) { s = sum_exp_keep_t<D>(in<D>(x), len, keep, pf, [&](int64_t b) { w.blocks(b, b + 1); }); });
+    return s;
+  });
+}
+
+void write_kept_k(const KeptRow& k, DType dt, int64_t len, Prefetch pf) {
+  with_dtype(dt, [&](auto d) {
+    with_writer<decltype(d)>(k, len, [&](auto& w) {
+      Prefetcher pre(pf, (len + G - 1) / G);
+      w.blocks(0, (len + kInner - 1) / kInner, &pre);
+    });
+  });
+}
+#endif
+
 }  // namespace
 
-extern const SoftmaxKernels kSoftmaxKernels = {max_k, sum_exp_k, write_exp_k, sum_rel_k, scale_k};
+#if defined(__AVX2__) && !defined(__AVX512F__)
+extern const SoftmaxKernels kSoftmaxKernels = {max_k, sum_exp_k, write_exp_k, sum_rel_k, scale_k, keep_floats_k, sum_exp_keep_k, write_kept_k};
+#else  // AVX-512 (exp is cheap there: the L2 round trip measured no faster) and the plain level recompute
+extern const SoftmaxKernels kSoftmaxKernels = {max_k, sum_exp_k, write_exp_k, sum_rel_k, scale_k, nullptr, nullptr, nullptr};
+#endif
 
 }  // namespace SK_LEVEL_NS
 }  // namespace sk
