@@ -15,48 +15,6 @@ namespace {
 
 constexpr int64_t kMaxHeadDim = 1024;
 
-std::string dims(std::initializer_list<int64_t> d) {
-  std::string s = "[";
-  bool first = true;
-  for (int64_t x : d) {
-    if (!first) s += ",";
-    s += std::to_string(x);
-    first = false;
-  }
-  return s + "]";
-}
-
-// Element count of a shape, refused past the cap before it is compared with any array length (an
-// overflowing product could otherwise match an empty array).
-int64_t checked(std::initializer_list<int64_t> d, const char* name) {
-  int64_t n = 1;
-  for (int64_t x : d)
-    if (__builtin_mul_overflow(n, x, &n) || n > kMaxElements)
-      throw CodedError("TOO_LARGE", std::string("expected ") + name + " of at most 2^31 - 1 elements, got shape " + dims(d));
-  return n;
-}
-
-DType parse_dtype(const Napi::Object& o, const char* key, const ArrayView& a, const char* name) {
-  Napi::Value v = o.Get(key);
-  std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "float32";
-  DType dt;
-  napi_typedarray_type want;
-  if (s == "float32") dt = DType::f32, want = napi_float32_array;
-  else if (s == "float16") dt = DType::f16, want = napi_uint16_array;
-  else if (s == "bfloat16") dt = DType::bf16, want = napi_uint16_array;
-  else throw CodedError("BAD_DTYPE", std::string("expected ") + name + " dtype float32, float16 or bfloat16, got " + s);
-  if (a.present && a.type != want)
-    throw CodedError("BAD_DTYPE", std::string("expected ") + name + " data " +
-                                      (want == napi_float32_array ? "Float32Array" : "Uint16Array") + " for dtype " + s);
-  return dt;
-}
-
-void check_len(const ArrayView& a, int64_t want, const char* name, const std::string& shape) {
-  if (a.length != want)
-    throw CodedError("SHAPE_MISMATCH", std::string("expected ") + name + " of shape " + shape + " (" +
-                                           std::to_string(want) + " elements), got " + std::to_string(a.length));
-}
-
 // N + 1 offsets: Int32Array, 0 first, `end` last, non-decreasing. Returns N.
 int64_t check_offsets(const ArrayView& cu, const char* name, int64_t end, const char* end_name) {
   if (cu.type != napi_int32_array) throw CodedError("BAD_DTYPE", std::string("expected ") + name + " to be an Int32Array");

@@ -7,10 +7,13 @@
 
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "cpu/dtype.h"
 
 namespace sk {
 
@@ -149,6 +152,50 @@ Napi::Value guarded(Napi::Env env, F&& f) {
 
 // DESIGN.md 4: element counts fit int32 work arrays.
 constexpr int64_t kMaxElements = 2147483647;
+
+// A shape as text for messages: "[2,3,4]".
+inline std::string dims(std::initializer_list<int64_t> d) {
+  std::string s = "[";
+  bool first = true;
+  for (int64_t x : d) {
+    if (!first) s += ",";
+    s += std::to_string(x);
+    first = false;
+  }
+  return s + "]";
+}
+
+// Element count of a shape, refused past the cap before it is compared with any array length (an
+// overflowing product could otherwise match an empty array).
+inline int64_t checked(std::initializer_list<int64_t> d, const char* name) {
+  int64_t n = 1;
+  for (int64_t x : d)
+    if (__builtin_mul_overflow(n, x, &n) || n > kMaxElements)
+      throw CodedError("TOO_LARGE", std::string("expected ") + name + " of at most 2^31 - 1 elements, got shape " + dims(d));
+  return n;
+}
+
+// The element type named by o[key] (default float32), checked against the storage of array `a` if present.
+inline DType parse_dtype(const Napi::Object& o, const char* key, const ArrayView& a, const char* name) {
+  Napi::Value v = o.Get(key);
+  std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "float32";
+  DType dt;
+  napi_typedarray_type want;
+  if (s == "float32") dt = DType::f32, want = napi_float32_array;
+  else if (s == "float16") dt = DType::f16, want = napi_uint16_array;
+  else if (s == "bfloat16") dt = DType::bf16, want = napi_uint16_array;
+  else throw CodedError("BAD_DTYPE", std::string("expected ") + name + " dtype float32, float16 or bfloat16, got " + s);
+  if (a.present && a.type != want)
+    throw CodedError("BAD_DTYPE", std::string("expected ") + name + " data " +
+                                      (want == napi_float32_array ? "Float32Array" : "Uint16Array") + " for dtype " + s);
+  return dt;
+}
+
+inline void check_len(const ArrayView& a, int64_t want, const char* name, const std::string& shape) {
+  if (a.length != want)
+    throw CodedError("SHAPE_MISMATCH", std::string("expected ") + name + " of shape " + shape + " (" +
+                                           std::to_string(want) + " elements), got " + std::to_string(a.length));
+}
 
 // Outputs are fresh arrays the kernels write once: on a large one, ask for transparent huge pages so its
 // first touch costs a few faults per 2 MiB rather than one per 4 KiB (64 MiB of o is ~16k faults, about a

@@ -10,38 +10,6 @@
 namespace sk {
 namespace {
 
-std::string dims(std::initializer_list<int64_t> d) {
-  std::string s = "[";
-  bool first = true;
-  for (int64_t x : d) {
-    if (!first) s += ",";
-    s += std::to_string(x);
-    first = false;
-  }
-  return s + "]";
-}
-
-DType parse_dtype(const Napi::Object& o, const char* key, const ArrayView& a, const char* name) {
-  Napi::Value v = o.Get(key);
-  std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "float32";
-  DType dt;
-  napi_typedarray_type want;
-  if (s == "float32") dt = DType::f32, want = napi_float32_array;
-  else if (s == "float16") dt = DType::f16, want = napi_uint16_array;
-  else if (s == "bfloat16") dt = DType::bf16, want = napi_uint16_array;
-  else throw CodedError("BAD_DTYPE", std::string("expected ") + name + " dtype float32, float16 or bfloat16, got " + s);
-  if (a.present && a.type != want)
-    throw CodedError("BAD_DTYPE", std::string("expected ") + name + " data " +
-                                      (want == napi_float32_array ? "Float32Array" : "Uint16Array") + " for dtype " + s);
-  return dt;
-}
-
-void check_len(const ArrayView& a, int64_t want, const char* name, const std::string& shape) {
-  if (a.length != want)
-    throw CodedError("SHAPE_MISMATCH", std::string("expected ") + name + " of shape " + shape + " (" +
-                                           std::to_string(want) + " elements), got " + std::to_string(a.length));
-}
-
 float value_at(const void* p, DType dt, int64_t i) {
   const uint16_t* h = static_cast<const uint16_t*>(p);
   switch (dt) {
@@ -86,15 +54,6 @@ DeltaJob parse(const Napi::Object& o) {
                 K = get_int(o, "K"), V = get_int(o, "V");
   if (H < 1 || HV < 1 || K < 1 || V < 1)
     throw CodedError("SHAPE_MISMATCH", "expected H, HV, K, V >= 1, got " + dims({H, HV, K, V}));
-  // Element counts are products of caller-given dimensions: refuse any over the cap before comparing them
-  // with array lengths (an overflowing product could otherwise match an empty array).
-  const auto checked = [](std::initializer_list<int64_t> d, const char* name) {
-    int64_t n = 1;
-    for (int64_t x : d)
-      if (__builtin_mul_overflow(n, x, &n) || n > kMaxElements)
-        throw CodedError("TOO_LARGE", std::string("expected ") + name + " of at most 2^31 - 1 elements, got shape " + dims(d));
-    return n;
-  };
   checked({B, T, H, K}, "q");
   checked({B, T, HV, V}, "v");
   if (HV % H != 0)
