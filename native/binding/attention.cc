@@ -116,18 +116,14 @@ AttentionJob parse(const Napi::Object& o) {
   if (!std::isfinite(a.scale)) throw CodedError("NON_FINITE", "expected a finite scale");
   a.q = q.data, a.k = k.data, a.v = v.data, a.o = out.data;
   a.cancel = cancel_flag(cancel);
-  for (const ArrayView* x : {&q, &k, &v, &out, &lse, &gate, &cu, &cuk, &cancel})
-    if (x->store) job.pinned.push_back(x->store);
+  job.pinned = pin({&q, &k, &v, &out, &lse, &gate, &cu, &cuk, &cancel});
   return job;
 }
-
-
 
 }  // namespace
 
 void register_attention(Napi::Env env, Napi::Object exports) {
-  exports.Set("attention", Napi::Function::New(env, run_now<AttentionJob, parse>));
-  exports.Set("attentionAsync", Napi::Function::New(env, run_async<AttentionJob, parse>));
+  export_op<AttentionJob, parse>(env, exports, "attention", "attentionAsync");
 }
 
 }  // namespace sk

@@ -221,6 +221,14 @@ inline const int32_t* cancel_flag(const ArrayView& cancel) {
   return static_cast<const int32_t*>(cancel.data);
 }
 
+// The backing stores of the arrays given (those present), for a job to hold until it ends.
+inline std::vector<std::shared_ptr<v8::BackingStore>> pin(std::initializer_list<const ArrayView*> arrays) {
+  std::vector<std::shared_ptr<v8::BackingStore>> pinned;
+  for (const ArrayView* x : arrays)
+    if (x->store) pinned.push_back(x->store);
+  return pinned;
+}
+
 // The two entry points of an op: `fn(args)` runs Job now; `fnAsync(args)` runs it on a worker and returns a
 // Promise. Parse reads and checks the argument object on the main thread either way.
 template <class Job, Job (*Parse)(const Napi::Object&)>
@@ -245,6 +253,13 @@ Napi::Value run_async(const Napi::CallbackInfo& info) {
     w->Queue();
     return p;
   });
+}
+
+// Exports an op as `name` (run_now) and `async_name` (run_async).
+template <class Job, Job (*Parse)(const Napi::Object&)>
+void export_op(Napi::Env env, Napi::Object exports, const char* name, const char* async_name) {
+  exports.Set(name, Napi::Function::New(env, run_now<Job, Parse>));
+  exports.Set(async_name, Napi::Function::New(env, run_async<Job, Parse>));
 }
 
 void register_delta(Napi::Env env, Napi::Object exports);

@@ -139,18 +139,14 @@ DeltaJob parse(const Napi::Object& o) {
   if (alg != "chunk" && alg != "recurrent") throw CodedError("BAD_ARGUMENT", "expected algorithm chunk or recurrent, got " + alg);
   a.use_chunk = alg == "chunk";
   a.cancel = cancel_flag(cancel);
-  for (const ArrayView* x : {&q, &k, &v, &beta, &g, &s0, &out, &sf, &cu, &cancel})
-    if (x->store) job.pinned.push_back(x->store);
+  job.pinned = pin({&q, &k, &v, &beta, &g, &s0, &out, &sf, &cu, &cancel});
   return job;
 }
-
-
 
 }  // namespace
 
 void register_delta(Napi::Env env, Napi::Object exports) {
-  exports.Set("deltaRule", Napi::Function::New(env, run_now<DeltaJob, parse>));
-  exports.Set("deltaRuleAsync", Napi::Function::New(env, run_async<DeltaJob, parse>));
+  export_op<DeltaJob, parse>(env, exports, "deltaRule", "deltaRuleAsync");
 }
 
 }  // namespace sk

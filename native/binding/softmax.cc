@@ -89,18 +89,14 @@ SoftmaxJob parse(const Napi::Object& o) {
   a.strict = get_bool(o, "strict");
   a.cancel = cancel_flag(cancel);
   a.x = x.data, a.y = out.data, a.rows = rows, a.cols = cols;
-  for (const ArrayView* v : {&x, &out, &cancel})
-    if (v->store) job.pinned.push_back(v->store);
+  job.pinned = pin({&x, &out, &cancel});
   return job;
 }
-
-
 
 }  // namespace
 
 void register_softmax(Napi::Env env, Napi::Object exports) {
-  exports.Set("softmax", Napi::Function::New(env, run_now<SoftmaxJob, parse>));
-  exports.Set("softmaxAsync", Napi::Function::New(env, run_async<SoftmaxJob, parse>));
+  export_op<SoftmaxJob, parse>(env, exports, "softmax", "softmaxAsync");
 }
 
 }  // namespace sk
