@@ -61,10 +61,7 @@ AttentionJob parse(const Napi::Object& o) {
   ArrayView cu = get_array(o, "cuSeqlens", false), cuk = get_array(o, "cuSeqlensK", false);
   ArrayView cancel = get_array(o, "cancel", false);
 
-  a.dtype = parse_dtype(o, "dtype", q, "q");
-  parse_dtype(o, "dtype", k, "k");
-  parse_dtype(o, "dtype", v, "v");
-  parse_dtype(o, "dtype", out, "o");
+  a.dtype = parse_qkvo_dtype(o, q, k, v, out);
   check_len(q, nq, "q", dims({B, T, Hq, D}));
   check_len(k, nk, "k", dims({B, S, Hk, D}));
   check_len(v, nv, "v", dims({B, S, Hk, Dv}));

@@ -191,6 +191,16 @@ inline DType parse_dtype(const Napi::Object& o, const char* key, const ArrayView
   return dt;
 }
 
+// The one dtype (o.dtype) of q, k, v and o, each array checked against it in that order.
+inline DType parse_qkvo_dtype(const Napi::Object& o, const ArrayView& q, const ArrayView& k, const ArrayView& v,
+                              const ArrayView& out) {
+  const DType dt = parse_dtype(o, "dtype", q, "q");
+  parse_dtype(o, "dtype", k, "k");
+  parse_dtype(o, "dtype", v, "v");
+  parse_dtype(o, "dtype", out, "o");
+  return dt;
+}
+
 inline void check_len(const ArrayView& a, int64_t want, const char* name, const std::string& shape) {
   if (a.length != want)
     throw CodedError("SHAPE_MISMATCH", std::string("expected ") + name + " of shape " + shape + " (" +
@@ -219,6 +229,13 @@ inline const int32_t* cancel_flag(const ArrayView& cancel) {
   if (!cancel.present) return nullptr;
   if (cancel.type != napi_int32_array || cancel.length < 1) throw CodedError("BAD_DTYPE", "expected cancel to be an Int32Array(1)");
   return static_cast<const int32_t*>(cancel.data);
+}
+
+// For a call that writes in place, whose output must end all old or all new: the cancel flag is read once,
+// before any write, and then dropped so the kernel never stops halfway.
+inline void cancel_before_writing(const int32_t*& cancel) {
+  if (cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED) != 0) throw CodedError("ABORTED", "aborted");
+  cancel = nullptr;
 }
 
 // The backing stores of the arrays given (those present), for a job to hold until it ends.

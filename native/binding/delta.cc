@@ -36,11 +36,7 @@ struct DeltaJob {
   bool in_place = false;
   std::vector<std::shared_ptr<v8::BackingStore>> pinned;  // the arrays' memory, alive until the job ends
   void run() {
-    if (in_place) {
-      // An in-place state must be all old or all new: look at the cancel flag once, before any write.
-      if (a.cancel && __atomic_load_n(a.cancel, __ATOMIC_RELAXED) != 0) throw CodedError("ABORTED", "aborted");
-      a.cancel = nullptr;
-    }
+    if (in_place) cancel_before_writing(a.cancel);  // an in-place state must be all old or all new
     advise_huge_pages(a.o, static_cast<int64_t>(a.B) * a.T * a.HV * a.V * (a.qkv_dtype == DType::f32 ? 4 : 2));
     if (!in_place && a.final_state) advise_huge_pages(a.final_state, static_cast<int64_t>(a.N) * a.HV * a.K * a.V * 4);
     if (!delta_prefill(a)) throw CodedError("ABORTED", "aborted");
@@ -68,10 +64,7 @@ DeltaJob parse(const Napi::Object& o) {
   ArrayView sf = get_array(o, "finalState", false), cu = get_array(o, "cuSeqlens", false);
   ArrayView cancel = get_array(o, "cancel", false);
 
-  a.qkv_dtype = parse_dtype(o, "dtype", q, "q");
-  parse_dtype(o, "dtype", k, "k");
-  parse_dtype(o, "dtype", v, "v");
-  parse_dtype(o, "dtype", out, "o");
+  a.qkv_dtype = parse_qkvo_dtype(o, q, k, v, out);
   a.beta_dtype = parse_dtype(o, "betaDtype", beta, "beta");
   a.g_dtype = parse_dtype(o, "gDtype", g, "g");
   check_len(q, B * T * H * K, "q", dims({B, T, H, K}));

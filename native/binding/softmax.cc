@@ -21,11 +21,7 @@ struct SoftmaxJob {
   bool in_place = false;
   std::vector<std::shared_ptr<v8::BackingStore>> pinned;  // the arrays' memory, alive until the job ends
   void run() {
-    if (in_place) {
-      // In place, x must end all old or all new: the cancel flag is read once, before any write.
-      if (a.cancel && __atomic_load_n(a.cancel, __ATOMIC_RELAXED) != 0) throw CodedError("ABORTED", "aborted");
-      a.cancel = nullptr;
-    }
+    if (in_place) cancel_before_writing(a.cancel);  // in place, x must end all old or all new
     if (!in_place) advise_huge_pages(a.y, a.rows * a.cols * (a.dtype == DType::f32 ? 4 : 2));
     const SoftmaxStatus s = softmax_run(a);
     switch (s.code) {
