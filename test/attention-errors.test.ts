@@ -2,12 +2,14 @@
 // code and a message naming the argument, and leaves every input byte-identical. Then the raw addon's own
 // checks (in a child process, so a crash is reported instead of killing vitest), and a fast-check run of the
 // public API: a SeqkernError or the reference's answer, never anything else.
-import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { attention, attentionAsync, attentionReference, numel, randn, SeqkernError, Tensor, tensor, zeros, type DType, type TensorData } from '../src/index.js';
 import { loadedAddonPath } from '../src/backend.js';
-import { checkSeqkernError, expectSeqkernRejection, firstNonFinite, relErr, sameBytes, snapshot } from './helpers.js';
+import {
+  checkSeqkernError, detached, expectRawFailure, expectSeqkernRejection, firstNonFinite, mutateTensor, relErr, runInChild, sameBytes,
+  seededUniform, snapshot, type RawResult, type TensorMutation,
+} from './helpers.js';
 
 type Opts = Record<string, unknown>;
 interface Call { q: unknown; k: unknown; v: unknown; opts: Opts }
@@ -21,12 +23,6 @@ function base(): Call {
 /** The same heads packed: B=1, T=5, S=7. */
 function packed(): Call {
   return { q: f32([1, 5, 4, 8], 1), k: f32([1, 7, 2, 8], 2), v: f32([1, 7, 2, 6], 3), opts: { backend: 'cpu', causal: true } };
-}
-
-function detached(shape: number[]): Tensor {
-  const t = randn(shape, { seed: 99 });
-  structuredClone(t.data.buffer, { transfer: [t.data.buffer as ArrayBuffer] });
-  return t;
 }
 
 interface BadCase { name: string; make: (c: Call) => Call; code: string; arg: string }
@@ -190,14 +186,7 @@ function rawCall(mutate: string, asyncForm: boolean) {
       else done({ ok: true, o: Array.from(args.o) });
     } catch (e) { done(fromErr(e, 'threw')); }
   `;
-  const r = spawnSync(process.execPath, ['-e', src], { encoding: 'utf8', timeout: 30_000 });
-  let result: { ok: boolean; isError?: boolean; code?: unknown; message?: string; o?: number[] } | undefined;
-  try {
-    result = JSON.parse(r.stdout);
-  } catch {
-    result = undefined;
-  }
-  return { status: r.status, signal: r.signal, result, stderr: r.stderr };
+  return runInChild<RawResult & { o?: number[] }>(src);
 }
 
 const RAW_CASES: { name: string; mutate: string; code: string }[] = [
@@ -265,14 +254,7 @@ describe('raw addon: the C++ re-check', () => {
   for (const c of RAW_CASES) {
     for (const asyncForm of [false, true]) {
       it(`${asyncForm ? 'attentionAsync' : 'attention'}: ${c.name} -> Error with .code ${c.code}, no crash`, () => {
-        const r = rawCall(c.mutate, asyncForm);
-        expect(r.signal, `child process killed by ${r.signal} (a crash): ${r.stderr.slice(0, 500)}`).toBeNull();
-        expect(r.status, r.stderr.slice(0, 500)).toBe(0);
-        expect(r.result, `no result: ${r.stderr.slice(0, 500)}`).toBeDefined();
-        const res = r.result!;
-        expect(res.ok, 'expected an error, the call succeeded').toBe(false);
-        expect(res.isError, `thrown value is an Error (${res.message})`).toBe(true);
-        expect(c.code.split('|'), `code of "${res.message}"`).toContain(res.code);
+        expectRawFailure(rawCall(c.mutate, asyncForm), c.code);
       });
     }
   }
@@ -281,9 +263,8 @@ describe('raw addon: the C++ re-check', () => {
 // ---- fuzzing the public API
 
 const FC_SEED = Number(process.env.SEQKERN_FC_SEED ?? 20251125);
-const JUNK: unknown[] = [null, 0, 'x', [1, 2], { shape: [1], data: new Float32Array(1), dtype: 'float32' }, new Float32Array(4), true];
 
-interface Mutation { target: number; how: 'dim' | 'rank' | 'huge' | 'short' | 'storage' | 'junk' | 'detach'; pick: number }
+interface Mutation { target: number; how: 'dim' | TensorMutation; pick: number }
 
 const specArb = fc.record({
   B: fc.integer({ min: 0, max: 2 }),
@@ -368,7 +349,7 @@ function build(spec: Spec) {
   if (Hk >= 1 && Hq % Hk !== 0) invalid.push('Hq not a multiple of Hk');
   if (D > 1024 || Dv > 1024) invalid.push('D or Dv > 1024');
 
-  const next = seeded(spec.seed);
+  const next = seededUniform(spec.seed);
   const normal = () => Math.sqrt(-2 * Math.log(Math.max(next(), 1e-12))) * Math.cos(2 * Math.PI * next());
   const mk = (shape: number[], dt: DType) => tensor(Float64Array.from({ length: numel(shape) }, normal), shape, dt);
   // Big head sizes only ever reach a shape check: keep their (never read) data empty-ish.
@@ -403,49 +384,20 @@ function build(spec: Spec) {
     if (!(t instanceof Tensor) || mutated.has(m.target)) continue;
     mutated.add(m.target);
     const name = names[m.target];
-    const n = t.size;
-    switch (m.how) {
-      case 'dim': {
-        const dims = breaking[m.target].filter((d) => d < t.shape.length);
-        const shape = [...t.shape];
-        shape[dims[m.pick % dims.length]] += 1;
-        slots[m.target] = zeros(shape, t.dtype);
-        invalid.push(`${name} dim changed`);
-        break;
-      }
-      case 'rank':
-        // A headwise gate [B,T,Hq] with a trailing 1 is a fine elementwise gate when Dv = 1.
-        if (m.target === 3 && t.shape.length === 3 && Dv === 1 && opts.gateType === undefined) break;
-        slots[m.target] = new Tensor(t.data, [...t.shape, 1], t.dtype);
-        invalid.push(`${name} rank`);
-        break;
-      case 'huge':
-        slots[m.target] = new Tensor(t.data, t.shape.map((d) => Math.max(d, 1) * 1_000_003), t.dtype);
-        invalid.push(`${name} huge`);
-        break;
-      case 'short': {
-        const len = n > 0 ? n - 1 : 1;
-        const d = t.dtype === 'float32' ? new Float32Array(len) : t.dtype === 'float64' ? new Float64Array(len) : new Uint16Array(len);
-        slots[m.target] = new Tensor(d, t.shape, t.dtype);
-        invalid.push(`${name} short`);
-        break;
-      }
-      case 'storage': {
-        const d = t.dtype === 'float32' ? new Float64Array(n) : new Float32Array(n);
-        slots[m.target] = new Tensor(d, t.shape, t.dtype);
-        invalid.push(`${name} storage`);
-        break;
-      }
-      case 'junk':
-        slots[m.target] = JUNK[m.pick % JUNK.length];
-        invalid.push(`${name} junk`);
-        break;
-      case 'detach':
-        if (n > 0) {
-          structuredClone(t.data.buffer, { transfer: [t.data.buffer as ArrayBuffer] });
-          invalid.push(`${name} detached`);
-        }
-        break;
+    if (m.how === 'dim') {
+      const dims = breaking[m.target].filter((d) => d < t.shape.length);
+      const shape = [...t.shape];
+      shape[dims[m.pick % dims.length]] += 1;
+      slots[m.target] = zeros(shape, t.dtype);
+      invalid.push(`${name} dim changed`);
+      continue;
+    }
+    // A headwise gate [B,T,Hq] with a trailing 1 is a fine elementwise gate when Dv = 1.
+    if (m.how === 'rank' && m.target === 3 && t.shape.length === 3 && Dv === 1 && opts.gateType === undefined) continue;
+    const r = mutateTensor(t, m.how, m.pick, name);
+    if (r) {
+      slots[m.target] = r.value;
+      invalid.push(r.invalid);
     }
   }
   if (slots[3] !== undefined) opts.gate = slots[3];
@@ -456,18 +408,6 @@ function build(spec: Spec) {
   if (spec.causal !== undefined && typeof spec.causal !== 'boolean') invalid.push('causal');
   if (spec.returnLse !== undefined && typeof spec.returnLse !== 'boolean') invalid.push('returnLse');
   return { call: { q: slots[0], k: slots[1], v: slots[2], opts }, invalid };
-}
-
-function seeded(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
 }
 
 describe('fuzz: random bad (and good) calls give a SeqkernError or the right answer', () => {

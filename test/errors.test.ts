@@ -2,7 +2,6 @@
 // the right code and a message naming the argument, and leaves every input (state included) byte-identical.
 // Then the raw addon's own checks (in a child process, so a crash is reported instead of killing vitest),
 // and a fast-check fuzz of the public API: a SeqkernError or a correct answer, never anything else.
-import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +13,10 @@ import {
   kaczmarzDeltaRuleStepAsync, numel, rand, randn, SeqkernError, Tensor, tensor, zeros,
   type DType, type TensorData,
 } from '../src/index.js';
-import { checkSeqkernError, expectSeqkernRejection, firstNonFinite, relErr, sameBytes, snapshot, unitRows } from './helpers.js';
+import {
+  checkSeqkernError, detached, expectRawFailure, expectSeqkernRejection, firstNonFinite, mutateTensor, relErr, runInChild, sameBytes,
+  seededUniform, snapshot, unitRows, type ChildRun, type RawResult, type TensorMutation,
+} from './helpers.js';
 
 type Opts = Record<string, unknown>;
 type AnyOp = (o: never) => unknown;
@@ -201,12 +203,6 @@ function isKla(o: Opts): boolean {
   return o.eta !== undefined;
 }
 
-function detached(shape: number[]): Tensor {
-  const t = randn(shape, { seed: 99 });
-  structuredClone(t.data.buffer, { transfer: [t.data.buffer as ArrayBuffer] });
-  return t;
-}
-
 const STEP_CASES: BadCase[] = [
   { name: 'q of rank 4', make: (o) => ({ ...o, q: f32([2, 1, 2, 3]) }), code: 'SHAPE_MISMATCH', arg: 'q' },
   { name: 'k with another K', make: (o) => ({ ...o, k: f32([2, 2, 4]) }), code: 'SHAPE_MISMATCH', arg: 'k' },
@@ -333,7 +329,7 @@ const addonPath = path.join(root, 'build', 'Release', 'seqkern.node');
  * Runs `mutate(base)` against the raw addon in a child process (so a crash shows as a signal, not a dead
  * test runner). Base: B=1, T=4, H=1, HV=2, K=3, V=2, float32, g log decay.
  */
-function rawCall(mutate: string, asyncForm: boolean): { status: number | null; signal: string | null; result?: { ok: boolean; isError?: boolean; code?: unknown; message?: string; stage?: string }; stderr: string } {
+function rawCall(mutate: string, asyncForm: boolean): ChildRun<RawResult> {
   const src = `
     const a = require(${JSON.stringify(addonPath)});
     const F = (n, x = 0.5) => new Float32Array(n).fill(x);
@@ -349,14 +345,7 @@ function rawCall(mutate: string, asyncForm: boolean): { status: number | null; s
       else done({ ok: true });
     } catch (e) { done(fromErr(e, 'threw')); }
   `;
-  const r = spawnSync(process.execPath, ['-e', src], { encoding: 'utf8', timeout: 30_000 });
-  let result;
-  try {
-    result = JSON.parse(r.stdout);
-  } catch {
-    result = undefined;
-  }
-  return { status: r.status, signal: r.signal, result, stderr: r.stderr };
+  return runInChild(src);
 }
 
 const RAW_CASES: { name: string; mutate: string; code: string }[] = [
@@ -458,14 +447,7 @@ describe('raw addon: the C++ re-check', () => {
   for (const c of RAW_CASES) {
     for (const asyncForm of [false, true]) {
       it(`${asyncForm ? 'deltaRuleAsync' : 'deltaRule'}: ${c.name} -> Error with .code ${c.code}, no crash`, () => {
-        const r = rawCall(c.mutate, asyncForm);
-        expect(r.signal, `child process killed by ${r.signal} (a crash): ${r.stderr.slice(0, 500)}`).toBeNull();
-        expect(r.status, r.stderr.slice(0, 500)).toBe(0);
-        expect(r.result, `no result: ${r.stderr.slice(0, 500)}`).toBeDefined();
-        const res = r.result!;
-        expect(res.ok, `expected an error, the call succeeded`).toBe(false);
-        expect(res.isError, `thrown value is an Error (${res.message})`).toBe(true);
-        expect(c.code.split('|'), `code of "${res.message}"`).toContain(res.code);
+        expectRawFailure(rawCall(c.mutate, asyncForm), c.code);
       });
     }
   }
@@ -476,11 +458,10 @@ describe('raw addon: the C++ re-check', () => {
 const FC_SEED = Number(process.env.SEQKERN_FC_SEED ?? 20251125);
 
 type Kind = 'prefill' | 'kla' | 'step';
-const JUNK: unknown[] = [null, 0, 'x', [1, 2], { shape: [1], data: new Float32Array(1), dtype: 'float32' }, new Float32Array(4), true];
 
 interface Mutation {
   target: number; // index into the tensor list
-  how: 'dim' | 'rank' | 'huge' | 'short' | 'storage' | 'junk' | 'detach' | 'value';
+  how: 'dim' | 'value' | TensorMutation;
   pick: number; // which dim / junk / value
 }
 
@@ -582,57 +563,28 @@ function build(spec: Spec) {
     mutated.add(m.target);
     const name = names[m.target];
     const n = t.size;
-    switch (m.how) {
-      case 'dim': {
-        // For v, only its B/T/HV dims: V appears in no other tensor when there is no state.
-        const rank = t.shape.length;
-        const dimCount = m.target === 2 && !state ? rank - 1 : rank;
-        if (dimCount === 0) break;
-        const shape = [...t.shape];
-        shape[m.pick % dimCount] += 1;
-        slots[m.target] = zeros(shape, t.dtype);
-        invalid.push(`${name} dim changed`);
-        break;
+    if (m.how === 'dim') {
+      // For v, only its B/T/HV dims: V appears in no other tensor when there is no state.
+      const rank = t.shape.length;
+      const dimCount = m.target === 2 && !state ? rank - 1 : rank;
+      if (dimCount === 0) continue;
+      const shape = [...t.shape];
+      shape[m.pick % dimCount] += 1;
+      slots[m.target] = zeros(shape, t.dtype);
+      invalid.push(`${name} dim changed`);
+    } else if (m.how === 'value') {
+      if ((m.target === 3 || m.target === 4) && n > 0) {
+        const bad = [NaN, Infinity, -Infinity, 2.5, -0.5, 1.5][m.pick % 6];
+        slots[m.target] = withValue(t, m.pick % n, bad);
+        // 1.5 is a fine beta or eta ([0, 2]); -0.5 a fine g (<= 0) or decay ([-1, 1]).
+        if (!((m.target === 3 && bad === 1.5) || (m.target === 4 && bad === -0.5))) invalid.push(`${name} = ${bad}`);
       }
-      case 'rank':
-        slots[m.target] = new Tensor(t.data, [...t.shape, 1], t.dtype);
-        invalid.push(`${name} rank`);
-        break;
-      case 'huge':
-        slots[m.target] = new Tensor(t.data, t.shape.map((d) => Math.max(d, 1) * 1_000_003), t.dtype);
-        invalid.push(`${name} huge`);
-        break;
-      case 'short': {
-        const len = n > 0 ? n - 1 : 1;
-        const d = t.dtype === 'float32' ? new Float32Array(len) : t.dtype === 'float64' ? new Float64Array(len) : new Uint16Array(len);
-        slots[m.target] = new Tensor(d, t.shape, t.dtype);
-        invalid.push(`${name} short`);
-        break;
+    } else {
+      const r = mutateTensor(t, m.how, m.pick, name);
+      if (r) {
+        slots[m.target] = r.value;
+        invalid.push(r.invalid);
       }
-      case 'storage': {
-        const d = t.dtype === 'float32' ? new Float64Array(n) : new Float32Array(n);
-        slots[m.target] = new Tensor(d, t.shape, t.dtype);
-        invalid.push(`${name} storage`);
-        break;
-      }
-      case 'junk':
-        slots[m.target] = JUNK[m.pick % JUNK.length];
-        invalid.push(`${name} junk`);
-        break;
-      case 'detach':
-        if (n > 0) {
-          structuredClone(t.data.buffer, { transfer: [t.data.buffer as ArrayBuffer] });
-          invalid.push(`${name} detached`);
-        }
-        break;
-      case 'value':
-        if ((m.target === 3 || m.target === 4) && n > 0) {
-          const bad = [NaN, Infinity, -Infinity, 2.5, -0.5, 1.5][m.pick % 6];
-          slots[m.target] = withValue(t, m.pick % n, bad);
-          // 1.5 is a fine beta or eta ([0, 2]); -0.5 a fine g (<= 0) or decay ([-1, 1]).
-          if (!((m.target === 3 && bad === 1.5) || (m.target === 4 && bad === -0.5))) invalid.push(`${name} = ${bad}`);
-        }
-        break;
     }
   }
 
@@ -659,18 +611,6 @@ function build(spec: Spec) {
     if (c !== undefined && !(typeof c === 'number' && Number.isInteger(c) && c >= 1 && c <= 256)) invalid.push('chunkSize');
   }
   return { opts, invalid, step, kla };
-}
-
-function seededUniform(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
 }
 
 describe('fuzz: random bad (and good) calls give a SeqkernError or the right answer', () => {

@@ -1,6 +1,8 @@
 // Shared pieces of the native-vs-reference tests: seeded inputs of the delta family, slicing and
 // concatenation that keep the dtype (raw bits for float16/bfloat16), and the relative Frobenius check of
-// DESIGN.md 7 (NaN anywhere fails; the message carries the case and its seed).
+// DESIGN.md 7 (NaN anywhere fails; the message carries the case and its seed). Then the bad-input pieces of
+// the error tests: SeqkernError checks, tensor mutations for the fuzzers, and raw-addon calls in a child process.
+import { spawnSync } from 'node:child_process';
 import { expect } from 'vitest';
 import { numel, randn, rand, rng, SeqkernError, Tensor, tensor, type DType, type TensorData } from '../src/index.js';
 
@@ -249,4 +251,99 @@ export async function expectSeqkernRejection(p: () => Promise<unknown>, code: st
     err = e;
   }
   checkSeqkernError(err, code, arg, what);
+}
+
+/** A random tensor of `shape` whose buffer has been transferred away (detached: length 0). */
+export function detached(shape: number[]): Tensor {
+  const t = randn(shape, { seed: 99 });
+  structuredClone(t.data.buffer, { transfer: [t.data.buffer as ArrayBuffer] });
+  return t;
+}
+
+/** A uniform [0, 1) generator (xorshift32) for the fuzzers' tensor data. */
+export function seededUniform(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 4294967296;
+  };
+}
+
+/** Values that are not a tensor (or not a usable one) for a tensor argument. */
+const JUNK: unknown[] = [null, 0, 'x', [1, 2], { shape: [1], data: new Float32Array(1), dtype: 'float32' }, new Float32Array(4), true];
+
+/** The fuzzers' mutations of a tensor argument that need nothing of the op: each makes a call invalid. */
+export type TensorMutation = 'rank' | 'huge' | 'short' | 'storage' | 'junk' | 'detach';
+
+/**
+ * Applies `how` to tensor `t` (the argument `name`; `pick` chooses the junk value). Returns the value to pass
+ * instead of `t` and why the call is now invalid, or undefined where the mutation does nothing (detaching an
+ * empty tensor). 'detach' detaches t's own buffer and returns t.
+ */
+export function mutateTensor(t: Tensor, how: TensorMutation, pick: number, name: string): { value: unknown; invalid: string } | undefined {
+  const n = t.size;
+  switch (how) {
+    case 'rank':
+      return { value: new Tensor(t.data, [...t.shape, 1], t.dtype), invalid: `${name} rank` };
+    case 'huge':
+      return { value: new Tensor(t.data, t.shape.map((d) => Math.max(d, 1) * 1_000_003), t.dtype), invalid: `${name} huge` };
+    case 'short': {
+      const len = n > 0 ? n - 1 : 1;
+      const d = t.dtype === 'float32' ? new Float32Array(len) : t.dtype === 'float64' ? new Float64Array(len) : new Uint16Array(len);
+      return { value: new Tensor(d, t.shape, t.dtype), invalid: `${name} short` };
+    }
+    case 'storage': {
+      const d = t.dtype === 'float32' ? new Float64Array(n) : new Float32Array(n);
+      return { value: new Tensor(d, t.shape, t.dtype), invalid: `${name} storage` };
+    }
+    case 'junk':
+      return { value: JUNK[pick % JUNK.length], invalid: `${name} junk` };
+    case 'detach':
+      if (n === 0) return undefined;
+      structuredClone(t.data.buffer, { transfer: [t.data.buffer as ArrayBuffer] });
+      return { value: t, invalid: `${name} detached` };
+  }
+}
+
+/** What a raw-addon script run by runInChild writes: success, or the error it threw or rejected with. */
+export interface RawResult {
+  ok: boolean;
+  isError?: boolean;
+  code?: unknown;
+  message?: string;
+  stage?: string;
+}
+
+export interface ChildRun<R> {
+  status: number | null;
+  signal: string | null;
+  result?: R;
+  stderr: string;
+}
+
+/** Runs `src` with `node -e` (so a native crash shows as a signal, not a dead test runner) and parses its stdout as JSON. */
+export function runInChild<R = RawResult>(src: string): ChildRun<R> {
+  const r = spawnSync(process.execPath, ['-e', src], { encoding: 'utf8', timeout: 30_000 });
+  let result: R | undefined;
+  try {
+    result = JSON.parse(r.stdout);
+  } catch {
+    result = undefined;
+  }
+  return { status: r.status, signal: r.signal, result, stderr: r.stderr };
+}
+
+/** Asserts a raw-addon child run ended cleanly with an Error whose .code is one of `codes` ('A|B'). */
+export function expectRawFailure(r: ChildRun<RawResult>, codes: string): void {
+  expect(r.signal, `child process killed by ${r.signal} (a crash): ${r.stderr.slice(0, 500)}`).toBeNull();
+  expect(r.status, r.stderr.slice(0, 500)).toBe(0);
+  expect(r.result, `no result: ${r.stderr.slice(0, 500)}`).toBeDefined();
+  const res = r.result!;
+  expect(res.ok, 'expected an error, the call succeeded').toBe(false);
+  expect(res.isError, `thrown value is an Error (${res.message})`).toBe(true);
+  expect(codes.split('|'), `code of "${res.message}"`).toContain(res.code);
 }
