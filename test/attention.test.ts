@@ -112,6 +112,9 @@ describe('attention native vs reference: shapes', () => {
     { B: 1, T: 64, S: 1000, Hq: 8, Hk: 2, D: 64, Dv: 96, causal: true, seed: 3 }, // S > T: a chunk against a cache
     { B: 1, T: 65, S: 1000, Hq: 4, Hk: 1, D: 128, Dv: 128, causal: false, seed: 4 },
     { B: 2, T: 1, S: 1000, Hq: 8, Hk: 2, D: 128, Dv: 128, causal: true, seed: 5 }, // decode, GQA
+    // decode over several kv heads per unit (P V key by key) with Dv not a multiple of any vector width
+    { B: 1, T: 1, S: 777, Hq: 6, Hk: 3, D: 72, Dv: 41, causal: true, seed: 8 },
+    { B: 1, T: 2, S: 300, Hq: 16, Hk: 8, D: 64, Dv: 70, causal: false, seed: 9 },
     { B: 1, T: 1000, S: 65, Hq: 2, Hk: 2, D: 64, Dv: 32, causal: true, seed: 6 }, // S < T: 935 queries see nothing
     { B: 1, T: 1000, S: 63, Hq: 4, Hk: 1, D: 64, Dv: 64, causal: false, seed: 7 },
   ];
