@@ -10,7 +10,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { info, setNumThreads, setSimdLevel, SeqkernError, type Info } from '../src/index.js';
 import type { BenchDType } from './formulas.js';
 import { formatLimits, LimitProbe, limitWarnings, measureAllLimits, SIMD_LEVELS, type SimdName } from './limits.js';
-import { measure, type Timing } from './measure.js';
+import { measure, pool, type Timing } from './measure.js';
 import {
   caseLabel, entryOf, InputPool, OPS, shapeLabel, SOFTMAX_ALGORITHMS,
   type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type GateKind, type OpName, type SoftmaxAlgorithm,
@@ -48,6 +48,10 @@ bench flags:
   --threads N               pool size (default: one per core)
   --simd avx512|avx2|portable             force a SIMD level the CPU has
   --seconds S               Benchmark.js max time per case (default 1); limit probes take min(1, max(0.2, S/2))
+  --rounds N                cases compared with each other (same op and shape: two-pass / three-pass, gated /
+                            ungated, auto / chunk / recurrent) are timed in N interleaved rounds of S/N seconds
+                            each and their samples pooled, so a drift of the machine mid-run (memory bandwidth
+                            on a VM) hits both sides of a ratio alike (default 3; 1: one after the other)
   --seed N                  input seed (default 1)
   --json FILE               write {machine, limits, rows, skipped, summary, settings}
   --limits                  print the machine limits (alone, or before the cases given by --op or --suite)
@@ -91,6 +95,7 @@ export interface BenchArgs {
   json?: string;
   limits: boolean;
   seconds: number;
+  rounds: number;
   seed: number;
   help: boolean;
 }
@@ -122,6 +127,7 @@ const BENCH_OPTIONS = {
   json: { type: 'string' },
   limits: { type: 'boolean' },
   seconds: { type: 'string' },
+  rounds: { type: 'string' },
   seed: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -197,6 +203,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     json: v.json,
     limits: v.limits === true,
     seconds,
+    rounds: positiveInt('rounds', v.rounds, 100) ?? 3,
     seed: positiveInt('seed', v.seed) ?? 1,
     help: v.help === true,
   };
@@ -400,34 +407,48 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
       return lim;
     };
     const inputs = new InputPool(cases, a.seed);
-    for (let i = 0; i < cases.length; i++) {
-      const c = cases[i];
-      const label = `[${i + 1}/${cases.length}] ${caseLabel(c)}`;
-      const entry = entryOf(c);
-      if (suiteRun && c.backend === 'reference' && entry.tooBigForReference(c)) {
-        skip(c, 'skipped', 'too large for the float64 reference backend in a suite (run it alone with --op)');
-        continue;
-      }
-      let t: Timing;
-      try {
-        progress.show(`${label} inputs ...`);
-        const fn = entry.prepare(c, inputs);
-        progress.show(`${label} timing ...`);
-        t = await measure(fn, { seconds: a.seconds });
-      } catch (e) {
+    // Cases compared with each other sit next to each other in the list (same op, shape, dtype, backend):
+    // each such group is timed in interleaved rounds (--rounds) and each case's samples pooled.
+    const groupKey = (c: BenchCase) => `${c.op}|${shapeLabel(c)}|${c.dtype}|${c.backend}`;
+    for (let i = 0; i < cases.length; ) {
+      let end = i + 1;
+      while (end < cases.length && groupKey(cases[end]) === groupKey(cases[i])) end++;
+      const members: { c: BenchCase; label: string; fn: () => void; parts: Timing[]; failed: boolean }[] = [];
+      const fail = (c: BenchCase, e: unknown) => {
         progress.clear();
-        if (notImplemented(e)) {
-          skip(c, 'skipped', (e as Error).message);
-          continue;
-        }
-        if (suiteRun && e instanceof SeqkernError) {
-          skip(c, 'failed', e.message);
-          continue;
-        }
+        if (notImplemented(e)) return skip(c, 'skipped', (e as Error).message);
+        if (suiteRun && e instanceof SeqkernError) return skip(c, 'failed', e.message);
         throw e;
+      };
+      for (let k = i; k < end; k++) {
+        const c = cases[k];
+        const label = `[${k + 1}/${cases.length}] ${caseLabel(c)}`;
+        if (suiteRun && c.backend === 'reference' && entryOf(c).tooBigForReference(c)) {
+          skip(c, 'skipped', 'too large for the float64 reference backend in a suite (run it alone with --op)');
+          continue;
+        }
+        try {
+          progress.show(`${label} inputs ...`);
+          members.push({ c, label, fn: entryOf(c).prepare(c, inputs), parts: [], failed: false });
+        } catch (e) {
+          fail(c, e);
+        }
+      }
+      const rounds = members.length > 1 ? a.rounds : 1;
+      for (let r = 0; r < rounds; r++) {
+        for (const m of members.filter((x) => !x.failed)) {
+          try {
+            progress.show(`${m.label} timing${rounds > 1 ? ` (round ${r + 1}/${rounds})` : ''} ...`);
+            m.parts.push(await measure(m.fn, { seconds: a.seconds / rounds, minSamples: rounds > 1 ? 3 : undefined }));
+          } catch (e) {
+            m.failed = true;
+            fail(m.c, e);
+          }
+        }
       }
       progress.clear();
-      finished.push({ c, t, lim: limitsOf(c, label) });
+      for (const m of members.filter((x) => !x.failed)) finished.push({ c: m.c, t: pool(m.parts), lim: limitsOf(m.c, m.label) });
+      i = end;
     }
     progress.clear();
   }

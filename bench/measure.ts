@@ -95,3 +95,22 @@ export async function measure(fn: () => void, opts: MeasureOptions): Promise<Tim
     calls,
   };
 }
+
+/**
+ * One Timing from the timings of several rounds of the same case (--rounds): samples pooled, statistics
+ * recomputed over them (rme as Benchmark.js defines it, 95% confidence of the mean, normal approximation).
+ */
+export function pool(parts: readonly Timing[]): Timing {
+  if (parts.length === 1) return parts[0];
+  const samples = parts.flatMap((p) => p.samples);
+  const n = samples.length;
+  const mean = samples.reduce((s, x) => s + x, 0) / n;
+  const sd = n > 1 ? Math.sqrt(samples.reduce((s, x) => s + (x - mean) ** 2, 0) / (n - 1)) : 0;
+  return {
+    samples,
+    ...summarise(samples),
+    mean,
+    rme: mean > 0 ? (100 * 1.96 * sd) / Math.sqrt(n) / mean : 0,
+    calls: parts.reduce((s, p) => s + p.calls, 0),
+  };
+}

@@ -15,7 +15,7 @@ import {
 } from '../bench/formulas.js';
 import { fillUniform, softmaxInput, attentionInputs, attentionGate } from '../bench/inputs.js';
 import { formatBytes, formatLimits, limitWarnings, minProbeBytes } from '../bench/limits.js';
-import { quantile, summarise, type Timing } from '../bench/measure.js';
+import { pool, quantile, summarise, type Timing } from '../bench/measure.js';
 import type { AttentionCase, SoftmaxCase } from '../bench/registry.js';
 import { formatReport, formatSummary, makeRow, type AttentionRow, type BenchReport, type SoftmaxRow } from '../bench/report.js';
 import {
@@ -241,6 +241,17 @@ describe('statistics helpers', () => {
     expect(quantile([1, 2, 3, 4, 5], 0.25)).toBe(2);
     expect(summarise([5, 1, 3])).toEqual({ median: 3, min: 1, max: 5, q1: 2, q3: 4 });
   });
+
+  it('pool() merges rounds: samples concatenated, statistics over all of them, calls summed', () => {
+    const t = (samples: number[], calls: number): Timing => ({ samples, ...summarise(samples), mean: 0, rme: 0, calls });
+    const a = t([4, 1, 3], 30);
+    expect(pool([a])).toBe(a);
+    const p = pool([a, t([2, 9], 20)]);
+    expect(p.samples).toEqual([4, 1, 3, 2, 9]);
+    expect(p).toMatchObject({ median: 3, min: 1, max: 9, q1: 2, q3: 4, mean: 19 / 5, calls: 50 });
+    const sd = Math.sqrt([4, 1, 3, 2, 9].reduce((s, x) => s + (x - 3.8) ** 2, 0) / 4);
+    expect(p.rme).toBeCloseTo((100 * 1.96 * sd) / Math.sqrt(5) / 3.8, 10);
+  });
 });
 
 describe('argument parsing', () => {
@@ -277,6 +288,8 @@ describe('argument parsing', () => {
       ['--simd', 'sse'],
       ['--seconds', '-1'],
       ['--seconds', 'abc'],
+      ['--rounds', '0'],
+      ['--rounds', '1.5'],
       ['--json'],
       ['extra-positional'],
     ];
@@ -567,6 +580,23 @@ describe('bench --op softmax | attention (ops wrapped: fake, unimplemented, fail
         }
       }
       expect(r.rows.map((x) => x.op === 'softmax' && x.algorithm)).toEqual(['two-pass', 'three-pass']);
+    });
+  });
+
+  it('--rounds: the two algorithms are timed in alternating rounds and each row pools its rounds', async () => {
+    fakeOps.mode = 'fake';
+    expect(parseBenchArgs([]).rounds).toBe(3);
+    await withFile(async (file) => {
+      const io = captureIO();
+      const code = await main(['bench', '--op', 'softmax', '--rows', '4', '--cols', '64', '--seconds', '0.04', '--rounds', '2', '--json', file], io);
+      expect(code, io.stderr).toBe(0);
+      // The progress line names the rounds, in the order two-pass, three-pass, two-pass, three-pass.
+      const rounds = [...io.stderr.matchAll(/softmax R4 C64 float32 (\S+) timing \(round (\d)\/2\)/g)].map((m) => `${m[1]} ${m[2]}`);
+      expect(rounds).toEqual(['two-pass 1', 'three-pass 1', 'two-pass 2', 'three-pass 2']);
+      const r = JSON.parse(readFileSync(file, 'utf8')) as BenchReport;
+      expect(r.rows).toHaveLength(2);
+      for (const row of r.rows) expect(row.samples).toBeGreaterThanOrEqual(2 * 3);
+      expect(r.summary.softmax).toHaveLength(1);
     });
   });
 
