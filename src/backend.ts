@@ -29,12 +29,32 @@ export interface NativeDeltaArgs {
   algorithm: 'chunk' | 'recurrent'; cancel?: Int32Array;
 }
 
+/** The raw addon's softmax arguments (native/binding/softmax.cc); x and out are read/written in place. */
+export interface NativeSoftmaxArgs {
+  x: ArrayBufferView; out: ArrayBufferView; dtype: string; rows: number; cols: number;
+  algorithm: 'two-pass' | 'three-pass'; strict: boolean; cancel?: Int32Array;
+}
+
+/** The raw addon's attention arguments (native/binding/attention.cc). */
+export interface NativeAttentionArgs {
+  B: number; T: number; S: number; Hq: number; Hk: number; D: number; Dv: number;
+  q: ArrayBufferView; k: ArrayBufferView; v: ArrayBufferView; dtype: string;
+  o: ArrayBufferView; lse?: Float32Array;
+  gate?: ArrayBufferView; gateDtype?: string; gateKind: 'none' | 'elementwise' | 'headwise';
+  causal: boolean; scale: number;
+  cuSeqlens?: Int32Array; cuSeqlensK?: Int32Array; cancel?: Int32Array;
+}
+
 export interface NativeAddon {
   info(): NativeInfo;
   setNumThreads(n: number): number;
   setSimd(level: string): string;
   deltaRule(args: NativeDeltaArgs): void;
   deltaRuleAsync(args: NativeDeltaArgs): Promise<void>;
+  softmax(args: NativeSoftmaxArgs): void;
+  softmaxAsync(args: NativeSoftmaxArgs): Promise<void>;
+  attention(args: NativeAttentionArgs): void;
+  attentionAsync(args: NativeAttentionArgs): Promise<void>;
   /** Machine-limit probes used by `seqkern bench --limits` (present in builds that have them). */
   [probe: string]: unknown;
 }

@@ -2,7 +2,7 @@
 // runs the native CPU kernels (or the float64 reference when asked, for float64 inputs, or when the addon is
 // missing).
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend } from '../backend.js';
+import { callNative, fromNative, native, resolveBackend, type NativeAttentionArgs } from '../backend.js';
 import { attentionReference } from '../reference/attention.js';
 import { numel, Tensor, tensor, zeros, type DType } from '../tensor.js';
 import type { AsyncOptions, AttentionOptions, AttentionResult } from '../types.js';
@@ -14,21 +14,6 @@ const MAX_ELEMENTS = 2 ** 31 - 1; // DESIGN.md 4: element counts fit int32 work 
 
 /** Set by the tests (SEQKERN_POISON=1): outputs are filled with NaN before a call, so unwritten elements show. */
 const poison = process.env.SEQKERN_POISON === '1';
-
-/** The raw addon's arguments (native/binding/attention.cc). */
-interface NativeAttentionArgs {
-  B: number; T: number; S: number; Hq: number; Hk: number; D: number; Dv: number;
-  q: ArrayBufferView; k: ArrayBufferView; v: ArrayBufferView; dtype: string;
-  o: ArrayBufferView; lse?: Float32Array;
-  gate?: ArrayBufferView; gateDtype?: string; gateKind: 'none' | 'elementwise' | 'headwise';
-  causal: boolean; scale: number;
-  cuSeqlens?: Int32Array; cuSeqlensK?: Int32Array; cancel?: Int32Array;
-}
-
-interface AttentionAddon {
-  attention(args: NativeAttentionArgs): void;
-  attentionAsync(args: NativeAttentionArgs): Promise<void>;
-}
 
 interface Prepared {
   backend: 'cpu' | 'reference';
@@ -165,7 +150,7 @@ function runReference(p: Prepared): AttentionResult {
   return out;
 }
 
-const addon = () => native() as unknown as AttentionAddon;
+const addon = () => native()!;
 
 /**
  * Exact attention, o = softmax(scale · q kᵀ + mask) v, flash-style (key tiles with an online softmax; no

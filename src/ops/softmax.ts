@@ -1,7 +1,7 @@
 // Softmax over the last axis (DESIGN.md 6.2): public ops. Validates in TypeScript, then runs the native CPU
 // kernels (or the float64 reference when asked, for float64 inputs, or when the addon is missing).
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend } from '../backend.js';
+import { callNative, fromNative, native, resolveBackend, type NativeSoftmaxArgs } from '../backend.js';
 import { softmaxReference } from '../reference/softmax.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, SoftmaxOptions } from '../types.js';
@@ -12,16 +12,6 @@ const MAX_ELEMENTS = 2 ** 31 - 1; // DESIGN.md 4: element counts fit int32 work 
 
 /** Set by the tests (SEQKERN_POISON=1): fresh outputs are filled with NaN before a call, so unwritten elements show. */
 const poison = process.env.SEQKERN_POISON === '1';
-
-/** The raw addon's softmax entry points (not in backend.ts's NativeAddon: they are looked up by name). */
-interface NativeSoftmaxArgs {
-  x: TensorData; out: TensorData; dtype: DType; rows: number; cols: number;
-  algorithm: 'two-pass' | 'three-pass'; strict: boolean; cancel?: Int32Array;
-}
-interface NativeSoftmax {
-  softmax(a: NativeSoftmaxArgs): void;
-  softmaxAsync(a: NativeSoftmaxArgs): Promise<void>;
-}
 
 interface Prepared {
   backend: 'cpu' | 'reference';
@@ -86,7 +76,7 @@ function runSync(op: string, x: unknown, out: unknown, opts: unknown): Tensor {
   const p = prepare(op, x, out, opts);
   if (p.backend === 'reference') return runReference(p, out as Tensor | undefined);
   const y = output(p, out as Tensor | undefined);
-  const a = native() as unknown as NativeSoftmax;
+  const a = native()!;
   callNative(op, () => a.softmax(nativeArgs(p, y)));
   return y;
 }
@@ -104,7 +94,7 @@ async function runAsync(op: string, x: unknown, out: unknown, opts: unknown, as:
   const onAbort = () => Atomics.store(cancel, 0, 1);
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    await (native() as unknown as NativeSoftmax).softmaxAsync(args);
+    await native()!.softmaxAsync(args);
   } catch (e) {
     throw fromNative(op, e, signal);
   } finally {
