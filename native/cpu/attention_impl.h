@@ -543,13 +543,11 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
       if (first) std::memset(w.o, 0, static_cast<size_t>(ncols) * dvp * sizeof(float));
       else if (rescale) scale_rows(ncols, dvp, w.alpha, w.o);
       pv_keys(nk, u.nkv, cols, npad, Dv, dvp, w.st, V, ldv, w.o);
-      first = false;
-      continue;
+    } else {  // one kv head: the microkernel over the whole tile, O set, rescaled or accumulated on the way
+      if (first) mm<kMmSet>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
+      else if (rescale) mm<kMmScale>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
+      else mm<kMmAdd>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
     }
-    // One kv head: P V over the whole tile on the microkernel, O set, rescaled or accumulated on the way.
-    if (first) mm<kMmSet>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
-    else if (rescale) mm<kMmScale>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
-    else mm<kMmAdd>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
     first = false;
   }
   if (first)  // no keys at all: O = 0
