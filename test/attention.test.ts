@@ -115,6 +115,11 @@ describe('attention native vs reference: shapes', () => {
     // decode over several kv heads per unit (P V key by key) with Dv not a multiple of any vector width
     { B: 1, T: 1, S: 777, Hq: 6, Hk: 3, D: 72, Dv: 41, causal: true, seed: 8 },
     { B: 1, T: 2, S: 300, Hq: 16, Hk: 8, D: 64, Dv: 70, causal: false, seed: 9 },
+    // several kv heads per unit and a causal mask: the unit's two runs of keys (see run_unit) both end in
+    // keys some query may not see (run B holds the last keys; with S = T, run A too); odd key counts
+    { B: 1, T: 2, S: 301, Hq: 16, Hk: 8, D: 64, Dv: 70, causal: true, seed: 10 },
+    { B: 2, T: 7, S: 7, Hq: 3, Hk: 3, D: 40, Dv: 24, causal: true, seed: 11 },
+    { B: 1, T: 3, S: 131, Hq: 4, Hk: 4, D: 64, Dv: 64, causal: true, seed: 12 },
     { B: 1, T: 1000, S: 65, Hq: 2, Hk: 2, D: 64, Dv: 32, causal: true, seed: 6 }, // S < T: 935 queries see nothing
     { B: 1, T: 1000, S: 63, Hq: 4, Hk: 1, D: 64, Dv: 64, causal: false, seed: 7 },
   ];
@@ -275,6 +280,7 @@ describe('attention native vs reference: float16/bfloat16 inputs (2e-2)', () => 
     { B: 1, T: 65, S: 65, Hq: 8, Hk: 2, D: 64, Dv: 96, causal: true, dtype: 'float16', seed: 71 },
     { B: 2, T: 63, S: 200, Hq: 4, Hk: 1, D: 128, Dv: 128, causal: false, dtype: 'bfloat16', seed: 72, gate: 'elementwise', gateDtype: 'bfloat16' },
     { B: 1, T: 1, S: 1000, Hq: 8, Hk: 2, D: 128, Dv: 128, causal: true, dtype: 'bfloat16', seed: 73 },
+    { B: 1, T: 3, S: 131, Hq: 8, Hk: 4, D: 64, Dv: 48, causal: true, dtype: 'float16', seed: 75 }, // two runs, converted
     { B: 1, T: 107, S: 418, Hq: 4, Hk: 2, D: 64, Dv: 64, lens: [40, 0, 61, 1, 5], lensK: [50, 7, 61, 0, 300], causal: true, dtype: 'float16', seed: 74, gate: 'headwise', gateDtype: 'float16' },
   ];
   for (const c of cases) it(id(c), () => void check(c));

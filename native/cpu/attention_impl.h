@@ -269,26 +269,36 @@ inline void hsum4(V_ a0, V_ a1, V_ a2, V_ a3, float* s) {
 #endif
 }
 
-// Four columns (q rows at q0, q0 + D, ...) against one key: s[0..4).
+// Four columns (q rows at q0, q0 + D, ...) against one key: s[0..4). Two accumulators per column (even and
+// odd vectors of D): eight independent FMA chains keep both FMA pipes busy, where four chains of D / W
+// dependent FMAs left them waiting on latency.
 inline void dot4(int D, const float* k, const float* q0, float* s) {
+  const float* q1 = q0 + D;
+  const float* q2 = q0 + 2 * D;
+  const float* q3 = q0 + 3 * D;
   V_ a0 = Vec::zero(), a1 = Vec::zero(), a2 = Vec::zero(), a3 = Vec::zero();
+  V_ b0 = Vec::zero(), b1 = Vec::zero(), b2 = Vec::zero(), b3 = Vec::zero();
   int d = 0;
-  for (; d + W <= D; d += W) {
-    const V_ x = Vec::load(k + d);
+  for (; d + 2 * W <= D; d += 2 * W) {
+    const V_ x = Vec::load(k + d), y = Vec::load(k + d + W);
     a0 = Vec::fma(x, Vec::load(q0 + d), a0);
-    a1 = Vec::fma(x, Vec::load(q0 + D + d), a1);
-    a2 = Vec::fma(x, Vec::load(q0 + 2 * D + d), a2);
-    a3 = Vec::fma(x, Vec::load(q0 + 3 * D + d), a3);
+    a1 = Vec::fma(x, Vec::load(q1 + d), a1);
+    a2 = Vec::fma(x, Vec::load(q2 + d), a2);
+    a3 = Vec::fma(x, Vec::load(q3 + d), a3);
+    b0 = Vec::fma(y, Vec::load(q0 + d + W), b0);
+    b1 = Vec::fma(y, Vec::load(q1 + d + W), b1);
+    b2 = Vec::fma(y, Vec::load(q2 + d + W), b2);
+    b3 = Vec::fma(y, Vec::load(q3 + d + W), b3);
   }
-  if (d < D) {
-    const int w = D - d;
+  for (; d < D; d += W) {
+    const int w = D - d < W ? D - d : W;
     const V_ x = Vec::loadp(k + d, w);
     a0 = Vec::fma(x, Vec::loadp(q0 + d, w), a0);
-    a1 = Vec::fma(x, Vec::loadp(q0 + D + d, w), a1);
-    a2 = Vec::fma(x, Vec::loadp(q0 + 2 * D + d, w), a2);
-    a3 = Vec::fma(x, Vec::loadp(q0 + 3 * D + d, w), a3);
+    a1 = Vec::fma(x, Vec::loadp(q1 + d, w), a1);
+    a2 = Vec::fma(x, Vec::loadp(q2 + d, w), a2);
+    a3 = Vec::fma(x, Vec::loadp(q3 + d, w), a3);
   }
-  hsum4(a0, a1, a2, a3, s);
+  hsum4(Vec::add(a0, b0), Vec::add(a1, b1), Vec::add(a2, b2), Vec::add(a3, b3), s);
 }
 
 // One column against one key.
@@ -301,24 +311,68 @@ inline float dot1(int D, const float* k, const float* q) {
   return Vec::hsum(a0);
 }
 
+// Four columns against two keys (rows ka, kb): sa[0..4), sb[0..4). The q loads serve both keys: 6 loads per
+// 8 FMAs, where one key takes 5 per 4.
+inline void dot4x2(int D, const float* ka, const float* kb, const float* q0, float* sa, float* sb) {
+  const float* q1 = q0 + D;
+  const float* q2 = q0 + 2 * D;
+  const float* q3 = q0 + 3 * D;
+  V_ a0 = Vec::zero(), a1 = Vec::zero(), a2 = Vec::zero(), a3 = Vec::zero();
+  V_ b0 = Vec::zero(), b1 = Vec::zero(), b2 = Vec::zero(), b3 = Vec::zero();
+  for (int d = 0; d < D; d += W) {
+    const int w = D - d < W ? D - d : W;
+    const bool full = w == W;
+    const V_ x = full ? Vec::load(ka + d) : Vec::loadp(ka + d, w);
+    const V_ y = full ? Vec::load(kb + d) : Vec::loadp(kb + d, w);
+    const V_ u0 = full ? Vec::load(q0 + d) : Vec::loadp(q0 + d, w);
+    a0 = Vec::fma(x, u0, a0), b0 = Vec::fma(y, u0, b0);
+    const V_ u1 = full ? Vec::load(q1 + d) : Vec::loadp(q1 + d, w);
+    a1 = Vec::fma(x, u1, a1), b1 = Vec::fma(y, u1, b1);
+    const V_ u2 = full ? Vec::load(q2 + d) : Vec::loadp(q2 + d, w);
+    a2 = Vec::fma(x, u2, a2), b2 = Vec::fma(y, u2, b2);
+    const V_ u3 = full ? Vec::load(q3 + d) : Vec::loadp(q3 + d, w);
+    a3 = Vec::fma(x, u3, a3), b3 = Vec::fma(y, u3, b3);
+  }
+  hsum4(a0, a1, a2, a3, sa);
+  hsum4(b0, b1, b2, b3, sb);
+}
+
 // Columns [0, nkv * cols) of S^T, kv head by kv head: k_j of head g is K + j * ldk + g * D, the rows of its
-// columns' queries Q + (g * cols + c) * D; four columns share the loads of k_j and one reduction. One key at a
-// time, all its kv heads in order: a unit's K is then read front to back, which the hardware prefetchers
-// follow (several keys at once, each on its own 4 KiB page when Hk * D = 1024, decode at 0.6x the speed).
-// Meanwhile it asks for the keys' V rows (vpre: the first key's, vrow bytes each, vld bytes apart; null:
-// none), which P V reads one kv head's slice at a time, so that each row's page is already streaming in.
-inline void scores_dot(int nk, int nkv, int cols, int npad, int D, const float* K, int ldk, const float* Q, float* ST,
-                       const char* vpre, int64_t vrow, int64_t vld) {
-  for (int j = 0; j < nk; j++) {
-    if (vpre)  // the start of each 4 KiB page of the row: the hardware prefetchers follow on from there
-      for (int64_t b = 0; b < vrow; b += 4096) prefetch(vpre + j * vld + b);
+// columns' queries Q + (g * cols + c) * D; four columns share the loads of k_j and one reduction.
+//
+// The keys come from two runs (see run_unit's two-run tiles): row i < na of S^T is key i of run A (rows
+// KA), row na + i (i < nb <= na) key i of run B (rows KB); nb = 0 for one run. Keys A_i and B_i go together,
+// sharing the q loads, each key row whole, all its kv heads in order. Each run is then read front to back,
+// which the hardware prefetchers follow; two runs far apart in memory cost nothing more on this VM (a probe
+// reading two streams 2 MiB apart in turns of 512 bytes: as fast as one stream), where two rows next to each
+// other read in turns, or four runs, read at 0.6-0.75x the speed.
+// Meanwhile it asks for the keys' V rows (vpa, vpb: the first key's of each run, vrow bytes each, vld bytes
+// apart; null: none), whose 4 KiB pages P V then finds streaming in.
+inline void scores_dot(int na, int nb, int nkv, int cols, int npad, int D, const float* KA, const float* KB, int ldk,
+                       const float* Q, float* ST, const char* vpa, const char* vpb, int64_t vrow, int64_t vld) {
+  for (int j = 0; j < na; j++) {
+    const bool two = j < nb;
+    if (vpa)  // the start of each 4 KiB page of the row: the hardware prefetchers follow on from there
+      for (int64_t b = 0; b < vrow; b += 4096) {
+        prefetch(vpa + j * vld + b);
+        if (two) prefetch(vpb + j * vld + b);
+      }
     for (int g = 0; g < nkv; g++) {
-      const float* kj = K + static_cast<int64_t>(j) * ldk + static_cast<int64_t>(g) * D;
+      const int64_t koff = static_cast<int64_t>(j) * ldk + static_cast<int64_t>(g) * D;
+      const float* ka = KA + koff;
+      const float* kb = two ? KB + koff : nullptr;
       const float* Qg = Q + static_cast<int64_t>(g) * cols * D;
-      float* s = ST + static_cast<int64_t>(j) * npad + g * cols;
+      float* sa = ST + static_cast<int64_t>(j) * npad + g * cols;
+      float* sb = sa + static_cast<int64_t>(na) * npad;
       int c = 0;
-      for (; c + 4 <= cols; c += 4) dot4(D, kj, Qg + static_cast<int64_t>(c) * D, s + c);
-      for (; c < cols; c++) s[c] = dot1(D, kj, Qg + static_cast<int64_t>(c) * D);
+      if (two)
+        for (; c + 4 <= cols; c += 4) dot4x2(D, ka, kb, Qg + static_cast<int64_t>(c) * D, sa + c, sb + c);
+      else
+        for (; c + 4 <= cols; c += 4) dot4(D, ka, Qg + static_cast<int64_t>(c) * D, sa + c);
+      for (; c < cols; c++) {
+        sa[c] = dot1(D, ka, Qg + static_cast<int64_t>(c) * D);
+        if (two) sb[c] = dot1(D, kb, Qg + static_cast<int64_t>(c) * D);
+      }
     }
   }
 }
@@ -326,39 +380,60 @@ inline void scores_dot(int nk, int nkv, int cols, int npad, int D, const float* 
 // ---- P V key by key, for units of several kv heads (decode): O[g cols + c] += P^T[j][g cols + c] V[j][g].
 // Each key's V row (the unit's kv heads, contiguous) is read once, front to back, between computations, so
 // the hardware prefetchers stream V while this computes. O stays in L1 (ncols rows of dvp) and takes a load
-// and a store per FMA. Measured on the decode T=1, S=32768, Hq=32, Hk=8, D=128 (256 MiB of K and V) against
-// the microkernel over chunks of 16 keys, one kv head's slice of each row at a time: 1.16x on 2 threads and
-// 1.2x on one at AVX-512, 1.19x at AVX2; from cache (S=2048) 0.85x at AVX-512 and 1.0x at AVX2. Two keys
-// at a time (half the O traffic) was as fast from cache but only 1.08x out of it: two rows read in turn.
-inline void pv_keys(int nk, int nkv, int cols, int npad, int Dv, int dvp, const float* P, const float* V, int ldv, float* O) {
-  for (int j = 0; j < nk; j++) {
-    const float* pj = P + static_cast<int64_t>(j) * npad;
-    const float* vj = V + static_cast<int64_t>(j) * ldv;
-    for (int g = 0; g < nkv; g++) {
-      const float* v = vj + static_cast<int64_t>(g) * Dv;
-      float* Og = O + static_cast<int64_t>(g) * cols * dvp;
-      const float* pg = pj + g * cols;
-      int d = 0;
-      for (; d + 4 * W <= Dv; d += 4 * W) {
-        const V_ v0 = Vec::load(v + d), v1 = Vec::load(v + d + W), v2 = Vec::load(v + d + 2 * W), v3 = Vec::load(v + d + 3 * W);
-        for (int c = 0; c < cols; c++) {
-          const V_ pc = Vec::set1(pg[c]);
-          float* o = Og + static_cast<int64_t>(c) * dvp + d;
-          Vec::store(o, Vec::fma(pc, v0, Vec::load(o)));
-          Vec::store(o + W, Vec::fma(pc, v1, Vec::load(o + W)));
-          Vec::store(o + 2 * W, Vec::fma(pc, v2, Vec::load(o + 2 * W)));
-          Vec::store(o + 3 * W, Vec::fma(pc, v3, Vec::load(o + 3 * W)));
+// and a store per visit, which bounds this loop (an L1 probe: ~50 cycles per key and kv head of 4 x 128).
+// Keys A_i and B_i of a two-run tile (P^T rows i and na + i) go together: one visit of O for two FMAs.
+// Measured on the decode T=1, S=32768, Hq=32, Hk=8, D=128 (256 MiB of K and V): key by key beat the
+// microkernel over one kv head's slice of several rows (1.16x at 2 threads), which reads rows next to each
+// other in turns; pairs from two runs far apart beat key by key (see run_unit).
+template <bool kTwo>
+inline void pv_key(int nkv, int cols, int Dv, int dvp, const float* pa, const float* pb, const float* va, const float* vb, float* O) {
+  for (int g = 0; g < nkv; g++) {
+    const float* v = va + static_cast<int64_t>(g) * Dv;
+    const float* u = kTwo ? vb + static_cast<int64_t>(g) * Dv : nullptr;
+    float* Og = O + static_cast<int64_t>(g) * cols * dvp;
+    const float* pg = pa + g * cols;
+    const float* qg = kTwo ? pb + g * cols : nullptr;
+    int d = 0;
+    for (; d + 4 * W <= Dv; d += 4 * W) {
+      const V_ v0 = Vec::load(v + d), v1 = Vec::load(v + d + W), v2 = Vec::load(v + d + 2 * W), v3 = Vec::load(v + d + 3 * W);
+      V_ u0 = v0, u1 = v1, u2 = v2, u3 = v3;
+      if (kTwo) u0 = Vec::load(u + d), u1 = Vec::load(u + d + W), u2 = Vec::load(u + d + 2 * W), u3 = Vec::load(u + d + 3 * W);
+      for (int c = 0; c < cols; c++) {
+        const V_ pc = Vec::set1(pg[c]);
+        float* o = Og + static_cast<int64_t>(c) * dvp + d;
+        V_ o0 = Vec::fma(pc, v0, Vec::load(o)), o1 = Vec::fma(pc, v1, Vec::load(o + W));
+        V_ o2 = Vec::fma(pc, v2, Vec::load(o + 2 * W)), o3 = Vec::fma(pc, v3, Vec::load(o + 3 * W));
+        if (kTwo) {
+          const V_ qc = Vec::set1(qg[c]);
+          o0 = Vec::fma(qc, u0, o0), o1 = Vec::fma(qc, u1, o1), o2 = Vec::fma(qc, u2, o2), o3 = Vec::fma(qc, u3, o3);
         }
-      }
-      for (; d < Dv; d += W) {  // O's rows are padded to dvp, a multiple of W; V's last vector is partial
-        const int n = Dv - d < W ? Dv - d : W;
-        const V_ x = Vec::loadp(v + d, n);
-        for (int c = 0; c < cols; c++) {
-          float* o = Og + static_cast<int64_t>(c) * dvp + d;
-          Vec::store(o, Vec::fma(Vec::set1(pg[c]), x, Vec::load(o)));
-        }
+        Vec::store(o, o0), Vec::store(o + W, o1), Vec::store(o + 2 * W, o2), Vec::store(o + 3 * W, o3);
       }
     }
+    for (; d < Dv; d += W) {  // O's rows are padded to dvp, a multiple of W; V's last vector is partial
+      const int n = Dv - d < W ? Dv - d : W;
+      const V_ x = Vec::loadp(v + d, n);
+      const V_ y = kTwo ? Vec::loadp(u + d, n) : x;
+      for (int c = 0; c < cols; c++) {
+        float* o = Og + static_cast<int64_t>(c) * dvp + d;
+        V_ oc = Vec::fma(Vec::set1(pg[c]), x, Vec::load(o));
+        if (kTwo) oc = Vec::fma(Vec::set1(qg[c]), y, oc);
+        Vec::store(o, oc);
+      }
+    }
+  }
+}
+
+// All keys of a tile: rows i < na of P^T are keys of run A (V rows VA), rows na + i (i < nb <= na) of run B.
+inline void pv_keys(int na, int nb, int nkv, int cols, int npad, int Dv, int dvp, const float* P, const float* VA,
+                    const float* VB, int ldv, float* O) {
+  for (int j = 0; j < na; j++) {
+    const float* pa = P + static_cast<int64_t>(j) * npad;
+    const float* va = VA + static_cast<int64_t>(j) * ldv;
+    if (j < nb)
+      pv_key<true>(nkv, cols, Dv, dvp, pa, pa + static_cast<int64_t>(na) * npad, va, VB + static_cast<int64_t>(j) * ldv, O);
+    else
+      pv_key<false>(nkv, cols, Dv, dvp, pa, nullptr, va, nullptr, O);
   }
 }
 
@@ -488,65 +563,82 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
     for (int j = 0; j < p.bc; j++)
       for (int ct = ncols; ct < npad; ct++) w.st[static_cast<int64_t>(j) * npad + ct] = 0.f;
 
-  // K and V rows of a tile: in place (float32; the unit's kv heads are adjacent in a key's row), or converted
-  // into the workspace.
+  // Tiles. A unit of several kv heads (decode: a few query heads of each) splits its keys into two runs,
+  // A = [j0, mid) and B = [mid, j1), and takes half a tile from each: S^T rows [0, na) are keys of A, rows
+  // [na, na + nb) keys of B, and scores_dot and pv_keys handle key A_i with key B_i, which halves P V's
+  // visits of O and shares the q loads of the scores. Measured on the decode T=1, S=32768, Hq=32, Hk=8,
+  // D=128: see the README. Other units take one run (nb = 0).
+  const bool two = u.nkv > 1;
+  const int64_t mid = two ? u.j0 + (u.j1 - u.j0 + 1) / 2 : u.j1;
+  const int step = two ? p.bc / 2 : p.bc;
+  // K and V rows of n keys from j: in place (float32; the unit's kv heads are adjacent in a key's row), or
+  // converted into the workspace from row `at`.
   const int64_t ldk_in = static_cast<int64_t>(a.Hk) * D, ldv_in = static_cast<int64_t>(a.Hk) * Dv;
+  const int kw = u.nkv * D, vw = u.nkv * Dv;
+  const int ldk = static_cast<int>(f32 ? ldk_in : kw), ldv = static_cast<int>(f32 ? ldv_in : vw);
+  auto fetch = [&](int64_t j, int n, int at, const float*& K, const float*& V) {
+    const int64_t krow = (sq.kbos + j) * a.Hk + u.hk;  // in rows of D (or Dv)
+    if (f32) {
+      K = static_cast<const float*>(a.k) + krow * D;
+      V = static_cast<const float*>(a.v) + krow * Dv;
+      return;
+    }
+    K = w.kbuf + static_cast<int64_t>(at) * kw, V = w.vbuf + static_cast<int64_t>(at) * vw;
+    for (int i = 0; i < n; i++) {
+      load_row(a.k, a.dtype, (krow + static_cast<int64_t>(i) * a.Hk) * D, kw, w.kbuf + static_cast<int64_t>(at + i) * kw);
+      load_row(a.v, a.dtype, (krow + static_cast<int64_t>(i) * a.Hk) * Dv, vw, w.vbuf + static_cast<int64_t>(at + i) * vw);
+    }
+  };
+  // Causal: -inf in the rows of keys [j, j + n) (rows from row0) past each column's last visible key.
+  auto mask = [&](int64_t j, int n, int row0) {
+    for (int ct = 0; ct < ncols; ct++)
+      for (int64_t k = w.lim[ct] + int64_t{1} > j ? w.lim[ct] + int64_t{1} : j; k < j + n; k++)
+        w.st[(row0 + k - j) * npad + ct] = -INFINITY;
+  };
   bool first = true;
-  for (int64_t j0 = u.j0; j0 < u.j1; j0 += p.bc) {
+  for (int64_t ja = u.j0, jb = mid; ja < mid; ja += step, jb += step) {
     if (cancelled(a)) return false;
-    const int nk = static_cast<int>(u.j1 - j0 < p.bc ? u.j1 - j0 : p.bc);
-    const int next = static_cast<int>(u.j1 - j0 - nk < p.bc ? u.j1 - j0 - nk : p.bc);
+    const int na = static_cast<int>(mid - ja < step ? mid - ja : step);
+    const int nb = static_cast<int>(jb >= u.j1 ? 0 : u.j1 - jb < step ? u.j1 - jb : step);
+    const int nk = na + nb;
+    const int next = static_cast<int>(mid - ja - na < step ? mid - ja - na : step);
     // Single-kv-head units read one head's slice of each key row, a new 4 KiB page per row when Hk*D is
     // 1024 floats: ask for the next tile early. Units of several kv heads read whole rows, contiguous, which
     // the hardware prefetchers follow by themselves (measured: software prefetch gains nothing there).
-    if (u.nkv == 1 && a.Hk > 1 && next > 0) prefetch_keys(a, sq.kbos, u.hk, j0 + nk, next);
+    if (u.nkv == 1 && a.Hk > 1 && next > 0) prefetch_keys(a, sq.kbos, u.hk, ja + na, next);
     // The gate rows of the epilogue (one per column, Hq*Dv apart): asked for during the last tile, so they
     // are in cache when it ends (measured on the T = 4096 prefill: the elementwise gate costs ~2.5% with
     // this, ~4% without).
     if (next == 0 && a.gate_kind != GateKind::none && u.slot < 0) prefetch_gate(a, p, u, sq);
-    const int64_t krow = (sq.kbos + j0) * a.Hk + u.hk;  // first key row of the tile, in rows of D (or Dv)
-    const float* K;
-    const float* V;
-    int ldk, ldv;
-    if (f32) {
-      K = static_cast<const float*>(a.k) + krow * D, ldk = static_cast<int>(ldk_in);
-      V = static_cast<const float*>(a.v) + krow * Dv, ldv = static_cast<int>(ldv_in);
-    } else {
-      const int kw = u.nkv * D, vw = u.nkv * Dv;
-      for (int j = 0; j < nk; j++) {
-        load_row(a.k, a.dtype, (krow + static_cast<int64_t>(j) * a.Hk) * D, kw, w.kbuf + static_cast<int64_t>(j) * kw);
-        load_row(a.v, a.dtype, (krow + static_cast<int64_t>(j) * a.Hk) * Dv, vw, w.vbuf + static_cast<int64_t>(j) * vw);
-      }
-      K = w.kbuf, ldk = kw, V = w.vbuf, ldv = vw;
-    }
+    const float *KA, *VA, *KB = nullptr, *VB = nullptr;
+    fetch(ja, na, 0, KA, VA);
+    if (nb) fetch(jb, nb, na, KB, VB);
     if (dot) {
-      // Units of several kv heads: P V reads the V rows kv head by kv head, one slice of each row at a time,
-      // which the hardware prefetchers do not follow across rows (measured on a decode: 1.2x with this).
+      // Units of several kv heads: asks for the V rows' pages while it reads K (measured on a decode: 1.2x).
       const bool vpf = f32 && u.nkv > 1;
-      scores_dot(nk, u.nkv, cols, npad, D, K, ldk, w.q, w.st, vpf ? reinterpret_cast<const char*>(V) : nullptr,
-                 static_cast<int64_t>(u.nkv) * Dv * 4, static_cast<int64_t>(ldv) * 4);
+      scores_dot(na, nb, u.nkv, cols, npad, D, KA, KB, ldk, w.q, w.st, vpf ? reinterpret_cast<const char*>(VA) : nullptr,
+                 vpf ? reinterpret_cast<const char*>(VB) : nullptr, static_cast<int64_t>(u.nkv) * Dv * 4,
+                 static_cast<int64_t>(ldv) * 4);
     } else {
-      mm<kMmSet>(nk, npad, D, K, ldk, 1, w.q, npad, w.st, npad, w.alpha);
+      mm<kMmSet>(nk, npad, D, KA, ldk, 1, w.q, npad, w.st, npad, w.alpha);
     }
 
     // A tile holding a key past some column's last visible key: mask those entries with -inf.
-    const bool masked = a.causal && j0 + nk - 1 > lim_min;
+    const bool masked = a.causal && (nb ? jb + nb : ja + na) - 1 > lim_min;
     if (masked) {
-      for (int ct = 0; ct < ncols; ct++) {
-        const int64_t from = w.lim[ct] + int64_t{1} > j0 ? w.lim[ct] + int64_t{1} : j0;
-        for (int64_t j = from; j < j0 + nk; j++) w.st[(j - j0) * npad + ct] = -INFINITY;
-      }
+      mask(ja, na, 0);
+      if (nb) mask(jb, nb, na);
     }
     const bool rescale = masked ? softmax_tile<true>(nk, ncols, npad, w.st, w.m, w.l, w.alpha)
                                 : softmax_tile<false>(nk, ncols, npad, w.st, w.m, w.l, w.alpha);
     if (u.nkv > 1) {  // several kv heads: key by key (pv_keys), O first set or rescaled as a whole
       if (first) std::memset(w.o, 0, static_cast<size_t>(ncols) * dvp * sizeof(float));
       else if (rescale) scale_rows(ncols, dvp, w.alpha, w.o);
-      pv_keys(nk, u.nkv, cols, npad, Dv, dvp, w.st, V, ldv, w.o);
+      pv_keys(na, nb, u.nkv, cols, npad, Dv, dvp, w.st, VA, VB, ldv, w.o);
     } else {  // one kv head: the microkernel over the whole tile, O set, rescaled or accumulated on the way
-      if (first) mm<kMmSet>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
-      else if (rescale) mm<kMmScale>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
-      else mm<kMmAdd>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
+      if (first) mm<kMmSet>(ncols, Dv, nk, w.st, 1, npad, VA, ldv, w.o, dvp, w.alpha);
+      else if (rescale) mm<kMmScale>(ncols, Dv, nk, w.st, 1, npad, VA, ldv, w.o, dvp, w.alpha);
+      else mm<kMmAdd>(ncols, Dv, nk, w.st, 1, npad, VA, ldv, w.o, dvp, w.alpha);
     }
     first = false;
   }
