@@ -311,6 +311,18 @@ inline float dot1(int D, const float* k, const float* q) {
   return Vec::hsum(a0);
 }
 
+// Keeps a loaded value in a register: without this GCC folds the load into each FMA that uses it (two loads
+// of each q vector in dot4x2, which made the loop load-bound).
+inline void in_register(V_& x) {
+#if defined(__AVX512F__)
+  asm("" : "+v"(x));
+#elif defined(__AVX2__)
+  asm("" : "+x"(x));
+#else
+  (void)x;
+#endif
+}
+
 // Four columns against two keys (rows ka, kb): sa[0..4), sb[0..4). The q loads serve both keys: 6 loads per
 // 8 FMAs, where one key takes 5 per 4.
 inline void dot4x2(int D, const float* ka, const float* kb, const float* q0, float* sa, float* sb) {
@@ -324,13 +336,17 @@ inline void dot4x2(int D, const float* ka, const float* kb, const float* q0, flo
     const bool full = w == W;
     const V_ x = full ? Vec::load(ka + d) : Vec::loadp(ka + d, w);
     const V_ y = full ? Vec::load(kb + d) : Vec::loadp(kb + d, w);
-    const V_ u0 = full ? Vec::load(q0 + d) : Vec::loadp(q0 + d, w);
+    V_ u0 = full ? Vec::load(q0 + d) : Vec::loadp(q0 + d, w);
+    in_register(u0);
     a0 = Vec::fma(x, u0, a0), b0 = Vec::fma(y, u0, b0);
-    const V_ u1 = full ? Vec::load(q1 + d) : Vec::loadp(q1 + d, w);
+    V_ u1 = full ? Vec::load(q1 + d) : Vec::loadp(q1 + d, w);
+    in_register(u1);
     a1 = Vec::fma(x, u1, a1), b1 = Vec::fma(y, u1, b1);
-    const V_ u2 = full ? Vec::load(q2 + d) : Vec::loadp(q2 + d, w);
+    V_ u2 = full ? Vec::load(q2 + d) : Vec::loadp(q2 + d, w);
+    in_register(u2);
     a2 = Vec::fma(x, u2, a2), b2 = Vec::fma(y, u2, b2);
-    const V_ u3 = full ? Vec::load(q3 + d) : Vec::loadp(q3 + d, w);
+    V_ u3 = full ? Vec::load(q3 + d) : Vec::loadp(q3 + d, w);
+    in_register(u3);
     a3 = Vec::fma(x, u3, a3), b3 = Vec::fma(y, u3, b3);
   }
   hsum4(a0, a1, a2, a3, sa);
