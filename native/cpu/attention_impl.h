@@ -10,7 +10,9 @@
 //     register-blocked microkernel (mm_tile).
 // A unit with only a few columns per kv head (decode: one query per head of a group) takes several kv heads
 // and gets its scores from dot products along D, so that every lane is busy and each key's K and V rows are
-// read whole; the softmax and P V steps are the same.
+// read whole; the softmax and P V steps are the same. Such a unit reads its keys as two runs far apart in
+// memory, one key of each at a time (see run_unit): each step then shares the q loads and the visits of O
+// between two keys while K and V are still read front to back.
 //
 // Per unit: m = -FLT_MAX, l = 0, O = 0; for each key tile [j0, j0 + nk):
 //   S^T = K_tile (scale Q)^T                   (scale folded into Q when it is gathered)
