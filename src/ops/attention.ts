@@ -156,7 +156,8 @@ function prepare(op: string, q: unknown, k: unknown, v: unknown, o: AttentionOpt
 
 /**
  * Allocates the outputs, or takes the caller's `out` for o (the kernel writes straight into it), poisoned
- * under test either way, and wires them into the native arguments.
+ * under test either way, and wires them into the native arguments. (Under test an abort the worker honours
+ * before its first write therefore leaves the poison in out, where normally out is untouched.)
  */
 function allocate(p: Prepared): AttentionResult {
   const o = p.out ?? zeros(p.oShape, p.oDtype);
