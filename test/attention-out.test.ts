@@ -53,6 +53,11 @@ function expectSameBits(got: Tensor, want: Tensor, what: string): void {
   expect.fail(`${what}: element ${i} differs: got ${g[i]}, want ${w[i]}`);
 }
 
+/** result.o is out itself (compared by identity: on failure vitest would diff two large tensors for minutes). */
+function expectIsOut(o: Tensor, out: Tensor): void {
+  expect(o === out, `result.o is out itself (got a tensor of shape [${o.shape}], dtype ${o.dtype})`).toBe(true);
+}
+
 /** out now holds either its old bytes or (SEQKERN_POISON) the poison pattern everywhere: nothing of an answer. */
 function untouchedOrPoisoned(out: Tensor, before: Uint8Array): boolean {
   if (sameBytes(out, before)) return true;
@@ -77,7 +82,7 @@ describe('attention with out equals the allocating call bit for bit', () => {
       const want = attention(q, k, v, opts);
       const out = garbage(oShape(c), c.dtype ?? 'float32', c.seed + 9);
       const got = attention(q, k, v, { ...opts, out });
-      expect(got.o, 'result.o is out itself').toBe(out);
+      expectIsOut(got.o, out);
       expectSameBits(out, want.o, `${c.name}: o`);
       expectSameBits(got.lse!, want.lse!, `${c.name}: lse`);
     });
@@ -89,7 +94,7 @@ describe('attention with out equals the allocating call bit for bit', () => {
     const out = garbage(oShape(c), 'float32', 1);
     const r = attention(q, k, v, { ...opts, returnLse: false, out });
     expect(Object.keys(r)).toEqual(['o']);
-    expect(r.o).toBe(out);
+    expectIsOut(r.o, out);
     expectSameBits(out, attention(q, k, v, { ...opts, returnLse: false }).o, 'o');
   });
 
@@ -102,7 +107,7 @@ describe('attention with out equals the allocating call bit for bit', () => {
     const out = new Tensor(big.data.subarray(1, 1 + n), oShape(c), 'float16');
     const guards = [snapshot({ data: big.data.subarray(0, 1) }), snapshot({ data: big.data.subarray(1 + n) })];
     const r = attention(q, k, v, { ...opts, out });
-    expect(r.o).toBe(out);
+    expectIsOut(r.o, out);
     expectSameBits(out, attention(q, k, v, opts).o, 'o');
     expect(sameBytes({ data: big.data.subarray(0, 1) }, guards[0]), 'guard before out').toBe(true);
     expect(sameBytes({ data: big.data.subarray(1 + n) }, guards[1]), 'guard after out').toBe(true);
@@ -113,12 +118,12 @@ describe('attention with out equals the allocating call bit for bit', () => {
     const k = randn([2, 5, 2, 8], { seed: 2 });
     const v = randn([2, 5, 2, 6], { seed: 3 });
     const out0 = garbage([2, 0, 4, 6], 'float32', 4);
-    expect(attention(q0, k, v, { out: out0 }).o).toBe(out0);
+    expectIsOut(attention(q0, k, v, { out: out0 }).o, out0);
     // S = 0: every query sees no key, o = 0 (written over the garbage).
     const q = randn([2, 3, 4, 8], { seed: 5 });
     const out = garbage([2, 3, 4, 6], 'float32', 6);
     const r = attention(q, randn([2, 0, 2, 8]), randn([2, 0, 2, 6]), { out, returnLse: true });
-    expect(r.o).toBe(out);
+    expectIsOut(r.o, out);
     expect(Array.from(out.data).every((x) => x === 0), 'o = 0 everywhere').toBe(true);
     expect(Array.from(r.lse!.data).every((x) => x === -Infinity)).toBe(true);
   });
@@ -132,10 +137,10 @@ describe('a reused out', () => {
       const wantA = attention(a.q, a.k, a.v, a.opts);
       const wantB = attention(b.q, b.k, b.v, b.opts);
       const out = garbage(oShape(c), c.dtype ?? 'float32', c.seed + 7);
-      expect(attention(a.q, a.k, a.v, { ...a.opts, out }).o).toBe(out);
+      expectIsOut(attention(a.q, a.k, a.v, { ...a.opts, out }).o, out);
       expectSameBits(out, wantA.o, `${c.name}: first call`);
       const r = attention(b.q, b.k, b.v, { ...b.opts, out });
-      expect(r.o).toBe(out);
+      expectIsOut(r.o, out);
       expectSameBits(out, wantB.o, `${c.name}: second call`);
       expectSameBits(r.lse!, wantB.lse!, `${c.name}: second call lse`);
     }
@@ -160,7 +165,7 @@ describe('out on the reference backend', () => {
       const ref = { ...opts, backend: 'reference' as const };
       const out = garbage(oShape(c), dtype, 111);
       const r = attention(q, k, v, { ...ref, out });
-      expect(r.o).toBe(out);
+      expectIsOut(r.o, out);
       expectSameBits(out, attention(q, k, v, ref).o, `${dtype}: o`);
       expectSameBits(r.lse!, attention(q, k, v, ref).lse!, `${dtype}: lse`);
     }
@@ -171,10 +176,10 @@ describe('out on the reference backend', () => {
     const { q, k, v } = inputs(c);
     const out = garbage(oShape(c), 'float64', 121);
     const r = attention(q, k, v, { causal: true, out });
-    expect(r.o).toBe(out);
+    expectIsOut(r.o, out);
     expectSameBits(out, attention(q, k, v, { causal: true }).o, 'o');
     const out2 = garbage(oShape(c), 'float64', 122);
-    expect((await attentionAsync(q, k, v, { causal: true, out: out2 })).o).toBe(out2);
+    expectIsOut((await attentionAsync(q, k, v, { causal: true, out: out2 })).o, out2);
     expectSameBits(out2, out, 'async o');
     const f32 = garbage(oShape(c), 'float32', 123);
     const before = snapshot(f32);
@@ -191,7 +196,7 @@ describe('attentionAsync with out', () => {
       const want = attention(q, k, v, opts);
       const out = garbage(oShape(c), c.dtype ?? 'float32', 3);
       const r = await attentionAsync(q, k, v, { ...opts, out });
-      expect(r.o).toBe(out);
+      expectIsOut(r.o, out);
       expectSameBits(out, want.o, 'o');
       expectSameBits(r.lse!, want.lse!, 'lse');
     });
@@ -208,6 +213,24 @@ describe('attentionAsync with out', () => {
       await expect(attentionAsync(q, k, v, { ...opts, backend, out }, { signal: ac.signal })).rejects.toMatchObject({ name: 'AbortError' });
       expect(sameBytes(out, before), `${backend}: out after an aborted call`).toBe(true);
     }
+  });
+
+  it('a signal aborted while the options are read (a getter) still rejects before out is touched', async () => {
+    const c = CASES[0];
+    const { q, k, v } = inputs(c);
+    const out = garbage(oShape(c), 'float32', 5);
+    const before = snapshot(out);
+    const ac = new AbortController();
+    const opts = {
+      backend: 'cpu' as const,
+      out,
+      get causal() {
+        ac.abort();
+        return true;
+      },
+    };
+    await expect(attentionAsync(q, k, v, opts, { signal: ac.signal })).rejects.toMatchObject({ name: 'AbortError' });
+    expect(sameBytes(out, before), 'out after the aborted call').toBe(true);
   });
 
   it('an abort after the kernel started writing is ignored: the call resolves with out complete', async () => {
@@ -231,7 +254,7 @@ describe('attentionAsync with out', () => {
     const abortedMidway = !settled;
     ac.abort();
     const r = await p;
-    expect(r.o).toBe(out);
+    expectIsOut(r.o, out);
     expectSameBits(out, want.o, 'o after an abort mid-call');
     // The case is only meaningful if the abort came while the kernel ran (2 cores: it takes far longer
     // than the polling needs).
@@ -249,13 +272,13 @@ describe('attentionAsync with out', () => {
       const p = attentionAsync(q, k, v, { ...opts, out }, { signal: ac.signal });
       if (i % 2) queueMicrotask(() => ac.abort());
       else setImmediate(() => ac.abort());
-      try {
-        const r = await p;
-        expect(r.o).toBe(out);
-        expectSameBits(out, want.o, `race ${i}: a resolved call`);
-      } catch (e) {
-        expect((e as Error).name).toBe('AbortError');
+      const r = await p.catch((e: unknown) => e as Error);
+      if (r instanceof Error) {
+        expect(r.name, `race ${i}: rejection (${r.message})`).toBe('AbortError');
         expect(untouchedOrPoisoned(out, before), `race ${i}: out after a rejected call holds nothing of an answer`).toBe(true);
+      } else {
+        expectIsOut(r.o, out);
+        expectSameBits(out, want.o, `race ${i}: a resolved call`);
       }
     }
   });
@@ -358,7 +381,7 @@ describe('bad out: a SeqkernError naming out, raised before anything is written'
     const out = new Tensor(buf.subarray(320), [2, 5, 4, 6], 'float32');
     out.data.fill(NaN);
     const r = attention(q, k, v, { causal: true, out });
-    expect(r.o).toBe(out);
+    expectIsOut(r.o, out);
     expectSameBits(out, attention(q, k, v, { causal: true }).o, 'o next to q');
   });
 });
