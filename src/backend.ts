@@ -35,11 +35,14 @@ export interface NativeSoftmaxArgs {
   algorithm: 'two-pass' | 'three-pass'; strict: boolean; cancel?: Int32Array;
 }
 
-/** The raw addon's attention arguments (native/binding/attention.cc). */
+/**
+ * The raw addon's attention arguments (native/binding/attention.cc). callerOut: o is the caller's buffer,
+ * so cancel is read once, before the first write, and o ends all old or all new.
+ */
 export interface NativeAttentionArgs {
   B: number; T: number; S: number; Hq: number; Hk: number; D: number; Dv: number;
   q: ArrayBufferView; k: ArrayBufferView; v: ArrayBufferView; dtype: string;
-  o: ArrayBufferView; lse?: Float32Array;
+  o: ArrayBufferView; lse?: Float32Array; callerOut?: boolean;
   gate?: ArrayBufferView; gateDtype?: string; gateKind: 'none' | 'elementwise' | 'headwise';
   causal: boolean; scale: number;
   cuSeqlens?: Int32Array; cuSeqlensK?: Int32Array; cancel?: Int32Array;

@@ -111,6 +111,12 @@ export interface AttentionOptions extends CommonOptions {
   cuSeqlensK?: Int32Array | readonly number[];
   /** Also return lse [B, Hq, T] float32: the natural log-sum-exp of each query's scaled, masked scores. */
   returnLse?: boolean;
+  /**
+   * Write o into this tensor instead of a new one (to reuse buffers across calls): shape [B,T,Hq,Dv] and v's
+   * dtype, memory apart from q, k, v, gate and cuSeqlens/cuSeqlensK. The result's `o` is this same object.
+   * With attentionAsync the signal is then checked only before the first write (see attentionAsync).
+   */
+  out?: Tensor;
 }
 
 export interface AttentionResult {

@@ -2,7 +2,8 @@
 // checks it again (anything may call the addon directly), and runs it now or on a worker.
 //   attention(args) / attentionAsync(args) -> undefined / Promise<undefined>; outputs written into args.o
 //   (and args.lse). args: { B, T, S, Hq, Hk, D, Dv, q, k, v, dtype, o, lse?, gate?, gateDtype, gateKind,
-//   causal, scale, cuSeqlens?, cuSeqlensK?, cancel? }.
+//   causal, scale, cuSeqlens?, cuSeqlensK?, cancel?, callerOut? }. callerOut: o is the caller's buffer (the
+//   `out` option), so it must end all old or all new: cancel is read once, before the first write.
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -32,11 +33,21 @@ int64_t check_offsets(const ArrayView& cu, const char* name, int64_t end, const 
   return cu.length - 1;
 }
 
+// The byte ranges [a, a + a_bytes) and [b, b + b_bytes) meet (compared by address, so views of one
+// SharedArrayBuffer are caught too).
+bool overlap(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
+  if (!a || !b || a_bytes <= 0 || b_bytes <= 0) return false;
+  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return x < y + static_cast<uintptr_t>(b_bytes) && y < x + static_cast<uintptr_t>(a_bytes);
+}
+
 struct AttentionJob {
   AttentionArgs a;
+  bool caller_out = false;
   std::vector<std::shared_ptr<v8::BackingStore>> pinned;  // the arrays' memory, alive until the job ends
   void run() {
-    advise_huge_pages(a.o, static_cast<int64_t>(a.B) * a.T * a.Hq * a.Dv * (a.dtype == DType::f32 ? 4 : 2));
+    if (caller_out) cancel_before_writing(a.cancel);  // the caller's o must end all old or all new
+    else advise_huge_pages(a.o, static_cast<int64_t>(a.B) * a.T * a.Hq * a.Dv * dtype_bytes(a.dtype));
     if (!attention_forward(a)) throw CodedError("ABORTED", "aborted");
   }
 };
@@ -112,7 +123,25 @@ AttentionJob parse(const Napi::Object& o) {
   a.scale = static_cast<float>(get_number(o, "scale", 1.0 / std::sqrt(static_cast<double>(D))));
   if (!std::isfinite(a.scale)) throw CodedError("NON_FINITE", "expected a finite scale");
   a.q = q.data, a.k = k.data, a.v = v.data, a.o = out.data;
+
+  // The outputs are written while the inputs are still read (by other threads too): no overlap is safe.
+  const int64_t es = dtype_bytes(a.dtype);
+  const int64_t o_bytes = no * es, lse_bytes = lse.present ? nlse * 4 : 0;
+  const int64_t gate_bytes = a.gate ? gate.length * dtype_bytes(a.gate_dtype) : 0;
+  const struct { const char* name; const void* p; int64_t bytes; } inputs[] = {
+      {"q", q.data, nq * es}, {"k", k.data, nk * es}, {"v", v.data, nv * es}, {"gate", a.gate, gate_bytes},
+      {"cuSeqlens", a.cu_q, cu.present ? cu.length * 4 : 0}, {"cuSeqlensK", cuk.present ? cuk.data : nullptr, cuk.present ? cuk.length * 4 : 0},
+  };
+  for (const auto& in : inputs) {
+    if (overlap(a.o, o_bytes, in.p, in.bytes))
+      throw CodedError("BAD_ARGUMENT", std::string("expected o in memory apart from the inputs, got a view overlapping ") + in.name);
+    if (overlap(a.lse, lse_bytes, in.p, in.bytes))
+      throw CodedError("BAD_ARGUMENT", std::string("expected lse in memory apart from the inputs, got a view overlapping ") + in.name);
+  }
+  if (overlap(a.o, o_bytes, a.lse, lse_bytes)) throw CodedError("BAD_ARGUMENT", "expected o and lse in memory apart, got overlapping views");
+
   a.cancel = cancel_flag(cancel);
+  job.caller_out = get_bool(o, "callerOut");
   job.pinned = pin({&q, &k, &v, &out, &lse, &gate, &cu, &cuk, &cancel});
   return job;
 }

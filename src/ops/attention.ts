@@ -4,7 +4,7 @@
 import { abortError, fail } from '../errors.js';
 import { callNative, fromNative, native, resolveBackend, type NativeAttentionArgs } from '../backend.js';
 import { attentionReference } from '../reference/attention.js';
-import { numel, Tensor, tensor, zeros, type DType } from '../tensor.js';
+import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, AttentionOptions, AttentionResult } from '../types.js';
 import { checkFinite, checkOneOf, checkOptions, checkShape, checkTensor } from '../validate.js';
 
@@ -24,7 +24,14 @@ interface Prepared {
   lseShape: number[];
   wantLse: boolean;
   refOpts: AttentionOptions;
+  /** The caller's output tensor (opts.out), checked; o is written into it. */
+  out?: Tensor;
 }
+
+/** Two views share at least one byte (views of one SharedArrayBuffer included: same buffer object). */
+const overlaps = (a: ArrayBufferView, b: ArrayBufferView) =>
+  a.byteLength > 0 && b.byteLength > 0 && a.buffer === b.buffer &&
+  a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 
 function describe(x: unknown): string {
   if (x === undefined || x === null) return String(x);
@@ -115,6 +122,22 @@ function prepare(op: string, q: unknown, k: unknown, v: unknown, o: AttentionOpt
     if (numel(shape) > MAX_ELEMENTS) fail('TOO_LARGE', op, name, `of at most ${MAX_ELEMENTS} elements`, `shape [${shape.join(',')}]`);
   }
 
+  // A caller's output: o's shape and dtype, and memory apart from every input. The kernel reads the inputs
+  // while other threads already write o, so no overlap is safe (unlike softmaxInto, nothing runs in place).
+  let outT: Tensor | undefined;
+  if (o.out !== undefined) {
+    outT = checkTensor(op, 'out', o.out, [vT.dtype], 4);
+    checkShape(op, 'out', outT, oShape);
+    const inputs: [string, TensorData | Int32Array | undefined][] = [
+      ['q', qT.data], ['k', kT.data], ['v', vT.data], ['gate', gT?.data], ['cuSeqlens', cu], ['cuSeqlensK', cuK],
+    ];
+    for (const [name, data] of inputs) {
+      if (data && overlaps(outT.data, data)) {
+        fail('BAD_ARGUMENT', op, 'out', `memory apart from the inputs (q, k, v, gate, cuSeqlens)`, `a view overlapping ${name}`);
+      }
+    }
+  }
+
   const float64 = qT.dtype === 'float64' || gT?.dtype === 'float64';
   const backend = resolveBackend(op, o.backend as AttentionOptions['backend'], float64);
   const args: NativeAttentionArgs = {
@@ -128,14 +151,19 @@ function prepare(op: string, q: unknown, k: unknown, v: unknown, o: AttentionOpt
     causal: o.causal === true, scale, gate: gT, gateType: gT ? (gateKind as 'elementwise' | 'headwise') : undefined,
     cuSeqlens: cu, cuSeqlensK: cuK,
   };
-  return { backend, args, q: qT, k: kT, v: vT, oShape, oDtype: vT.dtype, lseShape, wantLse: o.returnLse === true, refOpts };
+  return { backend, args, q: qT, k: kT, v: vT, oShape, oDtype: vT.dtype, lseShape, wantLse: o.returnLse === true, refOpts, out: outT };
 }
 
-/** Allocates the outputs (poisoned under test) and wires them into the native arguments. */
+/**
+ * Allocates the outputs, or takes the caller's `out` for o (the kernel writes straight into it), poisoned
+ * under test either way, and wires them into the native arguments. (Under test an abort the worker honours
+ * before its first write therefore leaves the poison in out, where normally out is untouched.)
+ */
 function allocate(p: Prepared): AttentionResult {
-  const o = zeros(p.oShape, p.oDtype);
+  const o = p.out ?? zeros(p.oShape, p.oDtype);
   if (poison) (o.data as Float32Array | Uint16Array).fill(p.oDtype === 'float32' ? NaN : 0x7fc0);
   p.args.o = o.data;
+  p.args.callerOut = p.out !== undefined;
   if (!p.wantLse) return { o };
   const lse = zeros(p.lseShape, 'float32');
   if (poison) lse.data.fill(NaN);
@@ -143,9 +171,12 @@ function allocate(p: Prepared): AttentionResult {
   return { o, lse };
 }
 
+/** Runs the float64 reference; o in v's dtype, copied into the caller's `out` when given. */
 function runReference(p: Prepared): AttentionResult {
   const r = attentionReference(p.q, p.k, p.v, p.refOpts);
-  const out: AttentionResult = { o: tensor(r.o.data, p.oShape, p.oDtype) };
+  const o = tensor(r.o.data, p.oShape, p.oDtype);
+  if (p.out) p.out.data.set(o.data);
+  const out: AttentionResult = { o: p.out ?? o };
   if (p.wantLse) out.lse = tensor(r.lse.data, p.lseShape, 'float32');
   return out;
 }
@@ -159,8 +190,11 @@ const addon = () => native()!;
  * j ≤ i + S − T; a query that sees no key, possible when S < T, gets o = 0 and lse = −Inf), `scale` (default
  * 1/√D), `gate` (gated attention, Qiu et al. 2025: o ⊙ sigmoid(gate), gate [B,T,Hq,Dv] elementwise or
  * [B,T,Hq] headwise, `gateType` inferred from the rank), `cuSeqlens` / `cuSeqlensK` (packed sequences,
- * B = 1), `returnLse`. Returns o [B,T,Hq,Dv] in v's dtype and, with returnLse, lse [B,Hq,T] float32 (natural
- * log-sum-exp of each query's scaled, masked scores).
+ * B = 1), `returnLse`, `out` (a Tensor of o's shape [B,T,Hq,Dv] and v's dtype to write o into, for callers
+ * that reuse buffers; it must not overlap q, k, v, gate or the offsets: SHAPE_MISMATCH / BAD_DTYPE /
+ * BAD_ARGUMENT otherwise, raised before anything is written). Returns o [B,T,Hq,Dv] in v's dtype (`out`
+ * itself when given) and, with returnLse, lse [B,Hq,T] float32 (natural log-sum-exp of each query's scaled,
+ * masked scores).
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): AttentionResult {
   const op = 'attention';
@@ -171,15 +205,24 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   return out;
 }
 
-/** Promise form of attention; runs off the event loop and can be aborted between key tiles. */
+/**
+ * Promise form of attention; runs off the event loop and can be aborted between key tiles (rejecting with an
+ * AbortError). With `out`, the abort is honoured only until the kernel starts, so `out` is never left
+ * half-written: the signal is checked before the call and once more on the worker before the first write;
+ * an abort by then rejects with `out` untouched, and an abort after that is ignored: the call runs to the
+ * end and resolves with `out` completely written (as softmaxIntoAsync in place and the decode steps do).
+ */
 export async function attentionAsync(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}, a: AsyncOptions = {}): Promise<AttentionResult> {
   const op = 'attentionAsync';
   const signal = a?.signal;
   if (signal?.aborted) throw abortError(signal);
   const p = prepare(op, q, k, v, opts);
+  // Again after prepare, which may run caller code (option getters), and before out is touched.
+  if (signal?.aborted) throw abortError(signal);
   if (p.backend === 'reference') return runReference(p);
   const out = allocate(p);
-  // The worker polls this flag between key tiles; setting it makes the call reject with an AbortError.
+  // The worker polls this flag between key tiles; setting it makes the call reject with an AbortError. With
+  // a caller's out (callerOut), the worker reads it once before its first write and then drops it.
   const cancel = new Int32Array(1);
   p.args.cancel = cancel;
   const onAbort = () => Atomics.store(cancel, 0, 1);
@@ -191,7 +234,8 @@ export async function attentionAsync(q: Tensor, k: Tensor, v: Tensor, opts: Atte
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
-  // The outputs are fresh, so an abort that raced the last tile still rejects.
-  if (signal?.aborted) throw abortError(signal);
+  // Fresh outputs: an abort that raced the last tile still rejects. A caller's out is now completely
+  // written (the abort came after the start), so resolve with it.
+  if (!p.out && signal?.aborted) throw abortError(signal);
   return out;
 }
