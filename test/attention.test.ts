@@ -280,7 +280,12 @@ describe('attention native vs reference: float16/bfloat16 inputs (2e-2)', () => 
     { B: 1, T: 65, S: 65, Hq: 8, Hk: 2, D: 64, Dv: 96, causal: true, dtype: 'float16', seed: 71 },
     { B: 2, T: 63, S: 200, Hq: 4, Hk: 1, D: 128, Dv: 128, causal: false, dtype: 'bfloat16', seed: 72, gate: 'elementwise', gateDtype: 'bfloat16' },
     { B: 1, T: 1, S: 1000, Hq: 8, Hk: 2, D: 128, Dv: 128, causal: true, dtype: 'bfloat16', seed: 73 },
-    { B: 1, T: 3, S: 131, Hq: 8, Hk: 4, D: 64, Dv: 48, causal: true, dtype: 'float16', seed: 75 }, // two runs, converted
+    // several kv heads per unit read float16/bfloat16 K and V in place, converting as they load: partial
+    // vectors at the end of D and Dv (72 and 41 are multiples of neither 8 nor 16), two runs, a mask
+    { B: 1, T: 3, S: 131, Hq: 8, Hk: 4, D: 64, Dv: 48, causal: true, dtype: 'float16', seed: 75 },
+    { B: 1, T: 1, S: 777, Hq: 6, Hk: 3, D: 72, Dv: 41, causal: true, dtype: 'bfloat16', seed: 76 },
+    { B: 2, T: 2, S: 301, Hq: 8, Hk: 4, D: 40, Dv: 70, causal: true, dtype: 'float16', seed: 77 },
+    { B: 1, T: 1, S: 2500, Hq: 16, Hk: 4, D: 128, Dv: 128, causal: true, dtype: 'bfloat16', seed: 78 }, // split across threads
     { B: 1, T: 107, S: 418, Hq: 4, Hk: 2, D: 64, Dv: 64, lens: [40, 0, 61, 1, 5], lensK: [50, 7, 61, 0, 300], causal: true, dtype: 'float16', seed: 74, gate: 'headwise', gateDtype: 'float16' },
   ];
   for (const c of cases) it(id(c), () => void check(c));

@@ -274,7 +274,8 @@ inline void hsum4(V_ a0, V_ a1, V_ a2, V_ a3, float* s) {
 // Four columns (q rows at q0, q0 + D, ...) against one key: s[0..4). Two accumulators per column (even and
 // odd vectors of D): eight independent FMA chains keep both FMA pipes busy, where four chains of D / W
 // dependent FMAs left them waiting on latency.
-inline void dot4(int D, const float* k, const float* q0, float* s) {
+template <class L>
+inline void dot4(int D, const typename L::T* k, const float* q0, float* s) {
   const float* q1 = q0 + D;
   const float* q2 = q0 + 2 * D;
   const float* q3 = q0 + 3 * D;
@@ -282,7 +283,7 @@ inline void dot4(int D, const float* k, const float* q0, float* s) {
   V_ b0 = Vec::zero(), b1 = Vec::zero(), b2 = Vec::zero(), b3 = Vec::zero();
   int d = 0;
   for (; d + 2 * W <= D; d += 2 * W) {
-    const V_ x = Vec::load(k + d), y = Vec::load(k + d + W);
+    const V_ x = L::load(k + d), y = L::load(k + d + W);
     a0 = Vec::fma(x, Vec::load(q0 + d), a0);
     a1 = Vec::fma(x, Vec::load(q1 + d), a1);
     a2 = Vec::fma(x, Vec::load(q2 + d), a2);
@@ -294,7 +295,7 @@ inline void dot4(int D, const float* k, const float* q0, float* s) {
   }
   for (; d < D; d += W) {
     const int w = D - d < W ? D - d : W;
-    const V_ x = Vec::loadp(k + d, w);
+    const V_ x = L::loadp(k + d, w);
     a0 = Vec::fma(x, Vec::loadp(q0 + d, w), a0);
     a1 = Vec::fma(x, Vec::loadp(q1 + d, w), a1);
     a2 = Vec::fma(x, Vec::loadp(q2 + d, w), a2);
@@ -304,11 +305,12 @@ inline void dot4(int D, const float* k, const float* q0, float* s) {
 }
 
 // One column against one key.
-inline float dot1(int D, const float* k, const float* q) {
+template <class L>
+inline float dot1(int D, const typename L::T* k, const float* q) {
   V_ a0 = Vec::zero();
   for (int d = 0; d < D; d += W) {
     const int w = D - d < W ? D - d : W;
-    a0 = Vec::fma(Vec::loadp(k + d, w), Vec::loadp(q + d, w), a0);
+    a0 = Vec::fma(L::loadp(k + d, w), Vec::loadp(q + d, w), a0);
   }
   return Vec::hsum(a0);
 }
@@ -327,7 +329,8 @@ inline void in_register(V_& x) {
 
 // Four columns against two keys (rows ka, kb): sa[0..4), sb[0..4). The q loads serve both keys: 6 loads per
 // 8 FMAs, where one key takes 5 per 4.
-inline void dot4x2(int D, const float* ka, const float* kb, const float* q0, float* sa, float* sb) {
+template <class L>
+inline void dot4x2(int D, const typename L::T* ka, const typename L::T* kb, const float* q0, float* sa, float* sb) {
   const float* q1 = q0 + D;
   const float* q2 = q0 + 2 * D;
   const float* q3 = q0 + 3 * D;
@@ -336,8 +339,8 @@ inline void dot4x2(int D, const float* ka, const float* kb, const float* q0, flo
   for (int d = 0; d < D; d += W) {
     const int w = D - d < W ? D - d : W;
     const bool full = w == W;
-    const V_ x = full ? Vec::load(ka + d) : Vec::loadp(ka + d, w);
-    const V_ y = full ? Vec::load(kb + d) : Vec::loadp(kb + d, w);
+    const V_ x = full ? L::load(ka + d) : L::loadp(ka + d, w);
+    const V_ y = full ? L::load(kb + d) : L::loadp(kb + d, w);
     V_ u0 = full ? Vec::load(q0 + d) : Vec::loadp(q0 + d, w);
     in_register(u0);
     a0 = Vec::fma(x, u0, a0), b0 = Vec::fma(y, u0, b0);
@@ -366,8 +369,9 @@ inline void dot4x2(int D, const float* ka, const float* kb, const float* q0, flo
 // other read in turns, or four runs, read at 0.6-0.75x the speed.
 // Meanwhile it asks for the keys' V rows (vpa, vpb: the first key's of each run, vrow bytes each, vld bytes
 // apart; null: none), whose 4 KiB pages P V then finds streaming in.
-inline void scores_dot(int na, int nb, int nkv, int cols, int npad, int D, const float* KA, const float* KB, int ldk,
-                       const float* Q, float* ST, const char* vpa, const char* vpb, int64_t vrow, int64_t vld) {
+template <class L>
+inline void scores_dot(int na, int nb, int nkv, int cols, int npad, int D, const typename L::T* KA, const typename L::T* KB,
+                       int ldk, const float* Q, float* ST, const char* vpa, const char* vpb, int64_t vrow, int64_t vld) {
   for (int j = 0; j < na; j++) {
     const bool two = j < nb;
     if (vpa)  // the start of each 4 KiB page of the row: the hardware prefetchers follow on from there
@@ -377,19 +381,19 @@ inline void scores_dot(int na, int nb, int nkv, int cols, int npad, int D, const
       }
     for (int g = 0; g < nkv; g++) {
       const int64_t koff = static_cast<int64_t>(j) * ldk + static_cast<int64_t>(g) * D;
-      const float* ka = KA + koff;
-      const float* kb = two ? KB + koff : nullptr;
+      const typename L::T* ka = KA + koff;
+      const typename L::T* kb = two ? KB + koff : nullptr;
       const float* Qg = Q + static_cast<int64_t>(g) * cols * D;
       float* sa = ST + static_cast<int64_t>(j) * npad + g * cols;
       float* sb = sa + static_cast<int64_t>(na) * npad;
       int c = 0;
       if (two)
-        for (; c + 4 <= cols; c += 4) dot4x2(D, ka, kb, Qg + static_cast<int64_t>(c) * D, sa + c, sb + c);
+        for (; c + 4 <= cols; c += 4) dot4x2<L>(D, ka, kb, Qg + static_cast<int64_t>(c) * D, sa + c, sb + c);
       else
-        for (; c + 4 <= cols; c += 4) dot4(D, ka, Qg + static_cast<int64_t>(c) * D, sa + c);
+        for (; c + 4 <= cols; c += 4) dot4<L>(D, ka, Qg + static_cast<int64_t>(c) * D, sa + c);
       for (; c < cols; c++) {
-        sa[c] = dot1(D, ka, Qg + static_cast<int64_t>(c) * D);
-        if (two) sb[c] = dot1(D, kb, Qg + static_cast<int64_t>(c) * D);
+        sa[c] = dot1<L>(D, ka, Qg + static_cast<int64_t>(c) * D);
+        if (two) sb[c] = dot1<L>(D, kb, Qg + static_cast<int64_t>(c) * D);
       }
     }
   }
@@ -403,19 +407,20 @@ inline void scores_dot(int na, int nb, int nkv, int cols, int npad, int D, const
 // Measured on the decode T=1, S=32768, Hq=32, Hk=8, D=128 (256 MiB of K and V): key by key beat the
 // microkernel over one kv head's slice of several rows (1.16x at 2 threads), which reads rows next to each
 // other in turns; pairs from two runs far apart beat key by key (see run_unit).
-template <bool kTwo>
-inline void pv_key(int nkv, int cols, int Dv, int dvp, const float* pa, const float* pb, const float* va, const float* vb, float* O) {
+template <class L, bool kTwo>
+inline void pv_key(int nkv, int cols, int Dv, int dvp, const float* pa, const float* pb, const typename L::T* va,
+                   const typename L::T* vb, float* O) {
   for (int g = 0; g < nkv; g++) {
-    const float* v = va + static_cast<int64_t>(g) * Dv;
-    const float* u = kTwo ? vb + static_cast<int64_t>(g) * Dv : nullptr;
+    const typename L::T* v = va + static_cast<int64_t>(g) * Dv;
+    const typename L::T* u = kTwo ? vb + static_cast<int64_t>(g) * Dv : nullptr;
     float* Og = O + static_cast<int64_t>(g) * cols * dvp;
     const float* pg = pa + g * cols;
     const float* qg = kTwo ? pb + g * cols : nullptr;
     int d = 0;
     for (; d + 4 * W <= Dv; d += 4 * W) {
-      const V_ v0 = Vec::load(v + d), v1 = Vec::load(v + d + W), v2 = Vec::load(v + d + 2 * W), v3 = Vec::load(v + d + 3 * W);
+      const V_ v0 = L::load(v + d), v1 = L::load(v + d + W), v2 = L::load(v + d + 2 * W), v3 = L::load(v + d + 3 * W);
       V_ u0 = v0, u1 = v1, u2 = v2, u3 = v3;
-      if (kTwo) u0 = Vec::load(u + d), u1 = Vec::load(u + d + W), u2 = Vec::load(u + d + 2 * W), u3 = Vec::load(u + d + 3 * W);
+      if (kTwo) u0 = L::load(u + d), u1 = L::load(u + d + W), u2 = L::load(u + d + 2 * W), u3 = L::load(u + d + 3 * W);
       for (int c = 0; c < cols; c++) {
         const V_ pc = Vec::set1(pg[c]);
         float* o = Og + static_cast<int64_t>(c) * dvp + d;
@@ -430,8 +435,8 @@ inline void pv_key(int nkv, int cols, int Dv, int dvp, const float* pa, const fl
     }
     for (; d < Dv; d += W) {  // O's rows are padded to dvp, a multiple of W; V's last vector is partial
       const int n = Dv - d < W ? Dv - d : W;
-      const V_ x = Vec::loadp(v + d, n);
-      const V_ y = kTwo ? Vec::loadp(u + d, n) : x;
+      const V_ x = L::loadp(v + d, n);
+      const V_ y = kTwo ? L::loadp(u + d, n) : x;
       for (int c = 0; c < cols; c++) {
         float* o = Og + static_cast<int64_t>(c) * dvp + d;
         V_ oc = Vec::fma(Vec::set1(pg[c]), x, Vec::load(o));
@@ -443,15 +448,16 @@ inline void pv_key(int nkv, int cols, int Dv, int dvp, const float* pa, const fl
 }
 
 // All keys of a tile: rows i < na of P^T are keys of run A (V rows VA), rows na + i (i < nb <= na) of run B.
-inline void pv_keys(int na, int nb, int nkv, int cols, int npad, int Dv, int dvp, const float* P, const float* VA,
-                    const float* VB, int ldv, float* O) {
+template <class L>
+inline void pv_keys(int na, int nb, int nkv, int cols, int npad, int Dv, int dvp, const float* P, const typename L::T* VA,
+                    const typename L::T* VB, int ldv, float* O) {
   for (int j = 0; j < na; j++) {
     const float* pa = P + static_cast<int64_t>(j) * npad;
-    const float* va = VA + static_cast<int64_t>(j) * ldv;
+    const typename L::T* va = VA + static_cast<int64_t>(j) * ldv;
     if (j < nb)
-      pv_key<true>(nkv, cols, Dv, dvp, pa, pa + static_cast<int64_t>(na) * npad, va, VB + static_cast<int64_t>(j) * ldv, O);
+      pv_key<L, true>(nkv, cols, Dv, dvp, pa, pa + static_cast<int64_t>(na) * npad, va, VB + static_cast<int64_t>(j) * ldv, O);
     else
-      pv_key<false>(nkv, cols, Dv, dvp, pa, nullptr, va, nullptr, O);
+      pv_key<L, false>(nkv, cols, Dv, dvp, pa, nullptr, va, nullptr, O);
   }
 }
 
@@ -589,16 +595,20 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
   const bool two = u.nkv > 1;
   const int64_t mid = two ? u.j0 + (u.j1 - u.j0 + 1) / 2 : u.j1;
   const int step = two ? p.bc / 2 : p.bc;
-  // K and V rows of n keys from j: in place (float32; the unit's kv heads are adjacent in a key's row), or
-  // converted into the workspace from row `at`.
+  // K and V rows of n keys from j: in place (the unit's kv heads are adjacent in a key's row), or converted
+  // into the workspace from row `at`. Units of several kv heads (decode) read float16/bfloat16 in place too,
+  // converting in registers as they load (LoadF16 / LoadBF16): converting rows into a buffer first made a
+  // bfloat16 decode slower than the float32 one with twice its bytes (7.3 vs 6.1 ms at S=32768).
+  const bool inplace = f32 || u.nkv > 1;
+  const int esz = f32 ? 4 : 2;
   const int64_t ldk_in = static_cast<int64_t>(a.Hk) * D, ldv_in = static_cast<int64_t>(a.Hk) * Dv;
   const int kw = u.nkv * D, vw = u.nkv * Dv;
-  const int ldk = static_cast<int>(f32 ? ldk_in : kw), ldv = static_cast<int>(f32 ? ldv_in : vw);
-  auto fetch = [&](int64_t j, int n, int at, const float*& K, const float*& V) {
+  const int ldk = static_cast<int>(inplace ? ldk_in : kw), ldv = static_cast<int>(inplace ? ldv_in : vw);
+  auto fetch = [&](int64_t j, int n, int at, const void*& K, const void*& V) {
     const int64_t krow = (sq.kbos + j) * a.Hk + u.hk;  // in rows of D (or Dv)
-    if (f32) {
-      K = static_cast<const float*>(a.k) + krow * D;
-      V = static_cast<const float*>(a.v) + krow * Dv;
+    if (inplace) {
+      K = static_cast<const char*>(a.k) + krow * D * esz;
+      V = static_cast<const char*>(a.v) + krow * Dv * esz;
       return;
     }
     K = w.kbuf + static_cast<int64_t>(at) * kw, V = w.vbuf + static_cast<int64_t>(at) * vw;
@@ -606,6 +616,12 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
       load_row(a.k, a.dtype, (krow + static_cast<int64_t>(i) * a.Hk) * D, kw, w.kbuf + static_cast<int64_t>(at + i) * kw);
       load_row(a.v, a.dtype, (krow + static_cast<int64_t>(i) * a.Hk) * Dv, vw, w.vbuf + static_cast<int64_t>(at + i) * vw);
     }
+  };
+  // Calls f with the loader of the K and V rows fetch hands out: the input dtype's when in place, else float32.
+  auto with_loader = [&](auto&& f) {
+    if (!inplace || f32) f(LoadF32{});
+    else if (a.dtype == DType::f16) f(LoadF16{});
+    else f(LoadBF16{});
   };
   // Causal: -inf in the rows of keys [j, j + n) (rows from row0) past each column's last visible key.
   auto mask = [&](int64_t j, int n, int row0) {
@@ -628,17 +644,21 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
     // are in cache when it ends (measured on the T = 4096 prefill: the elementwise gate costs ~2.5% with
     // this, ~4% without).
     if (next == 0 && a.gate_kind != GateKind::none && u.slot < 0) prefetch_gate(a, p, u, sq);
-    const float *KA, *VA, *KB = nullptr, *VB = nullptr;
+    const void *KA, *VA, *KB = nullptr, *VB = nullptr;
     fetch(ja, na, 0, KA, VA);
     if (nb) fetch(jb, nb, na, KB, VB);
     if (dot) {
       // Units of several kv heads: asks for the V rows' pages while it reads K (measured on a decode: 1.2x).
-      const bool vpf = f32 && u.nkv > 1;
-      scores_dot(na, nb, u.nkv, cols, npad, D, KA, KB, ldk, w.q, w.st, vpf ? reinterpret_cast<const char*>(VA) : nullptr,
-                 vpf ? reinterpret_cast<const char*>(VB) : nullptr, static_cast<int64_t>(u.nkv) * Dv * 4,
-                 static_cast<int64_t>(ldv) * 4);
+      const bool vpf = u.nkv > 1;
+      with_loader([&](auto loader) {
+        using T = typename decltype(loader)::T;
+        scores_dot<decltype(loader)>(na, nb, u.nkv, cols, npad, D, static_cast<const T*>(KA), static_cast<const T*>(KB),
+                                     ldk, w.q, w.st, vpf ? static_cast<const char*>(VA) : nullptr,
+                                     vpf ? static_cast<const char*>(VB) : nullptr, static_cast<int64_t>(u.nkv) * Dv * esz,
+                                     static_cast<int64_t>(ldv) * esz);
+      });
     } else {
-      mm<kMmSet>(nk, npad, D, KA, ldk, 1, w.q, npad, w.st, npad, w.alpha);
+      mm<kMmSet>(nk, npad, D, static_cast<const float*>(KA), ldk, 1, w.q, npad, w.st, npad, w.alpha);
     }
 
     // A tile holding a key past some column's last visible key: mask those entries with -inf.
@@ -652,11 +672,16 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
     if (u.nkv > 1) {  // several kv heads: key by key (pv_keys), O first set or rescaled as a whole
       if (first) std::memset(w.o, 0, static_cast<size_t>(ncols) * dvp * sizeof(float));
       else if (rescale) scale_rows(ncols, dvp, w.alpha, w.o);
-      pv_keys(na, nb, u.nkv, cols, npad, Dv, dvp, w.st, VA, VB, ldv, w.o);
+      with_loader([&](auto loader) {
+        using T = typename decltype(loader)::T;
+        pv_keys<decltype(loader)>(na, nb, u.nkv, cols, npad, Dv, dvp, w.st, static_cast<const T*>(VA),
+                                  static_cast<const T*>(VB), ldv, w.o);
+      });
     } else {  // one kv head: the microkernel over the whole tile, O set, rescaled or accumulated on the way
-      if (first) mm<kMmSet>(ncols, Dv, nk, w.st, 1, npad, VA, ldv, w.o, dvp, w.alpha);
-      else if (rescale) mm<kMmScale>(ncols, Dv, nk, w.st, 1, npad, VA, ldv, w.o, dvp, w.alpha);
-      else mm<kMmAdd>(ncols, Dv, nk, w.st, 1, npad, VA, ldv, w.o, dvp, w.alpha);
+      const float* V = static_cast<const float*>(VA);
+      if (first) mm<kMmSet>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
+      else if (rescale) mm<kMmScale>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
+      else mm<kMmAdd>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
     }
     first = false;
   }

@@ -72,5 +72,61 @@ inline void store_row(void* base, DType dt, int64_t off, int n, const float* src
   }
 }
 
+// ---- vector loads that convert: W elements (or the first n, the rest 0) of a row in place into float32
+// lanes, for kernels that read float16/bfloat16 operands where they are instead of converting whole rows
+// into a buffer first (the attention decode). Each has T, the element type, load(p) and loadp(p, n).
+
+struct LoadF32 {
+  using T = float;
+  static V_ load(const float* p) { return Vec::load(p); }
+  static V_ loadp(const float* p, int n) { return Vec::loadp(p, n); }
+};
+
+struct LoadF16 {
+  using T = uint16_t;
+#if defined(__AVX512F__)
+  static V_ load(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static V_ loadp(const uint16_t* p, int n) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(Vec::mask(n), p)); }
+#elif defined(__AVX2__) && defined(__F16C__)
+  static V_ load(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static V_ loadp(const uint16_t* p, int n) {
+    alignas(16) uint16_t t[8] = {};
+    std::memcpy(t, p, static_cast<size_t>(n) * 2);
+    return load(t);
+  }
+#else
+  static V_ load(const uint16_t* p) { return loadp(p, Vec::W); }
+  static V_ loadp(const uint16_t* p, int n) {
+    float t[Vec::W] = {};
+    for (int i = 0; i < n; i++) t[i] = half_to_float(p[i]);
+    return Vec::load(t);
+  }
+#endif
+};
+
+struct LoadBF16 {  // bfloat16 is the top half of a float32
+  using T = uint16_t;
+#if defined(__AVX512F__)
+  static V_ widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+  static V_ load(const uint16_t* p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static V_ loadp(const uint16_t* p, int n) { return widen(_mm256_maskz_loadu_epi16(Vec::mask(n), p)); }
+#elif defined(__AVX2__)
+  static V_ widen(__m128i h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
+  static V_ load(const uint16_t* p) { return widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static V_ loadp(const uint16_t* p, int n) {
+    alignas(16) uint16_t t[8] = {};
+    std::memcpy(t, p, static_cast<size_t>(n) * 2);
+    return load(t);
+  }
+#else
+  static V_ load(const uint16_t* p) { return loadp(p, Vec::W); }
+  static V_ loadp(const uint16_t* p, int n) {
+    float t[Vec::W] = {};
+    for (int i = 0; i < n; i++) t[i] = bf16_to_float(p[i]);
+    return Vec::load(t);
+  }
+#endif
+};
+
 }  // namespace SK_LEVEL_NS
 }  // namespace sk
