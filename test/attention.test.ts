@@ -247,9 +247,10 @@ describe('attention: the causal mask', () => {
 
 describe('attention: decode (T = 1 against a cache; long caches split their keys across threads)', () => {
   // Each of these is a single unit of work (one query per head: all kv heads go in one unit), so on any
-  // number of threads the driver splits its keys into pieces of >= 512 and merges them by log-sum-exp:
-  // S = 4097 gives 8 pieces; S = 1000 is too short to split, and runs whole.
+  // number of threads the driver splits its keys into pieces of >= 256 and merges them by log-sum-exp:
+  // S = 4097 gives up to 16 pieces, S = 1000 two or three; S = 300 is too short to split, and runs whole.
   const cases = [
+    { S: 300, Hq: 8, Hk: 2, D: 64, Dv: 96, seed: 60 },
     { S: 1000, Hq: 8, Hk: 2, D: 64, Dv: 96, seed: 61 },
     { S: 1000, Hq: 4, Hk: 1, D: 128, Dv: 128, seed: 62 },
     { S: 4097, Hq: 2, Hk: 1, D: 64, Dv: 64, seed: 63 },
