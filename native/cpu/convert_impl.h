@@ -82,13 +82,17 @@ struct LoadF32 {
   static V_ loadp(const float* p, int n) { return Vec::loadp(p, n); }
 };
 
-struct LoadF16 {
+// float16 and bfloat16 differ only in how W elements widen to float32 (Widen::widen) and, on the portable
+// level, how one does (to_float); a partial load goes through a zero-padded copy where there is no masked
+// 16-bit load (AVX2).
+template <class Widen, float (*to_float)(uint16_t)>
+struct Load16 {
   using T = uint16_t;
 #if defined(__AVX512F__)
-  static V_ load(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-  static V_ loadp(const uint16_t* p, int n) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(Vec::mask(n), p)); }
-#elif defined(__AVX2__) && defined(__F16C__)
-  static V_ load(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static V_ load(const uint16_t* p) { return Widen::widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static V_ loadp(const uint16_t* p, int n) { return Widen::widen(_mm256_maskz_loadu_epi16(Vec::mask(n), p)); }
+#elif defined(__AVX2__)
+  static V_ load(const uint16_t* p) { return Widen::widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static V_ loadp(const uint16_t* p, int n) {
     alignas(16) uint16_t t[8] = {};
     std::memcpy(t, p, static_cast<size_t>(n) * 2);
@@ -98,35 +102,30 @@ struct LoadF16 {
   static V_ load(const uint16_t* p) { return loadp(p, Vec::W); }
   static V_ loadp(const uint16_t* p, int n) {
     float t[Vec::W] = {};
-    for (int i = 0; i < n; i++) t[i] = half_to_float(p[i]);
+    for (int i = 0; i < n; i++) t[i] = to_float(p[i]);
     return Vec::load(t);
   }
 #endif
 };
 
-struct LoadBF16 {  // bfloat16 is the top half of a float32
-  using T = uint16_t;
+struct WidenF16 {  // F16C (the AVX2 and AVX-512 levels are built with it)
 #if defined(__AVX512F__)
-  static V_ widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
-  static V_ load(const uint16_t* p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-  static V_ loadp(const uint16_t* p, int n) { return widen(_mm256_maskz_loadu_epi16(Vec::mask(n), p)); }
+  static V_ widen(__m256i h) { return _mm512_cvtph_ps(h); }
 #elif defined(__AVX2__)
-  static V_ widen(__m128i h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
-  static V_ load(const uint16_t* p) { return widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-  static V_ loadp(const uint16_t* p, int n) {
-    alignas(16) uint16_t t[8] = {};
-    std::memcpy(t, p, static_cast<size_t>(n) * 2);
-    return load(t);
-  }
-#else
-  static V_ load(const uint16_t* p) { return loadp(p, Vec::W); }
-  static V_ loadp(const uint16_t* p, int n) {
-    float t[Vec::W] = {};
-    for (int i = 0; i < n; i++) t[i] = bf16_to_float(p[i]);
-    return Vec::load(t);
-  }
+  static V_ widen(__m128i h) { return _mm256_cvtph_ps(h); }
 #endif
 };
+
+struct WidenBF16 {  // bfloat16 is the top half of a float32
+#if defined(__AVX512F__)
+  static V_ widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+#elif defined(__AVX2__)
+  static V_ widen(__m128i h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
+#endif
+};
+
+using LoadF16 = Load16<WidenF16, half_to_float>;
+using LoadBF16 = Load16<WidenBF16, bf16_to_float>;
 
 }  // namespace SK_LEVEL_NS
 }  // namespace sk
