@@ -5,7 +5,7 @@
 // and the Promise form with abort. Every case names its shape in the test id and its seed in the message.
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { attention, attentionAsync, attentionReference, randn, Tensor, tensor, type AttentionOptions, type AttentionResult, type DType } from '../src/index.js';
+import { attention, attentionAsync, attentionReference, randn, setNumThreads, Tensor, tensor, type AttentionOptions, type AttentionResult, type DType } from '../src/index.js';
 import { loadedAddonPath } from '../src/backend.js';
 import { expectClose, offsets, relErr, sameBytes, slice, snapshot } from './helpers.js';
 
@@ -272,6 +272,27 @@ describe('attention: decode (T = 1 against a cache; long caches split their keys
       expectLse(dec.lse!, ref.lse, TOL, `${what}: decode lse`);
     });
   }
+});
+
+describe('attention: decode on 1, 2 and 3 threads (no split, and splits of 2 to 16 pieces)', () => {
+  it('S = 1000 and S = 4097 (Hq=8, Hk=2, D=64, Dv=96): each thread count matches the reference', () => {
+    try {
+      for (const S of [1000, 4097]) {
+        const q = randn([1, 1, 8, 64], { seed: 90 + S });
+        const k = randn([1, S, 2, 64], { seed: 91 + S });
+        const v = randn([1, S, 2, 96], { seed: 92 + S });
+        const ref = attentionReference(q, k, v, { causal: true });
+        for (const t of [1, 2, 3]) {
+          setNumThreads(t);
+          const r = attention(q, k, v, { causal: true, returnLse: true, backend: 'cpu' });
+          expectClose(r.o, ref.o, TOL, `S=${S} on ${t} threads`);
+          expectLse(r.lse!, ref.lse, TOL, `S=${S} lse on ${t} threads`);
+        }
+      }
+    } finally {
+      setNumThreads(0);
+    }
+  });
 });
 
 // ---- 5. float16 / bfloat16 inputs
