@@ -19,12 +19,17 @@ export interface NativeInfo {
   cuda: boolean;
 }
 
+/**
+ * The raw addon's delta-rule arguments (native/binding/delta.cc). finalState may be initialState itself (the
+ * in-place decode step). callerOut: o is the caller's buffer, so cancel is read once, before the first write,
+ * and o ends all old or all new.
+ */
 export interface NativeDeltaArgs {
   B: number; T: number; H: number; HV: number; K: number; V: number;
   q: ArrayBufferView; k: ArrayBufferView; v: ArrayBufferView; dtype: string;
   beta: ArrayBufferView; betaDtype: string; kaczmarz: boolean; eps: number;
   g?: ArrayBufferView; gDtype?: string; decayKind: 'none' | 'log' | 'sign';
-  initialState?: Float32Array; finalState?: Float32Array; o: ArrayBufferView;
+  initialState?: Float32Array; finalState?: Float32Array; o: ArrayBufferView; callerOut?: boolean;
   cuSeqlens?: Int32Array; qkL2Norm: boolean; scale: number; chunkSize: number;
   algorithm: 'chunk' | 'recurrent'; cancel?: Int32Array;
 }

@@ -50,6 +50,13 @@ export interface DeltaRuleOptions extends CommonOptions {
   algorithm?: 'auto' | 'chunk' | 'recurrent';
   /** Chunk length of the chunkwise algorithm, default 64. */
   chunkSize?: number;
+  /**
+   * Write o into this tensor instead of a new one (to reuse buffers across calls): shape [B,T,HV,V] and v's
+   * dtype, memory apart from q, k, v, beta/eta, g/decay, initialState and cuSeqlens. The result's `o` is this
+   * same object (finalState is still a new tensor). With the async form the signal is then checked only
+   * before the first write (see gatedDeltaRuleAsync).
+   */
+  out?: Tensor;
 }
 
 export interface DeltaRuleResult {
@@ -75,6 +82,11 @@ export interface DeltaStepOptions extends CommonOptions {
   qkL2Norm?: boolean;
   scale?: number;
   eps?: number;
+  /**
+   * Write o into this tensor instead of a new one (to reuse buffers across steps): shape [N,HV,V] and v's
+   * dtype, memory apart from q, k, v, beta/eta, g/decay and state. The result's `o` is this same object.
+   */
+  out?: Tensor;
 }
 
 export interface DeltaStepResult {

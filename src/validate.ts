@@ -96,6 +96,11 @@ export function checkCuSeqlens(op: string, cu: unknown, T: number): Int32Array {
   return arr;
 }
 
+/** Two views share at least one byte (views of one SharedArrayBuffer included: same buffer object). */
+export const overlaps = (a: ArrayBufferView, b: ArrayBufferView): boolean =>
+  a.byteLength > 0 && b.byteLength > 0 && a.buffer === b.buffer &&
+  a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+
 export function checkOptions(op: string, opts: unknown): asserts opts is Record<string, unknown> {
   if (typeof opts !== 'object' || opts === null) {
     throw new SeqkernError('BAD_ARGUMENT', `${op}: expected an options object, got ${describe(opts)}`, {

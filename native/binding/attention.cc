@@ -33,14 +33,6 @@ int64_t check_offsets(const ArrayView& cu, const char* name, int64_t end, const 
   return cu.length - 1;
 }
 
-// The byte ranges [a, a + a_bytes) and [b, b + b_bytes) meet (compared by address, so views of one
-// SharedArrayBuffer are caught too).
-bool overlap(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
-  if (!a || !b || a_bytes <= 0 || b_bytes <= 0) return false;
-  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
-  return x < y + static_cast<uintptr_t>(b_bytes) && y < x + static_cast<uintptr_t>(a_bytes);
-}
-
 struct AttentionJob {
   AttentionArgs a;
   bool caller_out = false;

@@ -224,6 +224,14 @@ inline void advise_huge_pages(void* p, int64_t bytes) {
 #endif
 }
 
+// The byte ranges [a, a + a_bytes) and [b, b + b_bytes) meet (compared by address, so views of one
+// SharedArrayBuffer are caught too).
+inline bool overlap(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
+  if (!a || !b || a_bytes <= 0 || b_bytes <= 0) return false;
+  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);
+  return x < y + static_cast<uintptr_t>(b_bytes) && y < x + static_cast<uintptr_t>(a_bytes);
+}
+
 // The abort flag an async call polls (JS sets element 0 on abort), or null.
 inline const int32_t* cancel_flag(const ArrayView& cancel) {
   if (!cancel.present) return nullptr;

@@ -1,5 +1,9 @@
 // N-API glue of the delta family: reads the argument object into a DeltaArgs (typed arrays in place),
 // checks it again (anything may call the addon directly), and runs it now or on a worker.
+//   deltaRule(args) / deltaRuleAsync(args) -> undefined / Promise<undefined>; o written into args.o (and the
+//   state into args.finalState, which may be args.initialState itself: an in-place decode step). callerOut:
+//   o is the caller's buffer (the `out` option), so it must end all old or all new: cancel is read once,
+//   before the first write.
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -34,10 +38,12 @@ void check_values(const void* p, DType dt, int64_t n, const char* name, double l
 struct DeltaJob {
   DeltaArgs a;
   bool in_place = false;
+  bool caller_out = false;
   std::vector<std::shared_ptr<v8::BackingStore>> pinned;  // the arrays' memory, alive until the job ends
   void run() {
-    if (in_place) cancel_before_writing(a.cancel);  // an in-place state must be all old or all new
-    advise_huge_pages(a.o, static_cast<int64_t>(a.B) * a.T * a.HV * a.V * (a.qkv_dtype == DType::f32 ? 4 : 2));
+    // An in-place state, or the caller's o, must end all old or all new.
+    if (in_place || caller_out) cancel_before_writing(a.cancel);
+    if (!caller_out) advise_huge_pages(a.o, static_cast<int64_t>(a.B) * a.T * a.HV * a.V * dtype_bytes(a.qkv_dtype));
     if (!in_place && a.final_state) advise_huge_pages(a.final_state, static_cast<int64_t>(a.N) * a.HV * a.K * a.V * 4);
     if (!delta_prefill(a)) throw CodedError("ABORTED", "aborted");
   }
@@ -131,7 +137,23 @@ DeltaJob parse(const Napi::Object& o) {
   std::string alg = o.Get("algorithm").IsString() ? o.Get("algorithm").As<Napi::String>().Utf8Value() : "chunk";
   if (alg != "chunk" && alg != "recurrent") throw CodedError("BAD_ARGUMENT", "expected algorithm chunk or recurrent, got " + alg);
   a.use_chunk = alg == "chunk";
+
+  // o is written while the inputs and the state are still read (by other threads too): no overlap is safe.
+  const int64_t es = dtype_bytes(a.qkv_dtype), state_bytes = N * HV * K * V * 4;
+  const struct { const char* name; const void* p; int64_t bytes; } others[] = {
+      {"q", q.data, B * T * H * K * es}, {"k", k.data, B * T * H * K * es}, {"v", v.data, B * T * HV * V * es},
+      {a.kaczmarz ? "eta" : "beta", beta.data, beta.length * dtype_bytes(a.beta_dtype)},
+      {a.decay_kind == DecayKind::sign ? "decay" : "g", a.g, a.g ? g.length * dtype_bytes(a.g_dtype) : 0},
+      {"initialState", a.initial_state, a.initial_state ? state_bytes : 0},
+      {"finalState", a.final_state, a.final_state ? state_bytes : 0},
+      {"cuSeqlens", a.cu_seqlens, a.cu_seqlens ? cu.length * 4 : 0},
+  };
+  for (const auto& x : others)
+    if (overlap(a.o, B * T * HV * V * es, x.p, x.bytes))
+      throw CodedError("BAD_ARGUMENT", std::string("expected o in memory apart from the inputs and the state, got a view overlapping ") + x.name);
+
   a.cancel = cancel_flag(cancel);
+  job.caller_out = get_bool(o, "callerOut");
   job.pinned = pin({&q, &k, &v, &beta, &g, &s0, &out, &sf, &cu, &cancel});
   return job;
 }

@@ -6,7 +6,7 @@ import { callNative, fromNative, native, resolveBackend, type NativeAttentionArg
 import { attentionReference } from '../reference/attention.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, AttentionOptions, AttentionResult } from '../types.js';
-import { checkFinite, checkOneOf, checkOptions, checkShape, checkTensor } from '../validate.js';
+import { checkFinite, checkOneOf, checkOptions, checkShape, checkTensor, overlaps } from '../validate.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_HEAD_DIM = 1024;
@@ -27,11 +27,6 @@ interface Prepared {
   /** The caller's output tensor (opts.out), checked; o is written into it. */
   out?: Tensor;
 }
-
-/** Two views share at least one byte (views of one SharedArrayBuffer included: same buffer object). */
-const overlaps = (a: ArrayBufferView, b: ArrayBufferView) =>
-  a.byteLength > 0 && b.byteLength > 0 && a.buffer === b.buffer &&
-  a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 
 function describe(x: unknown): string {
   if (x === undefined || x === null) return String(x);

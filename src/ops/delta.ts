@@ -3,9 +3,11 @@
 import { abortError, fail } from '../errors.js';
 import { callNative, fromNative, native, resolveBackend, type NativeDeltaArgs } from '../backend.js';
 import { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from '../reference/delta.js';
-import { numel, Tensor, tensor, zeros, type DType } from '../tensor.js';
+import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, DeltaRuleOptions, DeltaRuleResult, DeltaStepOptions, DeltaStepResult } from '../types.js';
-import { checkCuSeqlens, checkFinite, checkInt, checkOneOf, checkOptions, checkShape, checkTensor, checkValues } from '../validate.js';
+import {
+  checkCuSeqlens, checkFinite, checkInt, checkOneOf, checkOptions, checkShape, checkTensor, checkValues, overlaps,
+} from '../validate.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_DIM = 1024;
@@ -22,6 +24,8 @@ interface Prepared {
   oShape: number[];
   oDtype: DType;
   wantFinal: boolean;
+  /** The caller's output tensor (opts.out), checked; o is written into it. */
+  out?: Tensor;
 }
 
 /** Winner of the chunk-vs-recurrent race per (SIMD level, threads, K, V), measured once per process. */
@@ -157,12 +161,32 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
   for (const [name, shape] of [['v', v.shape], ['q', q.shape], [step ? 'state' : 'finalState', stateShape]] as const) {
     if (numel(shape) > MAX_ELEMENTS) fail('TOO_LARGE', op, name, `of at most ${MAX_ELEMENTS} elements`, `shape [${shape.join(',')}]`);
   }
-  if (initial) checkShape(op, step ? 'state' : 'initialState', initial, stateShape);
+  const stateName = step ? 'state' : 'initialState';
+  if (initial) checkShape(op, stateName, initial, stateShape);
+  const oShape = step ? [B, HV, V] : [B, T, HV, V];
+
+  // A caller's output: o's shape and dtype (v's), and memory apart from every input and the state. The
+  // kernel reads them while other threads already write o, so no overlap is safe. (The prefill's finalState
+  // is always a fresh tensor; the step's is the state itself, checked here.)
+  let outT: Tensor | undefined;
+  if (o.out !== undefined) {
+    outT = checkTensor(op, 'out', o.out, [v.dtype], rank);
+    checkShape(op, 'out', outT, oShape);
+    const decayName = o.decay !== undefined ? 'decay' : 'g';
+    const inputs: [string, TensorData | Int32Array | undefined][] = [
+      ['q', q.data], ['k', k.data], ['v', v.data], [betaName, betaT.data], [decayName, gT?.data], [stateName, initial?.data], ['cuSeqlens', cu],
+    ];
+    for (const [name, data] of inputs) {
+      if (data && overlaps(outT.data, data)) {
+        const apart = step ? `q, k, v, ${betaName}, ${decayName}, state` : `q, k, v, ${betaName}, ${decayName}, initialState, cuSeqlens`;
+        fail('BAD_ARGUMENT', op, 'out', `memory apart from the inputs (${apart})`, `a view overlapping ${name}`);
+      }
+    }
+  }
 
   const float64 = q.dtype === 'float64' || betaT.dtype === 'float64' || gT?.dtype === 'float64';
   const backend = resolveBackend(op, o.backend, float64);
   const algorithm = requested !== 'auto' ? requested : backend === 'cpu' ? autoAlgorithm(N > 0 ? (B * T) / N : 0, K, V) : 'recurrent';
-  const oShape = step ? [B, HV, V] : [B, T, HV, V];
   const args: NativeDeltaArgs = {
     B, T, H, HV, K, V,
     q: q.data, k: k.data, v: v.data, dtype: q.dtype,
@@ -172,14 +196,19 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
     o: undefined as unknown as ArrayBufferView,
     cuSeqlens: cu, qkL2Norm: o.qkL2Norm === true, scale, chunkSize, algorithm,
   };
-  return { backend, args, N, stateShape, oShape, oDtype: v.dtype, wantFinal };
+  return { backend, args, N, stateShape, oShape, oDtype: v.dtype, wantFinal, out: outT };
 }
 
-/** Allocates outputs (poisoned under test) and wires them into the native arguments. */
+/**
+ * Allocates the outputs, or takes the caller's `out` for o (the kernel writes straight into it), poisoned
+ * under test either way, and wires them into the native arguments. (Under test an abort the worker honours
+ * before its first write therefore leaves the poison in out, where normally out is untouched.)
+ */
 function allocate(p: Prepared, step: boolean): { o: Tensor; finalState?: Tensor } {
-  const o = zeros(p.oShape, p.oDtype);
+  const o = p.out ?? zeros(p.oShape, p.oDtype);
   if (poison) (o.data as Float32Array | Uint16Array).fill(p.oDtype === 'float32' ? NaN : 0x7fc0);
   p.args.o = o.data;
+  p.args.callerOut = p.out !== undefined;
   let finalState: Tensor | undefined;
   if (step) {
     p.args.finalState = p.args.initialState; // in place
@@ -191,16 +220,24 @@ function allocate(p: Prepared, step: boolean): { o: Tensor; finalState?: Tensor 
   return { o, finalState };
 }
 
+/** o in the reference's answer rounded to v's dtype, copied into the caller's `out` when given. */
+function referenceO(r: { o: Tensor }, p: Prepared): Tensor {
+  const o = tensor(r.o.data, p.oShape, p.oDtype);
+  if (!p.out) return o;
+  p.out.data.set(o.data);
+  return p.out;
+}
+
 function runReference(op: string, opts: DeltaRuleOptions | DeltaStepOptions, p: Prepared, step: boolean, kla: boolean) {
   void op;
   const ref = { ...opts, beta: kla ? undefined : opts.beta, eta: kla ? opts.eta : undefined };
   if (step) {
     const r = gatedDeltaRuleStepReference(ref as DeltaStepOptions);
     (opts as DeltaStepOptions).state.data.set(r.state.data); // in place, as the native step
-    return { o: tensor(r.o.data, p.oShape, p.oDtype) };
+    return { o: referenceO(r, p) };
   }
   const r = gatedDeltaRuleReference(ref as DeltaRuleOptions);
-  const out: DeltaRuleResult = { o: tensor(r.o.data, p.oShape, p.oDtype) };
+  const out: DeltaRuleResult = { o: referenceO(r, p) };
   if (p.wantFinal) out.finalState = tensor(r.finalState.data, p.stateShape, 'float32');
   return out;
 }
@@ -217,9 +254,13 @@ async function runAsync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, s
   const signal = a.signal;
   if (signal?.aborted) throw abortError(signal);
   const p = prepare(op, opts, step, kla);
+  // Again after prepare, which may run caller code (option getters), and before out or the state is touched.
+  if (signal?.aborted) throw abortError(signal);
   if (p.backend === 'reference') return runReference(op, opts, p, step, kla);
   const out = allocate(p, step);
-  // The worker polls this flag between chunks; setting it makes the call reject with an AbortError.
+  // The worker polls this flag between chunks; setting it makes the call reject with an AbortError. With an
+  // in-place state (the step) or a caller's out, the worker reads it once before its first write and then
+  // drops it.
   const cancel = new Int32Array(1);
   p.args.cancel = cancel;
   const onAbort = () => Atomics.store(cancel, 0, 1);
@@ -231,21 +272,31 @@ async function runAsync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, s
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
-  // A prefill writes only its own fresh outputs, so an abort that raced the last chunk still rejects.
-  if (!step && signal?.aborted) throw abortError(signal);
+  // A prefill with fresh outputs only: an abort that raced the last chunk still rejects (finalState included).
+  // A caller's out is now completely written (the abort came after the start), so resolve with it, as the
+  // step does with its state.
+  if (!step && !p.out && signal?.aborted) throw abortError(signal);
   return step ? { o: out.o } : out.finalState ? { o: out.o, finalState: out.finalState } : { o: out.o };
 }
 
 /**
  * Gated delta rule prefill (Gated DeltaNet; DeltaNet without g; negative eigenvalues with beta in [0, 2];
- * signed decay with `decay`). q, k [B,T,H,K]; v [B,T,HV,V]; beta, g [B,T,HV] → o [B,T,HV,V], and finalState
- * [N,HV,K,V] when `outputFinalState`.
+ * signed decay with `decay`). q, k [B,T,H,K]; v [B,T,HV,V]; beta, g [B,T,HV] → o [B,T,HV,V] in v's dtype,
+ * and finalState [N,HV,K,V] when `outputFinalState`. `out`: a Tensor of o's shape and v's dtype to write o
+ * into (the result's `o` is `out` itself), for callers that reuse buffers; it must not overlap the inputs or
+ * initialState: SHAPE_MISMATCH / BAD_DTYPE / BAD_ARGUMENT otherwise, raised before anything is written.
  */
 export function gatedDeltaRule(opts: DeltaRuleOptions): DeltaRuleResult {
   return runSync('gatedDeltaRule', opts, false, false) as DeltaRuleResult;
 }
 
-/** Promise form of gatedDeltaRule; runs off the event loop and can be aborted between chunks. */
+/**
+ * Promise form of gatedDeltaRule; runs off the event loop and can be aborted between chunks (rejecting with
+ * an AbortError). With `out`, the abort is honoured only until the kernel starts, so `out` is never left
+ * half-written: the signal is checked before the call and once more on the worker before the first write;
+ * an abort by then rejects with `out` untouched, and an abort after that is ignored: the call runs to the
+ * end and resolves with `out` (and finalState) completely written.
+ */
 export function gatedDeltaRuleAsync(opts: DeltaRuleOptions, a?: AsyncOptions): Promise<DeltaRuleResult> {
   return runAsync('gatedDeltaRuleAsync', opts, false, false, a) as Promise<DeltaRuleResult>;
 }
@@ -261,13 +312,17 @@ export function kaczmarzDeltaRuleAsync(opts: DeltaRuleOptions, a?: AsyncOptions)
 
 /**
  * One decode step: q, k [N,H,K]; v [N,HV,V]; beta, g [N,HV]; state [N,HV,K,V] float32, updated in place
- * (read and written once). Returns o [N,HV,V].
+ * (read and written once). Returns o [N,HV,V] in v's dtype, written into `out` when given (a Tensor of that
+ * shape and dtype apart from the inputs and the state; the result's `o` is `out` itself).
  */
 export function gatedDeltaRuleStep(opts: DeltaStepOptions): DeltaStepResult {
   return runSync('gatedDeltaRuleStep', opts, true, false) as DeltaStepResult;
 }
 
-/** Promise form of the decode step. An abort seen before the start leaves the state untouched. */
+/**
+ * Promise form of the decode step. The signal is checked once, before the first write: an abort seen by then
+ * leaves the state (and `out`) untouched; one after that is ignored (both completely written).
+ */
 export function gatedDeltaRuleStepAsync(opts: DeltaStepOptions, a?: AsyncOptions): Promise<DeltaStepResult> {
   return runAsync('gatedDeltaRuleStepAsync', opts, true, false, a) as Promise<DeltaStepResult>;
 }
