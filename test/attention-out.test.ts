@@ -234,30 +234,32 @@ describe('attentionAsync with out', () => {
   });
 
   it('an abort after the kernel started writing is ignored: the call resolves with out complete', async () => {
-    // Long enough (T = S = 2048, 8 heads) that the abort lands while the kernel runs; it is sent only once
-    // some element of out holds a finite value, so the kernel has surely started. Without out the same
-    // abort rejects (attention.test.ts); with out it must not stop halfway.
-    const c: Case = { name: 'long', B: 1, T: 2048, S: 2048, Hq: 8, Hk: 8, D: 64, Dv: 64, seed: 130 };
-    const { q, k, v } = inputs(c);
-    const opts: AttentionOptions = { backend: 'cpu' };
-    const want = attention(q, k, v, opts);
-    const out = new Tensor(new Float32Array(c.T * c.Hq * c.Dv).fill(NaN), oShape(c), 'float32');
-    const ac = new AbortController();
-    let settled = false;
-    const p = attentionAsync(q, k, v, { ...opts, out }, { signal: ac.signal }).finally(() => (settled = true));
-    const d = out.data as Float32Array;
-    const written = () => {
-      for (let i = 0; i < d.length; i++) if (!Number.isNaN(d[i])) return true;
-      return false;
-    };
-    while (!settled && !written()) await new Promise((r) => setImmediate(r));
-    const abortedMidway = !settled;
-    ac.abort();
-    const r = await p;
-    expectIsOut(r.o, out);
-    expectSameBits(out, want.o, 'o after an abort mid-call');
-    // The case is only meaningful if the abort came while the kernel ran (2 cores: it takes far longer
-    // than the polling needs).
+    // Long enough that the abort lands while the kernel runs; it is sent only once some element of out holds
+    // a finite value, so the kernel has surely started. Without out the same abort rejects
+    // (attention.test.ts); with out it must not stop halfway. A machine fast enough to finish before the
+    // abort is sent gets a longer call (T = S doubled), up to three times.
+    let abortedMidway = false;
+    for (let T = 2048; T <= 8192 && !abortedMidway; T *= 2) {
+      const c: Case = { name: 'long', B: 1, T, S: T, Hq: 8, Hk: 8, D: 64, Dv: 64, seed: 130 };
+      const { q, k, v } = inputs(c);
+      const opts: AttentionOptions = { backend: 'cpu' };
+      const want = attention(q, k, v, opts);
+      const out = new Tensor(new Float32Array(c.T * c.Hq * c.Dv).fill(NaN), oShape(c), 'float32');
+      const ac = new AbortController();
+      let settled = false;
+      const p = attentionAsync(q, k, v, { ...opts, out }, { signal: ac.signal }).finally(() => (settled = true));
+      const d = out.data as Float32Array;
+      const written = () => {
+        for (let i = 0; i < d.length; i++) if (!Number.isNaN(d[i])) return true;
+        return false;
+      };
+      while (!settled && !written()) await new Promise((r) => setImmediate(r));
+      abortedMidway = !settled;
+      ac.abort();
+      const r = await p;
+      expectIsOut(r.o, out);
+      expectSameBits(out, want.o, `o after an abort mid-call (T = ${T})`);
+    }
     expect(abortedMidway, 'the abort was sent while the call was still running').toBe(true);
   });
 

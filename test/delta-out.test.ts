@@ -339,24 +339,28 @@ describe('async forms with out', () => {
     // Long enough (T = 4096, 8 value heads, K = V = 128, recurrent) that the abort lands while the kernel
     // runs; it is sent only once some element of out's first tokens holds a finite value, so the kernel has
     // surely started. Without out the same abort rejects (async.test.ts); with out it must not stop halfway.
-    const c: DeltaCase = { B: 1, T: 4096, H: 4, HV: 8, K: 128, V: 128, initial: true, seed: 400 };
-    const x = deltaInputs(c);
-    const extra: Extra = { algorithm: 'recurrent', outputFinalState: true };
-    const want = prefill(x, extra);
-    const out = new Tensor(new Float32Array(c.T * c.HV * c.V).fill(NaN), oShape(c), 'float32');
-    const ac = new AbortController();
-    let settled = false;
-    const p = prefillAsync(x, { ...extra, out }, ac.signal).finally(() => (settled = true));
-    // The recurrence runs each (sequence, head) from token 0 on: the first tokens are written first.
-    const head = (out.data as Float32Array).subarray(0, 16 * c.HV * c.V);
-    const written = () => head.some((v) => !Number.isNaN(v));
-    while (!settled && !written()) await new Promise((r) => setImmediate(r));
-    const abortedMidway = !settled;
-    ac.abort();
-    const r = await p;
-    expectIsOut(r.o, out);
-    expectSameBits(out, want.o, 'o after an abort mid-call');
-    expectSameBits(r.finalState!, want.finalState!, 'finalState after an abort mid-call');
+    // A machine fast enough to finish before the abort is sent gets a longer call (T doubled), up to three times.
+    let abortedMidway = false;
+    for (let T = 4096; T <= 16384 && !abortedMidway; T *= 2) {
+      const c: DeltaCase = { B: 1, T, H: 4, HV: 8, K: 128, V: 128, initial: true, seed: 400 };
+      const x = deltaInputs(c);
+      const extra: Extra = { algorithm: 'recurrent', outputFinalState: true };
+      const want = prefill(x, extra);
+      const out = new Tensor(new Float32Array(c.T * c.HV * c.V).fill(NaN), oShape(c), 'float32');
+      const ac = new AbortController();
+      let settled = false;
+      const p = prefillAsync(x, { ...extra, out }, ac.signal).finally(() => (settled = true));
+      // The recurrence runs each (sequence, head) from token 0 on: the first tokens are written first.
+      const head = (out.data as Float32Array).subarray(0, 16 * c.HV * c.V);
+      const written = () => head.some((v) => !Number.isNaN(v));
+      while (!settled && !written()) await new Promise((r) => setImmediate(r));
+      abortedMidway = !settled;
+      ac.abort();
+      const r = await p;
+      expectIsOut(r.o, out);
+      expectSameBits(out, want.o, `o after an abort mid-call (T = ${T})`);
+      expectSameBits(r.finalState!, want.finalState!, `finalState after an abort mid-call (T = ${T})`);
+    }
     expect(abortedMidway, 'the abort was sent while the call was still running').toBe(true);
   });
 
