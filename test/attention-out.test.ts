@@ -7,9 +7,12 @@
 // does not write shows whether or not SEQKERN_POISON is set.
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { attention, attentionAsync, randn, SeqkernError, Tensor, tensor, type AttentionOptions, type DType } from '../src/index.js';
+import { attention, attentionAsync, randn, Tensor, type AttentionOptions, type DType } from '../src/index.js';
 import { loadedAddonPath } from '../src/backend.js';
-import { checkSeqkernError, sameBytes, snapshot } from './helpers.js';
+import {
+  abortOnceWritten, catchError, catchRejection, checkSeqkernError, expectIsOut, expectOutRefused, expectSameBits, garbage, sameBytes, snapshot,
+  untouchedOrPoisoned,
+} from './helpers.js';
 
 interface Case {
   name: string;
@@ -32,37 +35,7 @@ function inputs(c: Case) {
   return { q, k, v, opts };
 }
 
-/** A tensor of `shape` and `dtype` full of garbage: random values with every third element NaN (never zeros). */
-function garbage(shape: number[], dtype: DType, seed: number): Tensor {
-  const vals = randn(shape, { seed, std: 100 }).toFloat64();
-  for (let i = 0; i < vals.length; i += 3) vals[i] = NaN;
-  return tensor(vals, shape, dtype);
-}
-
 const oShape = (c: Case) => [c.B, c.T, c.Hq, c.Dv];
-
-/** Bit-for-bit equality of two tensors' data, with the first differing element in the message. */
-function expectSameBits(got: Tensor, want: Tensor, what: string): void {
-  expect(got.shape, `${what}: shape`).toEqual(want.shape);
-  expect(got.dtype, `${what}: dtype`).toBe(want.dtype);
-  if (sameBytes(got, snapshot(want))) return;
-  const g = got.data;
-  const w = want.data;
-  let i = 0;
-  while (i < w.length && (Object.is(g[i], w[i]) || g[i] === w[i])) i++;
-  expect.fail(`${what}: element ${i} differs: got ${g[i]}, want ${w[i]}`);
-}
-
-/** result.o is out itself (compared by identity: on failure vitest would diff two large tensors for minutes). */
-function expectIsOut(o: Tensor, out: Tensor): void {
-  expect(o === out, `result.o is out itself (got a tensor of shape [${o.shape}], dtype ${o.dtype})`).toBe(true);
-}
-
-/** out now holds either its old bytes or (SEQKERN_POISON) the poison pattern everywhere: nothing of an answer. */
-function untouchedOrPoisoned(out: Tensor, before: Uint8Array): boolean {
-  if (sameBytes(out, before)) return true;
-  return out.toFloat64().every(Number.isNaN);
-}
 
 const CASES: Case[] = [
   { name: 'float32, GQA 8:2, causal', B: 2, T: 70, S: 70, Hq: 8, Hk: 2, D: 64, Dv: 48, seed: 10, causal: true },
@@ -246,16 +219,9 @@ describe('attentionAsync with out', () => {
       const want = attention(q, k, v, opts);
       const out = new Tensor(new Float32Array(c.T * c.Hq * c.Dv).fill(NaN), oShape(c), 'float32');
       const ac = new AbortController();
-      let settled = false;
-      const p = attentionAsync(q, k, v, { ...opts, out }, { signal: ac.signal }).finally(() => (settled = true));
+      const p = attentionAsync(q, k, v, { ...opts, out }, { signal: ac.signal });
       const d = out.data as Float32Array;
-      const written = () => {
-        for (let i = 0; i < d.length; i++) if (!Number.isNaN(d[i])) return true;
-        return false;
-      };
-      while (!settled && !written()) await new Promise((r) => setImmediate(r));
-      abortedMidway = !settled;
-      ac.abort();
+      abortedMidway = await abortOnceWritten(p, () => d.some((x) => !Number.isNaN(x)), ac);
       const r = await p;
       expectIsOut(r.o, out);
       expectSameBits(out, want.o, `o after an abort mid-call (T = ${T})`);
@@ -285,24 +251,6 @@ describe('attentionAsync with out', () => {
     }
   });
 });
-
-function catchError(f: () => unknown): unknown {
-  try {
-    f();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
-
-async function catchRejection(f: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await f();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 describe('bad out: a SeqkernError naming out, raised before anything is written', () => {
   // B=2, T=5, S=7, Hq=4, Hk=2, D=8, Dv=6: o is [2,5,4,6] float32 (240 elements). Each input sits at the
@@ -350,13 +298,7 @@ describe('bad out: a SeqkernError naming out, raised before anything is written'
           ? await catchRejection(() => attentionAsync(b.q, b.k, b.v, call))
           : catchError(() => attention(b.q, b.k, b.v, call));
         const what = `${bc.name} (${asyncForm ? 'async' : 'sync'})`;
-        checkSeqkernError(e, bc.code, 'out', what);
-        const err = e as SeqkernError;
-        expect(err.argument, `${what}: argument`).toBe('out');
-        expect(err.got, `${what}: got`).toContain(bc.got);
-        expect(err.expected, `${what}: expected`).toBeTruthy();
-        if (outBefore) expect(sameBytes({ data: view!.data as Float32Array }, outBefore), `${what}: out's bytes`).toBe(true);
-        [b.q, b.k, b.v, b.opts.gate!].forEach((t, i) => expect(sameBytes(t, inputsBefore[i]), `${what}: input ${i}`).toBe(true));
+        expectOutRefused(e, bc.code, bc.got, what, view, outBefore, [b.q, b.k, b.v, b.opts.gate!], inputsBefore, ['q', 'k', 'v', 'gate']);
       }
     });
   }

@@ -10,64 +10,20 @@ import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import {
   gatedDeltaRule, gatedDeltaRuleAsync, gatedDeltaRuleStep, gatedDeltaRuleStepAsync, kaczmarzDeltaRule,
-  kaczmarzDeltaRuleAsync, kaczmarzDeltaRuleStep, kaczmarzDeltaRuleStepAsync, randn, SeqkernError, Tensor, tensor,
+  kaczmarzDeltaRuleAsync, kaczmarzDeltaRuleStep, kaczmarzDeltaRuleStepAsync, randn, SeqkernError, Tensor,
   type DeltaRuleOptions, type DeltaRuleResult, type DeltaStepOptions, type DeltaStepResult, type DType,
 } from '../src/index.js';
 import { loadedAddonPath } from '../src/backend.js';
-import { checkSeqkernError, deltaInputs, offsets, sameBytes, shapeId, snapshot, stepInputs, type DeltaCase } from './helpers.js';
+import {
+  abortOnceWritten, catchError, catchRejection, checkSeqkernError, deltaInputs, expectIsOut, expectOutRefused, expectSameBits,
+  garbage, offsets, sameBytes, shapeId,
+  snapshot, stepInputs, untouchedOrPoisoned, type DeltaCase,
+} from './helpers.js';
 
 type Inputs = ReturnType<typeof deltaInputs>;
 type Extra = Partial<DeltaRuleOptions>;
 
-/** A tensor of `shape` and `dtype` full of garbage: random values with every third element NaN (never zeros). */
-function garbage(shape: number[], dtype: DType, seed: number): Tensor {
-  const vals = randn(shape, { seed, std: 100 }).toFloat64();
-  for (let i = 0; i < vals.length; i += 3) vals[i] = NaN;
-  return tensor(vals, shape, dtype);
-}
-
-/** Bit-for-bit equality of two tensors' data, with the first differing element in the message. */
-function expectSameBits(got: Tensor, want: Tensor, what: string): void {
-  expect(got.shape, `${what}: shape`).toEqual(want.shape);
-  expect(got.dtype, `${what}: dtype`).toBe(want.dtype);
-  if (sameBytes(got, snapshot(want))) return;
-  const g = got.data;
-  const w = want.data;
-  let i = 0;
-  while (i < w.length && (Object.is(g[i], w[i]) || g[i] === w[i])) i++;
-  expect.fail(`${what}: element ${i} differs: got ${g[i]}, want ${w[i]}`);
-}
-
-/** result.o is out itself (compared by identity: on failure vitest would diff two large tensors for minutes). */
-function expectIsOut(o: Tensor, out: Tensor): void {
-  expect(o === out, `result.o is out itself (got a tensor of shape [${o.shape}], dtype ${o.dtype})`).toBe(true);
-}
-
-/** out now holds either its old bytes or (SEQKERN_POISON) the poison pattern everywhere: nothing of an answer. */
-function untouchedOrPoisoned(out: Tensor, before: Uint8Array): boolean {
-  if (sameBytes(out, before)) return true;
-  return out.toFloat64().every(Number.isNaN);
-}
-
 const copy = (t: Tensor) => new Tensor(t.data.slice(), [...t.shape], t.dtype);
-
-function catchError(f: () => unknown): unknown {
-  try {
-    f();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
-
-async function catchRejection(f: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await f();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 // ---- prefill ----
 
@@ -348,14 +304,10 @@ describe('async forms with out', () => {
       const want = prefill(x, extra);
       const out = new Tensor(new Float32Array(c.T * c.HV * c.V).fill(NaN), oShape(c), 'float32');
       const ac = new AbortController();
-      let settled = false;
-      const p = prefillAsync(x, { ...extra, out }, ac.signal).finally(() => (settled = true));
+      const p = prefillAsync(x, { ...extra, out }, ac.signal);
       // The recurrence runs each (sequence, head) from token 0 on: the first tokens are written first.
       const head = (out.data as Float32Array).subarray(0, 16 * c.HV * c.V);
-      const written = () => head.some((v) => !Number.isNaN(v));
-      while (!settled && !written()) await new Promise((r) => setImmediate(r));
-      abortedMidway = !settled;
-      ac.abort();
+      abortedMidway = await abortOnceWritten(p, () => head.some((v) => !Number.isNaN(v)), ac);
       const r = await p;
       expectIsOut(r.o, out);
       expectSameBits(out, want.o, `o after an abort mid-call (T = ${T})`);
@@ -460,13 +412,7 @@ describe('bad out: a SeqkernError naming out, raised before anything is written'
         const call = { ...b, backend: 'cpu', outputFinalState: true, out: out as Tensor } as DeltaRuleOptions;
         const e = asyncForm ? await catchRejection(() => gatedDeltaRuleAsync(call)) : catchError(() => gatedDeltaRule(call));
         const what = `${bc.name} (${asyncForm ? 'async' : 'sync'})`;
-        checkSeqkernError(e, bc.code, 'out', what);
-        const err = e as SeqkernError;
-        expect(err.argument, `${what}: argument`).toBe('out');
-        expect(err.got, `${what}: got`).toContain(bc.got);
-        expect(err.expected, `${what}: expected`).toBeTruthy();
-        if (outBefore) expect(sameBytes({ data: view!.data as Float32Array }, outBefore), `${what}: out's bytes`).toBe(true);
-        ins.forEach((t, i) => expect(sameBytes(t, insBefore[i]), `${what}: input ${Object.keys(b)[i]}`).toBe(true));
+        expectOutRefused(e, bc.code, bc.got, what, view, outBefore, ins, insBefore, Object.keys(b));
       }
     });
   }
@@ -559,12 +505,7 @@ describe('bad out: a SeqkernError naming out, raised before anything is written'
           const call = { ...rest, ...(kla ? { eta: beta } : { beta }), backend: 'cpu', out: out as Tensor } as DeltaStepOptions;
           const e = asyncForm ? await catchRejection(() => stepOpAsync(kla)(call)) : catchError(() => stepOp(kla)(call));
           const what = `${kla ? 'kaczmarz' : 'gated'} ${bc.name} (${asyncForm ? 'async' : 'sync'})`;
-          checkSeqkernError(e, bc.code, 'out', what);
-          const err = e as SeqkernError;
-          expect(err.argument, `${what}: argument`).toBe('out');
-          expect(err.got, `${what}: got`).toContain(bc.got.replace('beta', kla ? 'eta' : 'beta'));
-          if (outBefore) expect(sameBytes({ data: view!.data as Float32Array }, outBefore), `${what}: out's bytes`).toBe(true);
-          ins.forEach((t, i) => expect(sameBytes(t, insBefore[i]), `${what}: ${Object.keys(b)[i]}`).toBe(true));
+          expectOutRefused(e, bc.code, bc.got.replace('beta', kla ? 'eta' : 'beta'), what, view, outBefore, ins, insBefore, Object.keys(b));
         }
       }
     });

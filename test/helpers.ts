@@ -1,7 +1,8 @@
 // Shared pieces of the native-vs-reference tests: seeded inputs of the delta family, slicing and
 // concatenation that keep the dtype (raw bits for float16/bfloat16), and the relative Frobenius check of
 // DESIGN.md 7 (NaN anywhere fails; the message carries the case and its seed). Then the bad-input pieces of
-// the error tests: SeqkernError checks, tensor mutations for the fuzzers, and raw-addon calls in a child process.
+// the error tests: SeqkernError checks, tensor mutations for the fuzzers, and raw-addon calls in a child process;
+// last, the checks of the `out` option tests.
 import { spawnSync } from 'node:child_process';
 import { expect } from 'vitest';
 import { numel, randn, rand, rng, SeqkernError, Tensor, tensor, type DType, type TensorData } from '../src/index.js';
@@ -346,4 +347,87 @@ export function expectRawFailure(r: ChildRun<RawResult>, codes: string): void {
   expect(res.ok, 'expected an error, the call succeeded').toBe(false);
   expect(res.isError, `thrown value is an Error (${res.message})`).toBe(true);
   expect(codes.split('|'), `code of "${res.message}"`).toContain(res.code);
+}
+
+// ---- the `out` option tests (attention-out, delta-out)
+
+/** A tensor of `shape` and `dtype` full of garbage: random values with every third element NaN (never zeros). */
+export function garbage(shape: number[], dtype: DType, seed: number): Tensor {
+  const vals = randn(shape, { seed, std: 100 }).toFloat64();
+  for (let i = 0; i < vals.length; i += 3) vals[i] = NaN;
+  return tensor(vals, shape, dtype);
+}
+
+/** Bit-for-bit equality of two tensors' data, with the first differing element in the message. */
+export function expectSameBits(got: Tensor, want: Tensor, what: string): void {
+  expect(got.shape, `${what}: shape`).toEqual(want.shape);
+  expect(got.dtype, `${what}: dtype`).toBe(want.dtype);
+  if (sameBytes(got, snapshot(want))) return;
+  const g = got.data;
+  const w = want.data;
+  let i = 0;
+  while (i < w.length && (Object.is(g[i], w[i]) || g[i] === w[i])) i++;
+  expect.fail(`${what}: element ${i} differs: got ${g[i]}, want ${w[i]}`);
+}
+
+/** result.o is out itself (compared by identity: on failure vitest would diff two large tensors for minutes). */
+export function expectIsOut(o: Tensor, out: Tensor): void {
+  expect(o === out, `result.o is out itself (got a tensor of shape [${o.shape}], dtype ${o.dtype})`).toBe(true);
+}
+
+/** out now holds either its old bytes or (SEQKERN_POISON) the poison pattern everywhere: nothing of an answer. */
+export function untouchedOrPoisoned(out: Tensor, before: Uint8Array): boolean {
+  if (sameBytes(out, before)) return true;
+  return out.toFloat64().every(Number.isNaN);
+}
+
+/** What f throws (undefined if nothing). */
+export function catchError(f: () => unknown): unknown {
+  try {
+    f();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
+/** What f's promise rejects with (undefined if it resolves). */
+export async function catchRejection(f: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await f();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
+/**
+ * A bad `out` was refused before anything was written: e is a SeqkernError with `code`, naming out, whose
+ * `got` contains `got`; out's bytes (when it has data; outBefore from before the call) and every input's
+ * (inputsBefore, named by `names` in messages) are unchanged.
+ */
+export function expectOutRefused(
+  e: unknown, code: string, got: string, what: string, out: { data?: ArrayBufferView } | null,
+  outBefore: Uint8Array | undefined, inputs: Tensor[], inputsBefore: Uint8Array[], names?: string[],
+): void {
+  checkSeqkernError(e, code, 'out', what);
+  const err = e as SeqkernError;
+  expect(err.argument, `${what}: argument`).toBe('out');
+  expect(err.got, `${what}: got`).toContain(got);
+  expect(err.expected, `${what}: expected`).toBeTruthy();
+  if (outBefore) expect(sameBytes({ data: out!.data as Float32Array }, outBefore), `${what}: out's bytes`).toBe(true);
+  inputs.forEach((t, i) => expect(sameBytes(t, inputsBefore[i]), `${what}: input ${names?.[i] ?? i}`).toBe(true));
+}
+
+/**
+ * Waits (yielding to the event loop) until `written()` says the kernel has started writing or the call p
+ * has settled, then aborts; returns whether p was still running then.
+ */
+export async function abortOnceWritten(p: Promise<unknown>, written: () => boolean, ac: AbortController): Promise<boolean> {
+  let settled = false;
+  p.then(() => (settled = true), () => (settled = true));
+  while (!settled && !written()) await new Promise((r) => setImmediate(r));
+  const running = !settled;
+  ac.abort();
+  return running;
 }
