@@ -308,6 +308,8 @@ describe('attention native vs reference: float16/bfloat16 inputs (2e-2)', () => 
     { B: 1, T: 1, S: 777, Hq: 6, Hk: 3, D: 72, Dv: 41, causal: true, dtype: 'bfloat16', seed: 76 },
     { B: 2, T: 2, S: 301, Hq: 8, Hk: 4, D: 40, Dv: 70, causal: true, dtype: 'float16', seed: 77 },
     { B: 1, T: 1, S: 2500, Hq: 16, Hk: 4, D: 128, Dv: 128, causal: true, dtype: 'bfloat16', seed: 78 }, // split across threads
+    // batched decode over packed bfloat16 caches (sequence offsets into K and V read in place)
+    { B: 1, T: 3, S: 2111, Hq: 6, Hk: 3, D: 40, Dv: 24, lens: [1, 1, 1], lensK: [1500, 11, 600], causal: true, dtype: 'bfloat16', seed: 79 },
     { B: 1, T: 107, S: 418, Hq: 4, Hk: 2, D: 64, Dv: 64, lens: [40, 0, 61, 1, 5], lensK: [50, 7, 61, 0, 300], causal: true, dtype: 'float16', seed: 74, gate: 'headwise', gateDtype: 'float16' },
   ];
   for (const c of cases) it(id(c), () => void check(c));
