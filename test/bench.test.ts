@@ -15,7 +15,7 @@ import {
 } from '../bench/formulas.js';
 import { fillUniform, softmaxInput, attentionInputs, attentionGate } from '../bench/inputs.js';
 import { formatBytes, formatLimits, limitWarnings, minProbeBytes } from '../bench/limits.js';
-import { pool, quantile, summarise, type Timing } from '../bench/measure.js';
+import { measure, pool, quantile, summarise, type Timing } from '../bench/measure.js';
 import type { AttentionCase, SoftmaxCase } from '../bench/registry.js';
 import { formatReport, formatSummary, makeRow, type AttentionRow, type BenchReport, type SoftmaxRow } from '../bench/report.js';
 import {
@@ -240,6 +240,19 @@ describe('statistics helpers', () => {
     expect(quantile([1, 2, 3, 4], 0.5)).toBe(2.5);
     expect(quantile([1, 2, 3, 4, 5], 0.25)).toBe(2);
     expect(summarise([5, 1, 3])).toEqual({ median: 3, min: 1, max: 5, q1: 2, q3: 4 });
+  });
+
+  it('measure() times a call far faster than its calibration said without overflowing the stack', async () => {
+    // A loop the JIT may all but remove: calibrated while slow, it then runs in nanoseconds, and
+    // Benchmark.js's deferred calls would chain on one stack by the thousand.
+    const fn = () => {
+      let x = 0;
+      for (let i = 0; i < 50; i++) x += i;
+      if (x < 0) throw new Error('unreachable');
+    };
+    const t = await measure(fn, { seconds: 0.3, warmup: 1 });
+    expect(t.calls).toBeGreaterThan(1000);
+    expect(t.median).toBeGreaterThan(0);
   });
 
   it('pool() merges rounds: samples concatenated, statistics over all of them, calls summed', () => {
