@@ -3,7 +3,7 @@
 //   seqkern bench                     the default suite (bench/suites.ts), tables on stdout
 //   seqkern bench --suite <family>    one family's part of it (delta, softmax, attention)
 //   seqkern bench --op <name> ...     one case (softmax with no shape: its suite cases)
-//   seqkern bench --limits            this machine's FP32 peak and copy/triad bandwidth
+//   seqkern bench --limits            this machine's FP32 peak and copy/triad/update/read bandwidth
 // Progress goes to stderr, results to stdout, `--json FILE` writes everything measured. Bad flags: exit 2.
 import { writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -27,7 +27,7 @@ commands:
   bench                    the default suite: delta, softmax, attention (about three minutes on 2 cores)
   bench --suite <family>   one family of it: ${SUITES.join('|')} (default all)
   bench --op <name> ...    one case; ops: ${Object.keys(OPS).join(', ')}
-  bench --limits           FP32 FMA peak per SIMD level, copy/triad/update bandwidth per size
+  bench --limits           FP32 FMA peak per SIMD level, copy/triad/update/read bandwidth per size
   help                     this text
 
 bench flags:
@@ -404,6 +404,7 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
       if (need.copy !== undefined) lim.copy = probe.bandwidth('copy', need.copy, e.threads);
       if (need.triad !== undefined) lim.triad = probe.bandwidth('triad', need.triad, e.threads);
       if (need.update !== undefined) lim.update = probe.bandwidth('update', need.update, e.threads);
+      if (need.read !== undefined) lim.read = probe.bandwidth('read', need.read, e.threads);
       return lim;
     };
     const inputs = new InputPool(cases, a.seed);

@@ -1,10 +1,13 @@
 // This machine's limits, measured in the benchmark's own process (DESIGN.md 8): FP32 FMA peak per SIMD
-// level and thread count, and copy/triad bandwidth per working-set size. The native probes live in
+// level and thread count, and copy/triad/update/read bandwidth per working-set size. The native probes live in
 // native/cpu/limits*.cc; this file caches their results (a limit is measured once per run) and prints them.
 import { native } from '../src/backend.js';
 
 export type SimdName = 'avx512' | 'avx2' | 'portable';
-export type BandwidthKind = 'copy' | 'triad' | 'update';
+export type BandwidthKind = 'copy' | 'triad' | 'update' | 'read';
+
+/** The bandwidth probes of `seqkern bench --limits`, in the order of its table. */
+export const BANDWIDTH_KINDS: readonly BandwidthKind[] = ['copy', 'triad', 'update', 'read'];
 
 /** Widest first. */
 export const SIMD_LEVELS: readonly SimdName[] = ['avx512', 'avx2', 'portable'];
@@ -21,14 +24,15 @@ export interface PeakResult {
 
 export interface BandwidthResult {
   kind: BandwidthKind;
-  /** Total working set of all arrays of all threads (copy: 2 arrays, triad: 3, update: 1). */
+  /** Total working set of all arrays of all threads (copy: 2 arrays, triad: 3, update and read: 1). */
   bytes: number;
   threads: number;
   /**
    * GB/s (1e9 bytes), STREAM counting (copy: read + write, triad: 2 reads + 1 write, update: read + write
-   * in place), best sample. Write-allocate reads are not counted, so out of cache copy and triad are
+   * in place, read: a sum over the array, the read counted), best sample. Write-allocate reads are not counted, so out of cache copy and triad are
    * credited less than they move and update (no write-allocate: its lines are in cache when written) up to
-   * 1.5x copy: an op that updates in place is compared with update.
+   * 1.5x copy: an op that updates in place is compared with update, and one that only reads (an attention
+   * decode) with read as well as copy.
    */
   gbs: number;
   /** The SIMD level of the loads and stores: the widest the CPU has. */
@@ -63,7 +67,7 @@ export function levelsAvailable(): SimdName[] {
 
 /** Smallest working set the bandwidth probe accepts (64 floats per array per thread). */
 export function minProbeBytes(kind: BandwidthKind, threads: number): number {
-  return 256 * { copy: 2, triad: 3, update: 1 }[kind] * threads;
+  return 256 * { copy: 2, triad: 3, update: 1, read: 1 }[kind] * threads;
 }
 
 /** Measures limits on demand and remembers them, so each is measured once per run. */
@@ -118,7 +122,7 @@ export class LimitProbe {
   }
 }
 
-/** The full set of `seqkern bench --limits`: peak at every level and copy/triad/update at every size, on 1 and `threads` threads. */
+/** The full set of `seqkern bench --limits`: peak at every level and copy/triad/update/read at every size, on 1 and `threads` threads. */
 export function measureAllLimits(probe: LimitProbe, threads: number, progress: (what: string) => void): void {
   const counts = threads > 1 ? [threads, 1] : [1];
   const peaks = (again: boolean) => {
@@ -130,7 +134,7 @@ export function measureAllLimits(probe: LimitProbe, threads: number, progress: (
     }
   };
   peaks(false);
-  for (const kind of ['copy', 'triad', 'update'] as const) {
+  for (const kind of BANDWIDTH_KINDS) {
     for (const size of LIMIT_SIZES) {
       for (const t of counts) {
         progress(`${kind} ${formatBytes(size)} ${t} thread${t > 1 ? 's' : ''}`);
@@ -196,10 +200,10 @@ export function formatLimits(limits: Limits): string {
     const level = limits.bandwidth[0].level;
     if (lines.length) lines.push('');
     lines.push(`Bandwidth, GB/s (best sample; ${level} loads/stores, ordinary stores; size = all arrays of all threads;`);
-    lines.push('  copy b=a counts read + write, triad a=b+s*c 2 reads + 1 write, update a=s*a read + write in place;');
-    lines.push('  write-allocate reads not counted, as STREAM)');
+    lines.push('  copy b=a counts read + write, triad a=b+s*c 2 reads + 1 write, update a=s*a read + write in place,');
+    lines.push('  read s+=a the read; write-allocate reads not counted, as STREAM)');
     const cols: [BandwidthKind, number][] = [];
-    for (const kind of ['copy', 'triad', 'update'] as const) for (const t of threadCounts) cols.push([kind, t]);
+    for (const kind of BANDWIDTH_KINDS) for (const t of threadCounts) cols.push([kind, t]);
     const used = cols.filter(([k, t]) => limits.bandwidth.some((b) => b.kind === k && b.threads === t));
     lines.push(['  size'.padEnd(12), ...used.map(([k, t]) => `${k} ${t}T`.padStart(12))].join(''));
     const sizes = [...new Set(limits.bandwidth.map((b) => b.bytes))].sort((a, b) => a - b);

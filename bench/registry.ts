@@ -62,6 +62,8 @@ export interface LimitNeeds {
   triad?: number;
   /** In-place update of this many bytes (the op's working set). */
   update?: number;
+  /** A read (sum) of one array of this many bytes: the ceiling of an op that mostly reads (a decode). */
+  read?: number;
 }
 
 export interface OpEntry<C extends BenchCase = BenchCase> {
@@ -281,8 +283,9 @@ const attentionEntry: OpEntry<AttentionCase> = {
   summary: 'attention q [B,T,Hq,D], k [B,S,Hk,D], v [B,S,Hk,Dv] (causal bottom-right; gate elementwise/headwise)',
   test: 'test/attention.test.ts',
   traffic: (c) => attentionWork(c),
-  // The peak (prefill is compute-bound) and copy over the bytes the op moves (a decode step is bandwidth-bound).
-  limits: (c) => ({ peak: true, copy: attentionWork(c).bytes }),
+  // The peak (prefill is compute-bound), and copy and read over the bytes the op moves (a decode step is
+  // bandwidth-bound, and nearly all it moves is a read of K and V: read is its ceiling, copy the yardstick).
+  limits: (c) => ({ peak: true, copy: attentionWork(c).bytes, read: attentionWork(c).bytes }),
   prepare(c, inputs) {
     const { q, k, v, gate } = inputs.attention(c);
     const opts: AttentionOptions = { causal: c.causal, backend: c.backend };

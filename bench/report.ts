@@ -103,6 +103,9 @@ export interface AttentionRow extends RowCommon {
   /** Copy bandwidth over arrays totalling `bytes`, measured in this run, and gbs / it. */
   copy: BandwidthResult | null;
   copyRatio: number | null;
+  /** Read bandwidth (a sum over one array) of `bytes`, measured in this run, and gbs / it: a decode's ceiling. */
+  read: BandwidthResult | null;
+  readRatio: number | null;
 }
 
 /** One row of a table and of the JSON report's `rows`. */
@@ -139,6 +142,7 @@ export interface CaseLimits {
   copy?: BandwidthResult;
   triad?: BandwidthResult;
   update?: BandwidthResult;
+  read?: BandwidthResult;
 }
 
 const ms = (x: number) => x * 1e3;
@@ -247,6 +251,8 @@ function attentionRow(c: AttentionCase, t: Timing, env: { simd: string; threads:
     peakRatio: lim.peak ? g / lim.peak.gflops : null,
     copy: lim.copy ?? null,
     copyRatio: lim.copy ? base.gbs / lim.copy.gbs : null,
+    read: lim.read ?? null,
+    readRatio: lim.read ? base.gbs / lim.read.gbs : null,
   };
 }
 
@@ -331,7 +337,7 @@ export function formatSoftmaxRows(rows: readonly SoftmaxRow[]): string {
 export function formatAttentionRows(rows: readonly AttentionRow[]): string {
   const header = [
     'op', 'shape', 'dtype', 'mask', 'gate', 'simd', 'thr', 'median ms', 'min-max ms', 'tok/s', 'GF/s', '%peak', 'peak@',
-    'GB/s', '%copy', 'bw@',
+    'GB/s', '%copy', '%read', 'bw@',
   ];
   const body = rows.map((r) => [
     r.op,
@@ -348,6 +354,7 @@ export function formatAttentionRows(rows: readonly AttentionRow[]): string {
     peakAt(r.peak),
     sig(r.gbs),
     pct(r.copyRatio),
+    pct(r.readRatio ?? null),
     r.copy ? formatBytes(r.copy.bytes) : '-',
   ]);
   return formatTable(header, body);
@@ -400,7 +407,8 @@ export function attentionLegend(rows: readonly AttentionRow[]): string {
     'T(T+1)/2 = the T²/2 of 4·T²·D·H/2 plus half the diagonal. exp and the gate\'s sigmoid are not counted.',
     `%peak: ÷ FP32 FMA peak at the SIMD level in effect on the same threads${peaks ? ` (${peaks})` : ''}.`,
     'GB/s: q, k, v (+ gate) read once + o written once (a decode step: K and V once). %copy: GB/s ÷ copy bandwidth',
-    'measured in this run over arrays totalling the same bytes (bw@).',
+    'measured in this run over arrays totalling the same bytes (bw@); %read: GB/s ÷ read bandwidth (a sum over one',
+    'array of the same bytes, the read counted), the ceiling of a decode, which only reads K and V.',
   ].join('\n');
 }
 

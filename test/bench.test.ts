@@ -15,6 +15,7 @@ import {
 } from '../bench/formulas.js';
 import { fillUniform, softmaxInput, attentionInputs, attentionGate } from '../bench/inputs.js';
 import { formatBytes, formatLimits, limitWarnings, minProbeBytes } from '../bench/limits.js';
+import { native } from '../src/backend.js';
 import { measure, pool, quantile, summarise, type Timing } from '../bench/measure.js';
 import type { AttentionCase, SoftmaxCase } from '../bench/registry.js';
 import { formatReport, formatSummary, makeRow, type AttentionRow, type BenchReport, type SoftmaxRow } from '../bench/report.js';
@@ -437,6 +438,25 @@ describe('softmax and attention suites', () => {
   });
 });
 
+describe('native limit probes', () => {
+  const probes = native() as unknown as {
+    bandwidth(kind: string, bytes: number, threads: number, seconds: number): number;
+  } | null;
+  // npm test always has the addon (scripts/test-all-levels.mjs refuses to run without it).
+  it('every bandwidth kind gives a positive figure; a bad kind is named in the error', () => {
+    expect(probes).not.toBeNull();
+    for (const kind of ['copy', 'triad', 'update', 'read']) {
+      const gbs = probes!.bandwidth(kind, 1 << 20, 1, 0.02);
+      expect(gbs, kind).toBeGreaterThan(0);
+      expect(Number.isFinite(gbs), kind).toBe(true);
+    }
+    expect(() => probes!.bandwidth('write', 1 << 20, 1, 0.02)).toThrow(/expected kind copy, triad, update or read, got 'write'/);
+    // The smallest working set: 64 floats per array per thread.
+    expect(() => probes!.bandwidth('read', 255, 1, 0.02)).toThrow(/expected bytes >= 256 for 1 arrays on 1 threads/);
+    expect(probes!.bandwidth('read', 256, 1, 0.02)).toBeGreaterThan(0);
+  });
+});
+
 describe('report formatting', () => {
   it('formats sizes and the limits table', () => {
     expect(formatBytes(32 << 10)).toBe('32 KiB');
@@ -444,10 +464,14 @@ describe('report formatting', () => {
     expect(formatBytes(1536)).toBe('1.5 KiB');
     const text = formatLimits({
       peak: [{ level: 'avx2', threads: 2, gflops: 100 }, { level: 'avx2', threads: 1, gflops: 50 }],
-      bandwidth: [{ kind: 'copy', bytes: 1 << 20, threads: 2, gbs: 80, level: 'avx2' }],
+      bandwidth: [
+        { kind: 'copy', bytes: 1 << 20, threads: 2, gbs: 80, level: 'avx2' },
+        { kind: 'read', bytes: 1 << 20, threads: 2, gbs: 60, level: 'avx2' },
+      ],
     });
     expect(text).toMatch(/avx2\s+100\.0\s+50\.0/);
-    expect(text).toMatch(/1 MiB\s+80\.0/);
+    expect(text).toMatch(/copy 2T\s+read 2T/);
+    expect(text).toMatch(/1 MiB\s+80\.0\s+60\.0/);
   });
 
   it('warns when a multi-thread peak is not about n times one thread\'s', () => {
@@ -630,7 +654,11 @@ describe('bench --op softmax | attention (ops wrapped: fake, unimplemented, fail
         expect(row.copy?.kind).toBe('copy');
         expect(row.peakRatio).toBeCloseTo(row.gflops / row.peak!.gflops, 10);
         expect(row.copyRatio).toBeCloseTo(row.gbs / row.copy!.gbs, 10);
+        expect(row.read?.kind).toBe('read');
+        expect(row.read!.bytes).toBe(Math.max(2816, minProbeBytes('read', row.threads)));
+        expect(row.readRatio).toBeCloseTo(row.gbs / row.read!.gbs, 10);
       }
+      expect(io.stdout).toMatch(/%read/);
     });
   });
 

@@ -1,6 +1,6 @@
 // N-API glue of the machine-limit probes (native/cpu/limits.h), used by `seqkern bench --limits`:
 //   peakFlops(level, seconds, threads) -> GFLOP/s     FP32 FMA peak at 'avx512' | 'avx2' | 'portable'
-//   bandwidth(kind, bytes, threads, seconds) -> GB/s  'copy' | 'triad' | 'update' over a `bytes` working set
+//   bandwidth(kind, bytes, threads, seconds) -> GB/s  'copy' | 'triad' | 'update' | 'read' over a `bytes` working set
 // Both run synchronously on the pool (the CLI waits for them anyway) and throw coded errors.
 #include <cmath>
 #include <string>
@@ -56,7 +56,8 @@ Napi::Value Bandwidth(const Napi::CallbackInfo& info) {
     if (kind == "copy") k = BandwidthKind::copy;
     else if (kind == "triad") k = BandwidthKind::triad;
     else if (kind == "update") k = BandwidthKind::update;
-    else throw CodedError("BAD_ARGUMENT", "expected kind copy, triad or update, got '" + kind + "'");
+    else if (kind == "read") k = BandwidthKind::read;
+    else throw CodedError("BAD_ARGUMENT", "expected kind copy, triad, update or read, got '" + kind + "'");
     const int64_t bytes = arg_integer(info, 1, "bytes");
     const int64_t threads = arg_integer(info, 2, "threads");
     if (threads < 1 || threads > 1024) throw CodedError("OUT_OF_RANGE", "expected threads in [1, 1024], got " + std::to_string(threads));

@@ -21,6 +21,8 @@ struct LimitKernels {
   void (*triad)(float* a, const float* b, const float* c, float s, int64_t n, int64_t reps);
   // reps passes of a = s * a in place over n floats (n a multiple of 64): read + write of the same lines.
   void (*update)(float* a, float s, int64_t n, int64_t reps);
+  // reps passes reading a (n floats, a multiple of 64) into a sum, which it returns.
+  float (*read)(const float* a, int64_t n, int64_t reps);
 };
 const LimitKernels& limit_kernels(SimdLevel l);
 namespace avx512 { extern const LimitKernels kLimitKernels; }
@@ -31,16 +33,17 @@ namespace portable { extern const LimitKernels kLimitKernels; }
 // the best of a few repeats (a peak is a best case; the first repeat may still be ramping the clock up).
 double peak_gflops(SimdLevel l, double seconds, int threads);
 
-enum class BandwidthKind : int { copy = 0, triad = 1, update = 2 };
+enum class BandwidthKind : int { copy = 0, triad = 1, update = 2, read = 3 };
 
 // Bandwidth in GB/s (1e9 bytes) of copy (b = a: read + write counted), triad (a = b + s c: two reads and
-// one write counted) or update (a = s a in place: read + write counted), STREAM's counting: write-allocate
+// one write counted), update (a = s a in place: read + write counted) or read (sum of a: the read counted;
+// the ceiling of an op that only reads, as an attention decode reads K and V), STREAM's counting: write-allocate
 // traffic is not counted. So copy and triad move more than they are credited with (the destination line is
 // read before it is written) and an in-place update does not (its lines are already in cache when written):
 // out of cache, update reads up to 1.5x copy, and an op that updates its data in place (the decode step's
 // state) is compared with update, not copy, or it can show more than 100% of "copy". `bytes` is the total
-// working set, all arrays of all threads (copy: two arrays of bytes/2, triad: three of bytes/3, update:
-// one), split evenly over `threads`. Ordinary stores (the ops write normally), vectors of the best level
+// working set, all arrays of all threads (copy: two arrays of bytes/2, triad: three of bytes/3, update and
+// read: one), split evenly over `threads`. Ordinary stores (the ops write normally), vectors of the best level
 // the CPU has. The best of repeated samples of about `seconds` in all. Throws CodedError on bad sizes.
 double bandwidth_gbs(BandwidthKind kind, int64_t bytes, int threads, double seconds);
 

@@ -11,7 +11,9 @@
 // c / (1 - m) ~ 1..16: never denormal, never overflowing, for any number of iterations.
 //
 // Bandwidth: plain vector loads and stores (no non-temporal stores: the ops write normally), unrolled by
-// four; a compiler barrier between passes keeps repeated identical passes from being merged.
+// four; a compiler barrier between passes keeps repeated identical passes from being merged. The read probe
+// sums its array into eight accumulators (four would leave an L1-resident pass waiting on add latency) and
+// returns the sum, so no pass is dead code.
 #pragma once
 #include <cstdint>
 
@@ -84,6 +86,22 @@ void triad(float* a, const float* b, const float* c, float s, int64_t n, int64_t
   }
 }
 
+float read(const float* a, int64_t n, int64_t reps) {
+  constexpr int W = Vec::W;
+  V_ s[8];
+  for (int u = 0; u < 8; u++) s[u] = Vec::zero();
+  for (int64_t r = 0; r < reps; r++) {
+    int64_t i = 0;
+    for (; i + 8 * W <= n; i += 8 * W)
+      for (int u = 0; u < 8; u++) s[u] = Vec::add(s[u], Vec::load(a + i + u * W));
+    for (; i < n; i += 4 * W)  // n is a multiple of 4 W, not always of 8 W
+      for (int u = 0; u < 4; u++) s[u] = Vec::add(s[u], Vec::load(a + i + u * W));
+    clobber_memory();
+  }
+  for (int u = 1; u < 8; u++) s[0] = Vec::add(s[0], s[u]);
+  return Vec::hsum(s[0]);
+}
+
 void update(float* a, float s, int64_t n, int64_t reps) {
   constexpr int W = Vec::W;
   const V_ vs = Vec::set1(s);
@@ -102,7 +120,7 @@ void update(float* a, float s, int64_t n, int64_t reps) {
 
 }  // namespace
 
-extern const LimitKernels kLimitKernels = {Vec::W, kChains, fma_block, copy, triad, update};
+extern const LimitKernels kLimitKernels = {Vec::W, kChains, fma_block, copy, triad, update, read};
 
 }  // namespace SK_LEVEL_NS
 }  // namespace sk
