@@ -2,8 +2,9 @@
 //
 // A unit's score tile is held transposed, S^T = K Q^T: one row per key, one column per (query, query head) of
 // the unit. With the queries along the vector lanes,
-//   - K and V are read in place (float32), row by row, and only the unit's small Q block is transposed, once;
-//     no key tile is ever transposed or copied;
+//   - K is read in place (float32), row by row, and only the unit's small Q block is transposed, once; no key
+//     tile is ever transposed. A unit of one kv head copies its V tile into the workspace at a stride that
+//     keeps P V's column blocks out of one L1 set (run_unit's fetch); units of several kv heads read V in place;
 //   - the online softmax is column-wise: running max, rescale factors and sums are vectors over the queries,
 //     with no horizontal reductions;
 //   - both products, S^T = K Q^T and O += P V (P^T rows broadcast, V rows as vectors), run on one
@@ -111,6 +112,10 @@ inline void prefetch_gate(const AttentionArgs& a, const AttnPlan& p, const AttnU
   }
 }
 
+// Row stride of a copied V tile (see run_unit's fetch): Dv rounded up to whole vectors, plus one vector, so
+// that consecutive rows start in different L1 sets.
+inline int vtile_ld(int Dv) { return round_up(Dv, W) + W; }
+
 // The per-thread workspace, carved into 64-byte aligned pieces. A unit's columns are those of its kv heads one
 // after the other: column ct belongs to kv head hk + ct / cols, and within it to query ct % cols / nh and
 // query head (ct % cols) % nh of the slice.
@@ -123,8 +128,8 @@ struct Work {
   float* l;      // running sum, npad
   float* alpha;  // rescale factors of the current tile, npad
   int32_t* lim;  // causal: the last key each column sees (sequence position), npad
-  float* kbuf;   // a converted K tile (float16/bfloat16 inputs), bc x kv*D
-  float* vbuf;   // a converted V tile, bc x kv*Dv
+  float* kbuf;   // a converted K tile of one kv head (float16/bfloat16 inputs), bc x D
+  float* vbuf;   // a copied V tile of one kv head, bc x vtile_ld(Dv)
   float* row;    // one row of conversions, 2 * max(D, dvp)
 };
 
@@ -148,8 +153,8 @@ inline Work carve(const AttentionArgs& a, const AttnPlan& p, float* ws, int64_t*
   w.alpha = take(w.npad);
   w.lim = reinterpret_cast<int32_t*>(take(w.npad));
   const bool convert = a.dtype != DType::f32;
-  w.kbuf = take(convert ? static_cast<int64_t>(p.bc) * p.kv * a.D : 0);
-  w.vbuf = take(convert ? static_cast<int64_t>(p.bc) * p.kv * a.Dv : 0);
+  w.kbuf = take(convert ? static_cast<int64_t>(p.bc) * a.D : 0);
+  w.vbuf = take(static_cast<int64_t>(p.bc) * vtile_ld(a.Dv));
   w.row = take(2 * static_cast<int64_t>(a.D > w.dvp ? a.D : w.dvp));
   if (total) *total = off;
   return w;
@@ -599,11 +604,18 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
   // into the workspace from row `at`. Units of several kv heads (decode) read float16/bfloat16 in place too,
   // converting in registers as they load (LoadF16 / LoadBF16): converting rows into a buffer first made a
   // bfloat16 decode slower than the float32 one with twice its bytes (7.3 vs 6.1 ms at S=32768).
-  const bool inplace = f32 || u.nkv > 1;
+  // A unit of one kv head reads that head's slice of each key row, Hk*D (Hk*Dv) values apart. Its K rows
+  // stay in place when float32 (the score microkernel broadcasts from a few rows at a time), but its V tile
+  // is always copied into the workspace, at a row stride of vld floats, not a multiple of 4 KiB: P V's
+  // microkernel reads a 64-byte column block of every V row of the tile once per few rows of O, and rows
+  // 4 KiB apart (Hk = 8, Dv = 128) all fall in one L1 set, so every pass fetched them again from L2
+  // (measured on a 64-key tile at AVX2, Zen 3: P V at 51-60% of the FMA peak in place, 91-93% copied; the
+  // causal prefill T=4096, H=8, D=128 in 0.89-0.94x the time, on 1 and 2 threads; the copy itself ~3%).
+  const bool inplace = u.nkv > 1;
   const int esz = f32 ? 4 : 2;
   const int64_t ldk_in = static_cast<int64_t>(a.Hk) * D, ldv_in = static_cast<int64_t>(a.Hk) * Dv;
-  const int kw = u.nkv * D, vw = u.nkv * Dv;
-  const int ldk = static_cast<int>(inplace ? ldk_in : kw), ldv = static_cast<int>(inplace ? ldv_in : vw);
+  const int vld = vtile_ld(a.Dv);
+  const int ldk = static_cast<int>(inplace || f32 ? ldk_in : D), ldv = static_cast<int>(inplace ? ldv_in : vld);
   auto fetch = [&](int64_t j, int n, int at, const void*& K, const void*& V) {
     const int64_t krow = (sq.kbos + j) * a.Hk + u.hk;  // in rows of D (or Dv)
     if (inplace) {
@@ -611,11 +623,16 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
       V = static_cast<const char*>(a.v) + krow * Dv * esz;
       return;
     }
-    K = w.kbuf + static_cast<int64_t>(at) * kw, V = w.vbuf + static_cast<int64_t>(at) * vw;
-    for (int i = 0; i < n; i++) {
-      load_row(a.k, a.dtype, (krow + static_cast<int64_t>(i) * a.Hk) * D, kw, w.kbuf + static_cast<int64_t>(at + i) * kw);
-      load_row(a.v, a.dtype, (krow + static_cast<int64_t>(i) * a.Hk) * Dv, vw, w.vbuf + static_cast<int64_t>(at + i) * vw);
+    if (f32) {
+      K = static_cast<const float*>(a.k) + krow * D;
+    } else {
+      K = w.kbuf + static_cast<int64_t>(at) * D;
+      for (int i = 0; i < n; i++)
+        load_row(a.k, a.dtype, (krow + static_cast<int64_t>(i) * a.Hk) * D, D, w.kbuf + static_cast<int64_t>(at + i) * D);
     }
+    V = w.vbuf + static_cast<int64_t>(at) * vld;
+    for (int i = 0; i < n; i++)
+      load_row(a.v, a.dtype, (krow + static_cast<int64_t>(i) * a.Hk) * Dv, Dv, w.vbuf + static_cast<int64_t>(at + i) * vld);
   };
   // Calls f with the loader of the K and V rows fetch hands out: the input dtype's when in place, else float32.
   auto with_loader = [&](auto&& f) {
