@@ -44,14 +44,14 @@ export interface Limits {
   bandwidth: BandwidthResult[];
 }
 
-interface Probes {
+export interface Probes {
   peakFlops(level: string, seconds: number, threads: number): number;
   bandwidth(kind: string, bytes: number, threads: number, seconds: number): number;
   info(): { simdBest: string };
 }
 
 /** The addon's probes, or null when the addon is missing or too old to have them. */
-function probes(): Probes | null {
+export function probes(): Probes | null {
   const a = native();
   if (!a || typeof a.peakFlops !== 'function' || typeof a.bandwidth !== 'function') return null;
   return a as unknown as Probes;

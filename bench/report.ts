@@ -354,7 +354,7 @@ export function formatAttentionRows(rows: readonly AttentionRow[]): string {
     peakAt(r.peak),
     sig(r.gbs),
     pct(r.copyRatio),
-    pct(r.readRatio ?? null),
+    pct(r.readRatio),
     r.copy ? formatBytes(r.copy.bytes) : '-',
   ]);
   return formatTable(header, body);

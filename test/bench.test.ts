@@ -14,8 +14,7 @@ import {
   attentionPairs, attentionWork, chunkFlops, chunkFlopsPerChunk, deltaPrefillWork, deltaStepWork, recurrentFlops, softmaxWork, stateBytes,
 } from '../bench/formulas.js';
 import { fillUniform, softmaxInput, attentionInputs, attentionGate } from '../bench/inputs.js';
-import { formatBytes, formatLimits, limitWarnings, minProbeBytes } from '../bench/limits.js';
-import { native } from '../src/backend.js';
+import { BANDWIDTH_KINDS, formatBytes, formatLimits, limitWarnings, minProbeBytes, probes as limitProbes } from '../bench/limits.js';
 import { measure, pool, quantile, summarise, type Timing } from '../bench/measure.js';
 import type { AttentionCase, SoftmaxCase } from '../bench/registry.js';
 import { formatReport, formatSummary, makeRow, type AttentionRow, type BenchReport, type SoftmaxRow } from '../bench/report.js';
@@ -439,13 +438,11 @@ describe('softmax and attention suites', () => {
 });
 
 describe('native limit probes', () => {
-  const probes = native() as unknown as {
-    bandwidth(kind: string, bytes: number, threads: number, seconds: number): number;
-  } | null;
   // npm test always has the addon (scripts/test-all-levels.mjs refuses to run without it).
   it('every bandwidth kind gives a positive figure; a bad kind is named in the error', () => {
+    const probes = limitProbes();
     expect(probes).not.toBeNull();
-    for (const kind of ['copy', 'triad', 'update', 'read']) {
+    for (const kind of BANDWIDTH_KINDS) {
       const gbs = probes!.bandwidth(kind, 1 << 20, 1, 0.02);
       expect(gbs, kind).toBeGreaterThan(0);
       expect(Number.isFinite(gbs), kind).toBe(true);
