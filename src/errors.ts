@@ -36,9 +36,14 @@ export function fail(code: SeqkernErrorCode, op: string, argument: string, expec
   throw new SeqkernError(code, `${op}: expected ${argument} ${expected}, got ${got}`, { argument, expected, got });
 }
 
-/** The error an aborted async call rejects with (the DOM's AbortError, as fetch uses). */
+/**
+ * The error an aborted async call rejects with: an AbortError whose `cause` is `signal.reason` (Node core's
+ * convention, as in `fs.readFile` or `timers/promises`), so `abort(new Error('client disconnected'))` and
+ * `AbortSignal.timeout()` keep their reason.
+ */
 export function abortError(signal?: AbortSignal): Error {
-  const reason = signal?.reason;
-  if (reason instanceof Error && reason.name === 'AbortError') return reason;
-  return new DOMException('The operation was aborted', 'AbortError');
+  const reason: unknown = signal?.reason;
+  const e = new DOMException('The operation was aborted', 'AbortError');
+  if (reason !== undefined) Object.defineProperty(e, 'cause', { value: reason, writable: true, configurable: true });
+  return e;
 }

@@ -73,27 +73,24 @@ export function checkOneOf<T extends string>(op: string, name: string, x: unknow
   return x as T;
 }
 
-/** cuSeqlens: N + 1 int32 offsets, 0 first, `T` last, non-decreasing. Returns an Int32Array (no copy if it is one). */
-export function checkCuSeqlens(op: string, cu: unknown, T: number): Int32Array {
-  let arr: Int32Array;
-  if (cu instanceof Int32Array) arr = cu;
-  else if (Array.isArray(cu)) {
-    for (const x of cu) {
-      if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x > 2147483647) {
-        fail('BAD_ARGUMENT', op, 'cuSeqlens', 'of non-negative int32 offsets', String(x));
-      }
-    }
-    arr = Int32Array.from(cu as number[]);
-  } else {
-    fail('BAD_DTYPE', op, 'cuSeqlens', 'to be an Int32Array or number[]', describe(cu));
-  }
-  if (arr.length < 2) fail('SHAPE_MISMATCH', op, 'cuSeqlens', 'of at least 2 offsets (N + 1)', `${arr.length}`);
-  if (arr[0] !== 0) fail('OUT_OF_RANGE', op, 'cuSeqlens', 'to start at 0', `${arr[0]}`);
+/**
+ * N + 1 int32 offsets named `name` (cuSeqlens, cuSeqlensK): 0 first, `end` last, non-decreasing. Returns a
+ * private copy (see copyInt32): the checks hold for what the kernel reads, whatever the caller does next.
+ */
+export function checkOffsets(op: string, name: string, cu: unknown, end: number, endName = 'T'): Int32Array {
+  const arr = copyInt32(op, name, cu);
+  if (arr.length < 2) fail('SHAPE_MISMATCH', op, name, 'of at least 2 offsets (N + 1)', `${arr.length}`);
+  if (arr[0] !== 0) fail('OUT_OF_RANGE', op, name, 'to start at 0', `${arr[0]}`);
   for (let i = 1; i < arr.length; i++) {
-    if (arr[i] < arr[i - 1]) fail('OUT_OF_RANGE', op, 'cuSeqlens', 'non-decreasing', `${arr[i - 1]} then ${arr[i]} at index ${i}`);
+    if (arr[i] < arr[i - 1]) fail('OUT_OF_RANGE', op, name, 'non-decreasing', `${arr[i - 1]} then ${arr[i]} at index ${i}`);
   }
-  if (arr[arr.length - 1] !== T) fail('OUT_OF_RANGE', op, 'cuSeqlens', `to end at T=${T}`, `${arr[arr.length - 1]}`);
+  if (arr[arr.length - 1] !== end) fail('OUT_OF_RANGE', op, name, `to end at ${endName}=${end}`, `${arr[arr.length - 1]}`);
   return arr;
+}
+
+/** cuSeqlens of a [1, T, ...] packed batch: checkOffsets with the end T. */
+export function checkCuSeqlens(op: string, cu: unknown, T: number): Int32Array {
+  return checkOffsets(op, 'cuSeqlens', cu, T, 'T');
 }
 
 /** Two views share at least one byte (views of one SharedArrayBuffer included: same buffer object). */
@@ -101,10 +98,81 @@ export const overlaps = (a: ArrayBufferView, b: ArrayBufferView): boolean =>
   a.byteLength > 0 && b.byteLength > 0 && a.buffer === b.buffer &&
   a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 
-export function checkOptions(op: string, opts: unknown): asserts opts is Record<string, unknown> {
-  if (typeof opts !== 'object' || opts === null) {
+/** Edit distance of two short strings (for "did you mean" hints). */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diag = d[0];
+    d[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const up = d[j];
+      d[j] = Math.min(d[j] + 1, d[j - 1] + 1, diag + (a[i - 1].toLowerCase() === b[j - 1].toLowerCase() ? 0 : 1));
+      diag = up;
+    }
+  }
+  return d[b.length];
+}
+
+/**
+ * The known name closest to `name`: one that contains it or is contained in it (`state` → `initialState`),
+ * else the nearest by edit distance (at most a third of its length, at least 2), if any.
+ */
+export function closestName(name: string, known: readonly string[]): string | undefined {
+  const lower = name.toLowerCase();
+  let best: string | undefined;
+  if (lower.length >= 3) {
+    for (const k of known) {
+      const kl = k.toLowerCase();
+      if ((kl.includes(lower) || lower.includes(kl)) && kl.length >= 3 &&
+          (!best || Math.abs(k.length - name.length) < Math.abs(best.length - name.length))) best = k;
+    }
+    if (best) return best;
+  }
+  let bestD = Math.max(2, Math.floor(name.length / 3)) + 1;
+  for (const k of known) {
+    const dist = editDistance(name, k);
+    if (dist < bestD) [best, bestD] = [k, dist];
+  }
+  return best;
+}
+
+/**
+ * Checks that `opts` is an options object and, when `known` is given, that it has no key outside that list
+ * (own enumerable keys whose value is not undefined: `{ scale: undefined }` is as good as absent). An unknown
+ * option is a BAD_ARGUMENT naming it and the closest known name, so `{ cacheSeqlen: ... }` cannot run silently
+ * as a call without it.
+ */
+export function checkOptions(op: string, opts: unknown, known?: readonly string[]): asserts opts is Record<string, unknown> {
+  if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) {
     throw new SeqkernError('BAD_ARGUMENT', `${op}: expected an options object, got ${describe(opts)}`, {
       argument: 'options', expected: 'object', got: describe(opts),
     });
   }
+  if (!known) return;
+  for (const key of Object.keys(opts)) {
+    if ((opts as Record<string, unknown>)[key] === undefined || known.includes(key)) continue;
+    const near = closestName(key, known);
+    const hint = near ? ` (did you mean '${near}'?)` : '';
+    throw new SeqkernError('BAD_ARGUMENT', `${op}: unknown option '${key}'${hint}; expected one of ${known.join(', ')}`, {
+      argument: key, expected: near ?? `one of ${known.join(', ')}`, got: 'an unknown option',
+    });
+  }
+}
+
+/**
+ * A private Int32Array copy of a small metadata array (offsets, block tables, slot indices, lengths), taken
+ * at the call: the kernels read only this copy, so a caller that reuses or changes its array while an async
+ * call runs (or another thread changes a SharedArrayBuffer-backed one) cannot make them read out of bounds.
+ */
+export function copyInt32(op: string, name: string, x: unknown): Int32Array {
+  if (x instanceof Int32Array) return x.slice();
+  if (Array.isArray(x)) {
+    for (const e of x) {
+      if (typeof e !== 'number' || !Number.isInteger(e) || e < -2147483648 || e > 2147483647) {
+        fail('BAD_ARGUMENT', op, name, 'of int32 values', String(e));
+      }
+    }
+    return Int32Array.from(x as number[]);
+  }
+  fail('BAD_DTYPE', op, name, 'to be an Int32Array or number[]', describe(x));
 }

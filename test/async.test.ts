@@ -131,23 +131,42 @@ describe('off the event loop, abortable', () => {
     });
   }
 
-  it('an already-aborted signal rejects with that AbortError and leaves initialState alone (prefill, KLA)', async () => {
+  it('an already-aborted signal rejects with an AbortError whose cause is the reason, initialState untouched (prefill, KLA)', async () => {
     const ac = new AbortController();
     ac.abort();
     for (const variant of ['gated', 'kla'] as Variant[]) {
       const x = deltaInputs({ B: 2, T: 65, H: 1, HV: 2, K: 16, V: 16, initial: true, variant, seed: 32 });
       const snaps = snapInputs(x);
-      await expect(prefillAsync(x, {}, ac.signal)).rejects.toBe(ac.signal.reason);
-      expect((ac.signal.reason as Error).name).toBe('AbortError');
+      const err = await prefillAsync(x, {}, ac.signal).then(() => null, (e: unknown) => e as Error);
+      expect(err?.name).toBe('AbortError');
+      expect(err?.cause).toBe(ac.signal.reason);
       expectInputsUntouched(snaps, `${variant}: already aborted`);
     }
   });
 
-  it('an abort reason that is not an AbortError still rejects with an AbortError', async () => {
+  it('an abort reason that is not an AbortError rejects with an AbortError carrying it as cause (before and during the call)', async () => {
+    const reason = new Error('user went away');
     const ac = new AbortController();
-    ac.abort(new Error('user went away'));
+    ac.abort(reason);
     const x = deltaInputs({ B: 1, T: 10, H: 1, HV: 1, K: 8, V: 8, seed: 33 });
-    await expect(prefillAsync(x, {}, ac.signal)).rejects.toMatchObject({ name: 'AbortError' });
+    await expect(prefillAsync(x, {}, ac.signal)).rejects.toMatchObject({ name: 'AbortError', cause: reason });
+    const big = deltaInputs({ B: 1, T: 4096, H: 2, HV: 2, K: 64, V: 64, seed: 35 });
+    const late = new AbortController();
+    const p = prefillAsync(big, { algorithm: 'recurrent' }, late.signal);
+    late.abort(reason);
+    const err = await p.then(() => null, (e: unknown) => e as Error);
+    expect(err?.name).toBe('AbortError');
+    expect(err?.cause).toBe(reason);
+  });
+
+  it('AbortSignal.timeout() rejects with an AbortError whose cause is its TimeoutError', async () => {
+    const big = deltaInputs({ B: 1, T: 8192, H: 2, HV: 4, K: 64, V: 64, seed: 36 });
+    const signal = AbortSignal.timeout(1);
+    // The timer fires on the event loop while the kernel runs (tens of ms); a fresh-output prefill whose
+    // signal aborted before it resolved rejects even when its last chunk raced the abort.
+    const err = await prefillAsync(big, { algorithm: 'recurrent' }, signal).then(() => null, (e: unknown) => e as Error);
+    expect(err?.name).toBe('AbortError');
+    expect((err?.cause as Error).name).toBe('TimeoutError');
   });
 
   it('after an aborted gatedDeltaRuleStepAsync (signal already aborted) the state is byte-identical', async () => {

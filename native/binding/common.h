@@ -232,6 +232,16 @@ inline bool overlap(const void* a, int64_t a_bytes, const void* b, int64_t b_byt
   return x < y + static_cast<uintptr_t>(b_bytes) && y < x + static_cast<uintptr_t>(a_bytes);
 }
 
+// A private copy of a small int32 metadata array (offsets, block tables, slot indices, lengths), taken on the
+// main thread at the call. Validate the copy and let the kernel read only it: the caller's array may change
+// (a reused offsets array, another thread writing a SharedArrayBuffer) while the job runs.
+inline std::vector<int32_t> copy_int32(const ArrayView& a, const char* name) {
+  if (!a.present) return {};
+  if (a.type != napi_int32_array) throw CodedError("BAD_DTYPE", std::string("expected ") + name + " to be an Int32Array");
+  const int32_t* p = static_cast<const int32_t*>(a.data);
+  return std::vector<int32_t>(p, p + a.length);
+}
+
 // The abort flag an async call polls (JS sets element 0 on abort), or null.
 inline const int32_t* cancel_flag(const ArrayView& cancel) {
   if (!cancel.present) return nullptr;

@@ -6,7 +6,7 @@ import { callNative, fromNative, native, resolveBackend, type NativeAttentionArg
 import { attentionReference } from '../reference/attention.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, AttentionOptions, AttentionResult } from '../types.js';
-import { checkFinite, checkOneOf, checkOptions, checkShape, checkTensor, overlaps } from '../validate.js';
+import { checkFinite, checkOffsets, checkOneOf, checkOptions, checkShape, checkTensor, overlaps } from '../validate.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_HEAD_DIM = 1024;
@@ -34,31 +34,11 @@ function describe(x: unknown): string {
   return Array.isArray(x) ? 'an array' : typeof x;
 }
 
-/** N + 1 int32 offsets named `name`: 0 first, `end` last, non-decreasing. Returns an Int32Array (no copy if it is one). */
-function checkOffsets(op: string, name: string, cu: unknown, end: number, endName: string): Int32Array {
-  let arr: Int32Array;
-  if (cu instanceof Int32Array) arr = cu;
-  else if (Array.isArray(cu)) {
-    for (const x of cu) {
-      if (typeof x !== 'number' || !Number.isInteger(x) || x < 0 || x > 2147483647) {
-        fail('BAD_ARGUMENT', op, name, 'of non-negative int32 offsets', String(x));
-      }
-    }
-    arr = Int32Array.from(cu as number[]);
-  } else {
-    fail('BAD_DTYPE', op, name, 'to be an Int32Array or number[]', describe(cu));
-  }
-  if (arr.length < 2) fail('SHAPE_MISMATCH', op, name, 'of at least 2 offsets (N + 1)', `${arr.length}`);
-  if (arr[0] !== 0) fail('OUT_OF_RANGE', op, name, 'to start at 0', `${arr[0]}`);
-  for (let i = 1; i < arr.length; i++) {
-    if (arr[i] < arr[i - 1]) fail('OUT_OF_RANGE', op, name, 'non-decreasing', `${arr[i - 1]} then ${arr[i]} at index ${i}`);
-  }
-  if (arr[arr.length - 1] !== end) fail('OUT_OF_RANGE', op, name, `to end at ${endName}=${end}`, `${arr[arr.length - 1]}`);
-  return arr;
-}
+/** Every option attention knows (strict options: anything else is a BAD_ARGUMENT). */
+const ATTENTION_OPTIONS = ['backend', 'causal', 'scale', 'gate', 'gateType', 'cuSeqlens', 'cuSeqlensK', 'returnLse', 'out'] as const;
 
 function prepare(op: string, q: unknown, k: unknown, v: unknown, o: AttentionOptions): Prepared {
-  checkOptions(op, o);
+  checkOptions(op, o, ATTENTION_OPTIONS);
   const qT = checkTensor(op, 'q', q, IN_DTYPES, 4);
   const kT = checkTensor(op, 'k', k, IN_DTYPES, 4);
   const vT = checkTensor(op, 'v', v, IN_DTYPES, 4);

@@ -86,8 +86,15 @@ export function autoAlgorithm(avgLen: number, K: number, V: number): 'chunk' | '
   return calibrate(K, V);
 }
 
+/** Every option the prefill and the step know (strict options: anything else is a BAD_ARGUMENT). */
+const STEP_OPTIONS = ['backend', 'q', 'k', 'v', 'beta', 'eta', 'g', 'decay', 'state', 'qkL2Norm', 'scale', 'eps', 'out'] as const;
+const PREFILL_OPTIONS = [
+  'backend', 'q', 'k', 'v', 'beta', 'eta', 'g', 'decay', 'initialState', 'outputFinalState', 'cuSeqlens', 'qkL2Norm',
+  'scale', 'eps', 'algorithm', 'chunkSize', 'out',
+] as const;
+
 function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean): Prepared {
-  checkOptions(op, o);
+  checkOptions(op, o, step ? STEP_OPTIONS : PREFILL_OPTIONS);
   const rank = step ? 3 : 4;
   const q = checkTensor(op, 'q', o.q, IN_DTYPES, rank);
   const k = checkTensor(op, 'k', o.k, IN_DTYPES, rank);

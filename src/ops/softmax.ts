@@ -28,8 +28,10 @@ const sameRange = (a: TensorData, b: TensorData) => a.buffer === b.buffer && a.b
 const overlaps = (a: TensorData, b: TensorData) =>
   a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 
+const SOFTMAX_OPTIONS = ['backend', 'algorithm', 'strict'] as const;
+
 function prepare(op: string, x: unknown, out: unknown, opts: unknown): Prepared {
-  checkOptions(op, opts);
+  checkOptions(op, opts, SOFTMAX_OPTIONS);
   const o = opts as SoftmaxOptions;
   const rank = x instanceof Tensor ? x.shape.length : 1;
   if (rank === 0) fail('SHAPE_MISMATCH', op, 'x', 'of rank >= 1 (softmax runs over the last axis)', 'a scalar, shape []');
