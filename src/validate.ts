@@ -93,6 +93,9 @@ export function checkCuSeqlens(op: string, cu: unknown, T: number): Int32Array {
   return checkOffsets(op, 'cuSeqlens', cu, T, 'T');
 }
 
+/** The caller's own Int32Array behind a metadata option (for overlap checks against outputs), if it is one. */
+export const callerInt32 = (x: unknown): Int32Array | undefined => (x instanceof Int32Array ? x : undefined);
+
 /** Two views share at least one byte (views of one SharedArrayBuffer included: same buffer object). */
 export const overlaps = (a: ArrayBufferView, b: ArrayBufferView): boolean =>
   a.byteLength > 0 && b.byteLength > 0 && a.buffer === b.buffer &&

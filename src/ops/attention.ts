@@ -6,7 +6,7 @@ import { callNative, fromNative, native, resolveBackend, type NativeAttentionArg
 import { attentionReference } from '../reference/attention.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, AttentionOptions, AttentionResult } from '../types.js';
-import { checkFinite, checkOffsets, checkOneOf, checkOptions, checkShape, checkTensor, overlaps } from '../validate.js';
+import { callerInt32, checkFinite, checkOffsets, checkOneOf, checkOptions, checkShape, checkTensor, overlaps } from '../validate.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_HEAD_DIM = 1024;
@@ -104,7 +104,9 @@ function prepare(op: string, q: unknown, k: unknown, v: unknown, o: AttentionOpt
     outT = checkTensor(op, 'out', o.out, [vT.dtype], 4);
     checkShape(op, 'out', outT, oShape);
     const inputs: [string, TensorData | Int32Array | undefined][] = [
-      ['q', qT.data], ['k', kT.data], ['v', vT.data], ['gate', gT?.data], ['cuSeqlens', cu], ['cuSeqlensK', cuK],
+      // The caller's offset arrays, not the copies the kernel reads: writing o over them is still a mistake.
+      ['q', qT.data], ['k', kT.data], ['v', vT.data], ['gate', gT?.data], ['cuSeqlens', callerInt32(o.cuSeqlens)],
+      ['cuSeqlensK', callerInt32(o.cuSeqlensK)],
     ];
     for (const [name, data] of inputs) {
       if (data && overlaps(outT.data, data)) {

@@ -6,7 +6,7 @@ import { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from '../referen
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, DeltaRuleOptions, DeltaRuleResult, DeltaStepOptions, DeltaStepResult } from '../types.js';
 import {
-  checkCuSeqlens, checkFinite, checkInt, checkOneOf, checkOptions, checkShape, checkTensor, checkValues, overlaps,
+  callerInt32, checkCuSeqlens, checkFinite, checkInt, checkOneOf, checkOptions, checkShape, checkTensor, checkValues, overlaps,
 } from '../validate.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
@@ -181,7 +181,8 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
     checkShape(op, 'out', outT, oShape);
     const decayName = o.decay !== undefined ? 'decay' : 'g';
     const inputs: [string, TensorData | Int32Array | undefined][] = [
-      ['q', q.data], ['k', k.data], ['v', v.data], [betaName, betaT.data], [decayName, gT?.data], [stateName, initial?.data], ['cuSeqlens', cu],
+      ['q', q.data], ['k', k.data], ['v', v.data], [betaName, betaT.data], [decayName, gT?.data], [stateName, initial?.data],
+      ['cuSeqlens', callerInt32((o as DeltaRuleOptions).cuSeqlens)],
     ];
     for (const [name, data] of inputs) {
       if (data && overlaps(outT.data, data)) {
