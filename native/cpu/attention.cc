@@ -100,7 +100,7 @@ bool attention_forward(const AttentionArgs& a) {
   // merged afterwards by log-sum-exp (decode: one query per sequence against a long cache).
   std::vector<AttnUnit> work, merges;
   int64_t slots = 0;
-  if (threads > 1 && units.size() < static_cast<size_t>(4 * threads)) {  // (one thread: nothing to gain)
+  if (threads > 1 && !a.no_split && units.size() < static_cast<size_t>(4 * threads)) {  // (one thread: nothing to gain)
     const int64_t want = (8 * static_cast<int64_t>(threads) + units.size() - 1) / units.size();
     for (const AttnUnit& u : units) {
       const int64_t keys = u.j1 - u.j0;

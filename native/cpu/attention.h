@@ -36,6 +36,8 @@ struct AttentionArgs {
   bool causal = false;               // query i of a sequence sees key j iff j <= i + (S_n - T_n)
   float scale = 1.f;
   const int32_t* cancel = nullptr;   // non-zero: stop; checked between key tiles (JS sets it on abort)
+  bool no_split = false;             // never split a unit's keys across threads, so the result does not
+                                     // depend on the thread count (HyperAttention's determinism, hyper.h)
 };
 
 // Sizes of the tiles; chosen once per call by the driver, the same for every unit.
