@@ -10,9 +10,16 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <new>
+
+#include <sys/mman.h>
 
 #include "attention.h"
 #include "threadpool.h"
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+namespace { struct Tr { const char* on = std::getenv("SK_HYPER_TRACE"); std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now(); void operator()(const char* w) { if (!on) return; auto n = std::chrono::steady_clock::now(); std::fprintf(stderr, "  %-10s %8.2f ms\n", w, std::chrono::duration<double, std::milli>(n - t).count()); t = n; } }; }
 
 namespace sk {
 
@@ -146,56 +153,48 @@ namespace {
 
 inline bool cancelled(const int32_t* c) { return c != nullptr && __atomic_load_n(c, __ATOMIC_RELAXED) != 0; }
 
-// Uninitialised float storage (every element is written before it is read).
+// Uninitialised storage (every element is written before it is read). Large buffers are 2 MiB aligned and
+// marked for transparent huge pages: their first touch then costs a fault per 2 MiB instead of one per
+// 4 KiB (the gathered copies of a T = 32768 call are ~70 MiB, fresh on every call).
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
 template <class T>
-std::unique_ptr<T[]> uninit(int64_t n) {
-  return std::unique_ptr<T[]>(new T[static_cast<size_t>(n > 0 ? n : 1)]);
+using Buf = std::unique_ptr<T[], FreeDeleter>;
+
+template <class T>
+Buf<T> uninit(int64_t n) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  size_t bytes = static_cast<size_t>(n > 0 ? n : 1) * sizeof(T);
+  void* p;
+  if (bytes >= 4 * kHuge) {
+    bytes = (bytes + kHuge - 1) / kHuge * kHuge;
+    p = std::aligned_alloc(kHuge, bytes);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p) madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+  } else {
+    p = std::malloc(bytes);
+  }
+  if (!p) throw std::bad_alloc();
+  return Buf<T>(static_cast<T*>(p));
 }
 
-void to_float(const void* src, DType dt, int64_t n, float* dst) {
+void to_float(const HyperKernels& kern, const void* src, DType dt, int64_t n, float* dst) {
   const int64_t chunk = 1 << 16;
-  parallel_for((n + chunk - 1) / chunk, [&](int64_t c, int) {
-    const int64_t i0 = c * chunk, i1 = std::min(n, i0 + chunk);
-    const uint16_t* s = static_cast<const uint16_t*>(src);
-    if (dt == DType::f16)
-      for (int64_t i = i0; i < i1; i++) dst[i] = half_to_float(s[i]);
-    else
-      for (int64_t i = i0; i < i1; i++) dst[i] = bf16_to_float(s[i]);
-  });
+  parallel_for((n + chunk - 1) / chunk, [&](int64_t c, int) { kern.to_f32(src, dt, c * chunk, std::min(n, (c + 1) * chunk), dst); });
 }
 
-void from_float(const float* src, DType dt, int64_t n, void* dst) {
+void from_float(const HyperKernels& kern, const float* src, DType dt, int64_t n, void* dst) {
   const int64_t chunk = 1 << 16;
-  parallel_for((n + chunk - 1) / chunk, [&](int64_t c, int) {
-    const int64_t i0 = c * chunk, i1 = std::min(n, i0 + chunk);
-    uint16_t* d = static_cast<uint16_t*>(dst);
-    if (dt == DType::f16)
-      for (int64_t i = i0; i < i1; i++) d[i] = float_to_half(src[i]);
-    else
-      for (int64_t i = i0; i < i1; i++) d[i] = float_to_bf16(src[i]);
-  });
+  parallel_for((n + chunk - 1) / chunk, [&](int64_t c, int) { kern.from_f32(src, dt, c * chunk, std::min(n, (c + 1) * chunk), dst); });
 }
 
-// The Gray-code rank of the bucket of each of `rows` rows of D floats. The sums of exact products (a float32
-// times a float32 fits a double) are added in d order, so the signs are the same wherever this runs (FMA or
-// not, any vector width across rows) and in the float64 reference.
-void hash_rows(const float* x, int64_t rows, int D, int bits, const float* R, uint16_t* rank) {
+// The Gray-code rank of the bucket of each of `rows` rows of D floats (hyper_impl.h: the same bits on every
+// level and in the float64 reference).
+void hash_rows(const HyperKernels& kern, const float* x, int64_t rows, int D, int bits, const double* Rp, uint16_t* rank) {
   const int64_t chunk = 512;
-  parallel_for((rows + chunk - 1) / chunk, [&](int64_t c, int) {
-    const int64_t r0 = c * chunk, r1 = std::min(rows, r0 + chunk);
-    for (int64_t row = r0; row < r1; row++) {
-      const float* xr = x + row * D;
-      double acc[16] = {};
-      for (int d = 0; d < D; d++) {
-        const double xd = xr[d];
-        const float* Rd = R + static_cast<int64_t>(d) * bits;
-        for (int r = 0; r < bits; r++) acc[r] += xd * static_cast<double>(Rd[r]);
-      }
-      uint32_t bin = 0;
-      for (int r = 0; r < bits; r++) bin |= (acc[r] > 0.0 ? 1u : 0u) << r;
-      rank[row] = static_cast<uint16_t>(hyper_gray_rank(bin));
-    }
-  });
+  parallel_for((rows + chunk - 1) / chunk, [&](int64_t c, int) { kern.hash_rows(x, c * chunk, std::min(rows, (c + 1) * chunk), D, bits, Rp, rank); });
 }
 
 // Stable counting sort of n rows by rank (rank of local row i at rank[i * stride]): perm[k] = the k-th row.
@@ -228,7 +227,17 @@ struct Layout {
 
 }  // namespace
 
+const HyperKernels& hyper_kernels(SimdLevel l) {
+  switch (l) {
+    case SimdLevel::avx512: return avx512::kHyperKernels;
+    case SimdLevel::avx2: return avx2::kHyperKernels;
+    default: return portable::kHyperKernels;
+  }
+}
+
 bool hyper_forward(const HyperArgs& a) {
+  const HyperKernels& kern = hyper_kernels(simd_level());
+  Tr tr;
   const HyperPlan plan = hyper_plan(a);
   const int B = a.B, T = a.T, S = a.S, Hq = a.Hq, Hk = a.Hk, D = a.D, Dv = a.Dv, group = Hq / Hk;
 
@@ -249,13 +258,13 @@ bool hyper_forward(const HyperArgs& a) {
   // float32 inputs: in place; float16/bfloat16: converted once.
   const int64_t nq_el = static_cast<int64_t>(B) * T * Hq * D, nk_el = static_cast<int64_t>(B) * S * Hk * D,
                 nv_el = static_cast<int64_t>(B) * S * Hk * Dv, no_el = static_cast<int64_t>(B) * T * Hq * Dv;
-  std::unique_ptr<float[]> qc, kc, vc, oc, lc;
+  Buf<float> qc, kc, vc, oc, lc;
   const float *qf = static_cast<const float*>(a.q), *kf = static_cast<const float*>(a.k), *vf = static_cast<const float*>(a.v);
   if (a.dtype != DType::f32) {
     qc = uninit<float>(nq_el), kc = uninit<float>(nk_el), vc = uninit<float>(nv_el);
-    to_float(a.q, a.dtype, nq_el, qc.get());
-    to_float(a.k, a.dtype, nk_el, kc.get());
-    to_float(a.v, a.dtype, nv_el, vc.get());
+    to_float(kern, a.q, a.dtype, nq_el, qc.get());
+    to_float(kern, a.k, a.dtype, nk_el, kc.get());
+    to_float(kern, a.v, a.dtype, nv_el, vc.get());
     qf = qc.get(), kf = kc.get(), vf = vc.get();
   }
   // The accumulated output (o itself when float32) and lse (lse itself when asked for), [B,T,Hq,Dv], [B,Hq,T].
@@ -278,6 +287,7 @@ bool hyper_forward(const HyperArgs& a) {
       if (!attention_forward(x)) return false;
     }
   }
+  tr("leaves");
   if (cancelled(a.cancel)) return false;
 
   const std::vector<HyperProblem>& P = plan.problems;
@@ -299,17 +309,22 @@ bool hyper_forward(const HyperArgs& a) {
 
   // Hashes of every row (only when some problem is not exact).
   const bool hashing = std::any_of(P.begin(), P.end(), [](const HyperProblem& p) { return !p.exact; });
-  std::unique_ptr<uint16_t[]> qrank, krank;
+  Buf<uint16_t> qrank, krank;
   if (hashing) {
     std::vector<float> R(static_cast<size_t>(D) * a.lsh_bits);
     hyper_projections(a.seed, D, a.lsh_bits, R.data());
+    const int ld = kern.hash_width(a.lsh_bits);
+    std::vector<double> Rp(static_cast<size_t>(D) * ld, 0.0);
+    for (int d = 0; d < D; d++)
+      for (int r = 0; r < a.lsh_bits; r++) Rp[static_cast<size_t>(d) * ld + r] = R[static_cast<size_t>(d) * a.lsh_bits + r];
     qrank = uninit<uint16_t>(static_cast<int64_t>(B) * T * Hq);
     krank = uninit<uint16_t>(static_cast<int64_t>(B) * S * Hk);
-    hash_rows(qf, static_cast<int64_t>(B) * T * Hq, D, a.lsh_bits, R.data(), qrank.get());
-    hash_rows(kf, static_cast<int64_t>(B) * S * Hk, D, a.lsh_bits, R.data(), krank.get());
+    hash_rows(kern, qf, static_cast<int64_t>(B) * T * Hq, D, a.lsh_bits, Rp.data(), qrank.get());
+    hash_rows(kern, kf, static_cast<int64_t>(B) * S * Hk, D, a.lsh_bits, Rp.data(), krank.get());
     if (cancelled(a.cancel)) return false;
   }
 
+  tr("hash");
   // Sorted orders: of each query head's queries (qperm, Q' row order) and each kv head's keys (kperm), and
   // each (batch row, kv head)'s samples (sorted positions, ascending).
   auto qperm = uninit<int32_t>(plan.qrows * group), kperm = uninit<int32_t>(plan.krows), samp = uninit<int32_t>(nsamp);
@@ -357,6 +372,7 @@ bool hyper_forward(const HyperArgs& a) {
   qrank.reset(), krank.reset();
   if (cancelled(a.cancel)) return false;
 
+  tr("sort");
   // Gathers, float32: Q' [qrows, group, D], K' [krows, D], V' [krows, Dv], the sampled K'/V' [srows, .], and
   // the offsets of the packed sequences (problem, batch row, kv head, block).
   auto Qg = uninit<float>(plan.qrows * group * D), Kg = uninit<float>(plan.krows * D), Vg = uninit<float>(plan.krows * Dv);
@@ -418,9 +434,10 @@ bool hyper_forward(const HyperArgs& a) {
   kperm.reset();
   if (cancelled(a.cancel)) return false;
 
+  tr("gather");
   // The two attention calls: block part (O1, L1) and sampled part (O2, L2), over the same queries.
   auto O1 = uninit<float>(plan.qrows * group * Dv), L1 = uninit<float>(plan.qrows * group);
-  std::unique_ptr<float[]> O2, L2;
+  Buf<float> O2, L2;
   {
     AttentionArgs x = attention_args();
     x.B = 1, x.T = static_cast<int>(plan.qrows), x.S = static_cast<int>(plan.krows), x.Hq = group, x.Hk = 1, x.D = D, x.Dv = Dv;
@@ -434,6 +451,7 @@ bool hyper_forward(const HyperArgs& a) {
       if (!attention_forward(x)) return false;
     }
   }
+  tr("attn");
   Qg.reset(), Ks.reset(), Vs.reset();
 
   // Merges, deepest problems first (problems of one depth have disjoint query rows): each sorted query's block
@@ -471,7 +489,8 @@ bool hyper_forward(const HyperArgs& a) {
     });
     at = end;
   }
-  if (a.dtype != DType::f32) from_float(acc_o, a.dtype, no_el, a.o);
+  tr("merge");
+  if (a.dtype != DType::f32) from_float(kern, acc_o, a.dtype, no_el, a.o);
   return true;
 }
 

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "dtype.h"
+#include "simd.h"
 
 namespace sk {
 
@@ -84,6 +85,21 @@ struct HyperPlan {
 
 // The plan of a call (throws nothing; sizes are checked by the caller).
 HyperPlan hyper_plan(const HyperArgs& a);
+
+// Per-level pieces (hyper_<level>.cc, written once in hyper_impl.h).
+struct HyperKernels {
+  // Columns R is padded to (as doubles) for hash_rows: lshBits rounded up to the level's vector width.
+  int (*hash_width)(int bits);
+  // rank[row] for rows [r0, r1) of x (D floats each); Rp: R as doubles, D rows of hash_width(bits).
+  void (*hash_rows)(const float* x, int64_t r0, int64_t r1, int D, int bits, const double* Rp, uint16_t* rank);
+  // Elements [i0, i1) converted from/to float16 or bfloat16.
+  void (*to_f32)(const void* src, DType dt, int64_t i0, int64_t i1, float* dst);
+  void (*from_f32)(const float* src, DType dt, int64_t i0, int64_t i1, void* dst);
+};
+const HyperKernels& hyper_kernels(SimdLevel l);
+namespace avx512 { extern const HyperKernels kHyperKernels; }
+namespace avx2 { extern const HyperKernels kHyperKernels; }
+namespace portable { extern const HyperKernels kHyperKernels; }
 
 // Runs the whole call on the pool. Returns false when cancelled (outputs then partly written).
 bool hyper_forward(const HyperArgs& a);
