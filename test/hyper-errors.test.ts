@@ -92,9 +92,9 @@ const CASES: BadCase[] = [
     code: 'TOO_LARGE', arg: 'o',
   },
   {
-    // 2^15 keys in blocks of 1 with 2^16 samples: 2^15 blocks x 2^16 sampled keys of 4 floats = 2^33 elements
-    name: 'gathered sampled keys past the cap (blockSize 1, a huge sampleSize)',
-    make: () => ({ q: zeros([1, 1, 1, 4]), k: zeros([1, 2 ** 15, 1, 4]), v: zeros([1, 2 ** 15, 1, 4]), opts: { backend: 'cpu', minSeqLen: 0, blockSize: 1, sampleSize: 2 ** 16 } }),
+    // 2^28 samples, laid out twice, of 4 floats: 2^31 elements
+    name: 'gathered sampled keys past the cap (a huge sampleSize)',
+    make: () => ({ q: zeros([1, 1, 1, 4]), k: zeros([1, 8, 1, 4]), v: zeros([1, 8, 1, 4]), opts: { backend: 'cpu', minSeqLen: 0, blockSize: 1, sampleSize: 2 ** 28 } }),
     code: 'TOO_LARGE', arg: 'sampleSize',
   },
   {
@@ -200,7 +200,7 @@ const RAW_CASES: { name: string; mutate: string; code: string }[] = [
   { name: 'seed -1', mutate: '(b) => ({ ...b, seed: -1 })', code: 'OUT_OF_RANGE' },
   { name: 'seed 2^60', mutate: '(b) => ({ ...b, seed: 2 ** 60 })', code: 'OUT_OF_RANGE' },
   { name: 'seed a string', mutate: "(b) => ({ ...b, seed: '1' })", code: 'BAD_ARGUMENT' },
-  { name: 'sampled keys past the cap', mutate: '(b) => ({ ...b, causal: false, T: 1, S: 2 ** 15, Hq: 1, D: 4, Dv: 4, q: F(4), k: F(2 ** 17), v: F(2 ** 17), o: F(4), lse: F(1), blockSize: 1, sampleSize: 2 ** 16, minSeqLen: 0 })', code: 'TOO_LARGE' },
+  { name: 'sampled keys past the cap', mutate: '(b) => ({ ...b, causal: false, T: 1, S: 8, Hq: 1, D: 4, Dv: 4, q: F(4), k: F(32), v: F(32), o: F(4), lse: F(1), blockSize: 1, sampleSize: 2 ** 28, minSeqLen: 0 })', code: 'TOO_LARGE' },
   { name: 'a causal recursion of more than 2^20 leaves', mutate: '(b) => ({ ...b, T: 2 ** 21 + 3, S: 2 ** 21 + 3, Hq: 1, D: 1, Dv: 1, q: F(2 ** 21 + 3), k: F(2 ** 21 + 3), v: F(2 ** 21 + 3), o: F(2 ** 21 + 3), lse: undefined, minSeqLen: 0 })', code: 'TOO_LARGE' },
   { name: 'cancel a Float32Array', mutate: '(b) => ({ ...b, cancel: new Float32Array(1) })', code: 'BAD_DTYPE' },
   { name: 'no argument', mutate: '(b) => []', code: 'BAD_ARGUMENT' },

@@ -141,7 +141,7 @@ HyperPlan hyper_plan(const HyperArgs& a) {
   for (const HyperProblem& pr : p.problems) {
     p.qrows += bh * pr.nq;
     p.krows += bh * pr.nk;
-    p.srows += bh * (pr.nb - 1) * static_cast<int64_t>(pr.m);
+    p.srows += bh * 2 * static_cast<int64_t>(pr.m);
     p.seqs += bh * pr.nb;
   }
   return p;
@@ -300,7 +300,7 @@ bool hyper_forward(const HyperArgs& a) {
       lay[p] = at;
       at.qrow += bh * P[p].nq;
       at.krow += bh * P[p].nk;
-      at.srow += bh * (P[p].nb - 1) * static_cast<int64_t>(P[p].m);
+      at.srow += bh * 2 * static_cast<int64_t>(P[p].m);
       at.seq += bh * P[p].nb;
       at.samp += bh * P[p].m;
     }
@@ -335,7 +335,7 @@ bool hyper_forward(const HyperArgs& a) {
   };
   auto kofs = [&](int p, int b, int hk) { return lay[p].krow + (static_cast<int64_t>(b) * Hk + hk) * P[p].nk; };
   auto qofs = [&](int p, int b, int hk) { return lay[p].qrow + (static_cast<int64_t>(b) * Hk + hk) * P[p].nq; };
-  auto sofs = [&](int p, int b, int hk) { return lay[p].srow + (static_cast<int64_t>(b) * Hk + hk) * (P[p].nb - 1) * static_cast<int64_t>(P[p].m); };
+  auto sofs = [&](int p, int b, int hk) { return lay[p].srow + (static_cast<int64_t>(b) * Hk + hk) * 2 * static_cast<int64_t>(P[p].m); };
   auto samp_of = [&](int p, int b, int hk) { return samp.get() + lay[p].samp + (static_cast<int64_t>(b) * Hk + hk) * P[p].m; };
   auto seq_of = [&](int p, int b, int hk) { return lay[p].seq + (static_cast<int64_t>(b) * Hk + hk) * P[p].nb; };
   {
@@ -374,10 +374,13 @@ bool hyper_forward(const HyperArgs& a) {
 
   tr("sort");
   // Gathers, float32: Q' [qrows, group, D], K' [krows, D], V' [krows, Dv], the sampled K'/V' [srows, .], and
-  // the offsets of the packed sequences (problem, batch row, kv head, block).
+  // the offsets of the packed sequences (problem, batch row, kv head, block). The m samples of a (problem,
+  // batch row, kv head), ascending, are laid out twice in a row (2m rows): the samples outside key block blk,
+  // [hi, m) then [0, lo), are then the one range [hi, lo + m) of that, which the block's sequence takes
+  // (cu_s, k_end: ranges of different blocks overlap).
   auto Qg = uninit<float>(plan.qrows * group * D), Kg = uninit<float>(plan.krows * D), Vg = uninit<float>(plan.krows * Dv);
   auto Ks = uninit<float>(plan.srows * D), Vs = uninit<float>(plan.srows * Dv);
-  std::vector<int32_t> cu_q(plan.seqs + 1), cu_k(plan.seqs + 1), cu_s(plan.seqs + 1);
+  std::vector<int32_t> cu_q(plan.seqs + 1), cu_k(plan.seqs + 1), cu_s(plan.seqs + 1), s_end(plan.seqs);
   cu_q[plan.seqs] = static_cast<int32_t>(plan.qrows);
   cu_k[plan.seqs] = static_cast<int32_t>(plan.krows);
   cu_s[plan.seqs] = static_cast<int32_t>(plan.srows);
@@ -405,28 +408,23 @@ bool hyper_forward(const HyperArgs& a) {
         std::memcpy(Vg.get() + (kb + j) * Dv, vf + src * Dv, static_cast<size_t>(Dv) * sizeof(float));
       }
       // Query block blk of this (batch row, kv head): sequence seq + blk, its queries from blk * qbs, its block
-      // keys from blk * bs, its sampled keys all samples but those in key block blk: with the samples
-      // ascending, those are [lo, hi), and the samples before lo and from hi on are gathered in order.
+      // keys from blk * bs, its sampled keys all samples but those in key block blk, [lo, hi) of the samples.
       const int64_t qb = qofs(p, b, hk), seq = seq_of(p, b, hk), sb = sofs(p, b, hk);
       const int32_t* s = pr.m > 0 ? samp_of(p, b, hk) : nullptr;
-      int64_t out = sb;
+      for (int32_t j = 0; j < 2 * pr.m; j++) {
+        const int64_t src = kb + s[j % pr.m];
+        std::memcpy(Ks.get() + (sb + j) * D, Kg.get() + src * D, static_cast<size_t>(D) * sizeof(float));
+        std::memcpy(Vs.get() + (sb + j) * Dv, Vg.get() + src * Dv, static_cast<size_t>(Dv) * sizeof(float));
+      }
       int32_t lo = 0;
       for (int32_t blk = 0; blk < pr.nb; blk++) {
         cu_q[seq + blk] = static_cast<int32_t>(qb + std::min<int64_t>(static_cast<int64_t>(blk) * pr.qbs, pr.nq));
         cu_k[seq + blk] = static_cast<int32_t>(kb + static_cast<int64_t>(blk) * pr.bs);
-        cu_s[seq + blk] = static_cast<int32_t>(out);
-        if (!s) continue;
         const int64_t end = std::min<int64_t>(static_cast<int64_t>(blk + 1) * pr.bs, pr.nk);
         int32_t hi = lo;
         while (hi < pr.m && s[hi] < end) hi++;
-        auto take = [&](int32_t j0, int32_t j1) {
-          for (int32_t j = j0; j < j1; j++, out++) {
-            std::memcpy(Ks.get() + out * D, Kg.get() + (kb + s[j]) * D, static_cast<size_t>(D) * sizeof(float));
-            std::memcpy(Vs.get() + out * Dv, Vg.get() + (kb + s[j]) * Dv, static_cast<size_t>(Dv) * sizeof(float));
-          }
-        };
-        take(0, lo);
-        take(hi, pr.m);
+        cu_s[seq + blk] = static_cast<int32_t>(sb + hi);
+        s_end[seq + blk] = static_cast<int32_t>(sb + lo + pr.m);
         lo = hi;
       }
     });
@@ -447,7 +445,8 @@ bool hyper_forward(const HyperArgs& a) {
     Kg.reset(), Vg.reset();
     if (plan.srows > 0) {
       O2 = uninit<float>(plan.qrows * group * Dv), L2 = uninit<float>(plan.qrows * group);
-      x.S = static_cast<int>(plan.srows), x.cu_k = cu_s.data(), x.k = Ks.get(), x.v = Vs.get(), x.o = O2.get(), x.lse = L2.get();
+      x.S = static_cast<int>(plan.srows), x.cu_k = cu_s.data(), x.k_end = s_end.data();
+      x.k = Ks.get(), x.v = Vs.get(), x.o = O2.get(), x.lse = L2.get();
       if (!attention_forward(x)) return false;
     }
   }

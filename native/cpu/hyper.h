@@ -22,8 +22,9 @@
 //
 // Both attention calls run on the flash attention kernel (attention.h) over gathered float32 copies: every
 // (problem, batch row, kv head, query block) is one packed "sequence" (cu_q / cu_k) whose query heads are the
-// kv head's group; the sampled keys of each query block are gathered without those of its own key block, so
-// the mask costs nothing in the kernel (the samples sorted by position make them one contiguous range).
+// kv head's group; the sampled keys of each query block leave out those of its own key block, so
+// the mask costs nothing in the kernel: the samples, sorted by position and laid out twice in a row, give each
+// block its samples outside the block as one range (attention.h k_end).
 //
 // Deterministic: R and the samples come from the counter-based generator below, the hashes are sums of exact
 // products in double in a fixed order, the sorts are stable, and the attention calls never split a unit's
@@ -79,7 +80,7 @@ struct HyperPlan {
   std::vector<int32_t> leaves;  // causal: offsets of the exact causal leaves, 0 first, T last
   std::vector<HyperProblem> problems;
   // Rows of the gathered buffers (all batch rows and kv heads): queries (times group heads), block keys,
-  // sampled keys; and the packed sequences of the attention calls.
+  // sampled keys (2 * sampleSize per problem, batch row and kv head); and the packed sequences.
   int64_t qrows = 0, krows = 0, srows = 0, seqs = 0;
 };
 

@@ -35,7 +35,10 @@ export interface HyperPlan {
   /** Causal: offsets of the exact causal leaves (0 first, T last). */
   leaves: number[];
   problems: HyperProblem[];
-  /** Per batch row and kv head: gathered query rows (each of Hq/Hk heads), block keys, sampled keys, sequences. */
+  /**
+   * Per batch row and kv head: gathered query rows (each of Hq/Hk heads), block keys, sampled keys (each
+   * problem's samples twice: native/cpu/hyper.cc), sequences.
+   */
   qrows: number; krows: number; srows: number; seqs: number;
 }
 
@@ -72,7 +75,7 @@ export function hyperPlan(T: number, S: number, causal: boolean, minSeqLen = 409
   for (const p of plan.problems) {
     plan.qrows += p.nq;
     plan.krows += p.nk;
-    plan.srows += (p.nb - 1) * p.m;
+    plan.srows += 2 * p.m;
     plan.seqs += p.nb;
   }
   return plan;
@@ -133,8 +136,8 @@ function prepare(op: string, q: unknown, k: unknown, v: unknown, o: HyperAttenti
   for (const [name, shape] of [['q', qT.shape], ['k', kT.shape], ['v', vT.shape], ['o', oShape], ['lse', lseShape]] as const) {
     if (numel(shape) > MAX_ELEMENTS) fail('TOO_LARGE', op, name, `of at most ${MAX_ELEMENTS} elements`, `shape [${shape.join(',')}]`);
   }
-  // The native driver's gathered copies (queries, block keys, sampled keys: about as many floats as q, k and
-  // v, times sampleSize / blockSize for the samples) must fit the element cap too.
+  // The native driver's gathered copies (queries and block keys: about as many floats as q, k and v; the
+  // sampled keys: 2 * sampleSize rows per problem) must fit the element cap too.
   // Causal: every leaf of the recursion is longer than floor((minSeqLen + 1) / 2), so this bounds the leaves
   // (and the problems, one fewer) before the plan enumerates them.
   if (causal && T > minSeqLen && Math.floor(T / Math.max(1, Math.floor((minSeqLen + 1) / 2))) > MAX_LEAVES) {
@@ -149,7 +152,7 @@ function prepare(op: string, q: unknown, k: unknown, v: unknown, o: HyperAttenti
       ['sequences', plan.seqs * bh + 1],
     ];
     for (const [what, n] of bufs) {
-      if (n > MAX_ELEMENTS) fail('TOO_LARGE', op, 'sampleSize', `gathered ${what} of at most ${MAX_ELEMENTS} elements (lower sampleSize or raise blockSize)`, `${n}`);
+      if (n > MAX_ELEMENTS) fail('TOO_LARGE', op, 'sampleSize', `gathered ${what} of at most ${MAX_ELEMENTS} elements (lower sampleSize)`, `${n}`);
     }
   }
 
