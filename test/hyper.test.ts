@@ -191,6 +191,9 @@ describe('hyper native vs reference (same hashes, sort and samples)', () => {
     { B: 1, T: 200, S: 200, Hq: 2, Hk: 2, D: 16, Dv: 16, causal: false, seed: 10, opts: { minSeqLen: 10, blockSize: 32, sampleSize: 60, lshBits: 0 } },
     { B: 1, T: 200, S: 200, Hq: 2, Hk: 2, D: 16, Dv: 16, causal: true, seed: 11, opts: { minSeqLen: 10, blockSize: 32, sampleSize: 60, lshBits: 16 } },
     { B: 1, T: 700, S: 700, Hq: 1, Hk: 1, D: 64, Dv: 64, causal: true, seed: 12, opts: { minSeqLen: 256 } },
+    // sub-problems longer than the driver's row chunks (2048 rows per gather and merge task)
+    { B: 1, T: 4500, S: 4500, Hq: 2, Hk: 1, D: 8, Dv: 8, causal: false, seed: 15, opts: { minSeqLen: 64, blockSize: 64, sampleSize: 16 } },
+    { B: 1, T: 4500, S: 4500, Hq: 1, Hk: 1, D: 8, Dv: 8, causal: true, seed: 16, opts: { minSeqLen: 1000, blockSize: 64, sampleSize: 16 } },
     // scale and seed
     { B: 1, T: 150, S: 150, Hq: 2, Hk: 1, D: 32, Dv: 32, causal: false, seed: 13, opts: { ...small, scale: 0.9, seed: 2 ** 40 + 3 } },
     { B: 1, T: 150, S: 150, Hq: 2, Hk: 1, D: 32, Dv: 32, causal: true, seed: 14, opts: { ...small, scale: 0, seed: 77 } },

@@ -220,6 +220,9 @@ inline void merge_into(float* o, float& l, const float* ob, float lb, int Dv) {
   l = static_cast<float>(mx + std::log(s));
 }
 
+// Rows per task of the gathers and merges (a long sub-problem is shared by many threads).
+constexpr int32_t kRowChunk = 2048;
+
 // Where each problem's rows sit in the gathered buffers.
 struct Layout {
   int64_t qrow, krow, srow, seq, samp;  // bases: Q' rows, K' rows, sampled K' rows, sequences, sample draws
@@ -385,36 +388,56 @@ bool hyper_forward(const HyperArgs& a) {
   cu_k[plan.seqs] = static_cast<int32_t>(plan.krows);
   cu_s[plan.seqs] = static_cast<int32_t>(plan.srows);
   {
-    const int64_t qtasks = static_cast<int64_t>(np) * B * Hq, ktasks = static_cast<int64_t>(np) * B * Hk;
-    parallel_for(qtasks + ktasks, [&](int64_t i, int) {
-      if (i < qtasks) {
-        const int p = static_cast<int>(i / (B * Hq)), b = static_cast<int>(i / Hq % B), h = static_cast<int>(i % Hq);
-        const HyperProblem& pr = P[p];
+    // Tasks: query rows of (problem, batch row, query head) and key rows of (problem, batch row, kv head) in
+    // chunks (so that many threads share a long sequence), and per (problem, batch row, kv head) its samples
+    // and the offsets of its sequences.
+    struct Task {
+      int kind, p, b, h;  // kind 0: queries, 1: keys, 2: samples and offsets; h: query or kv head
+      int32_t j0, j1;
+    };
+    std::vector<Task> tasks;
+    for (int p = 0; p < np; p++)
+      for (int b = 0; b < B; b++) {
+        for (int h = 0; h < Hq; h++)
+          for (int32_t j = 0; j < P[p].nq; j += kRowChunk) tasks.push_back({0, p, b, h, j, std::min(P[p].nq, j + kRowChunk)});
+        for (int hk = 0; hk < Hk; hk++) {
+          for (int32_t j = 0; j < P[p].nk; j += kRowChunk) tasks.push_back({1, p, b, hk, j, std::min(P[p].nk, j + kRowChunk)});
+          tasks.push_back({2, p, b, hk, 0, 0});
+        }
+      }
+    parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
+      const Task& tk = tasks[i];
+      const int p = tk.p, b = tk.b;
+      const HyperProblem& pr = P[p];
+      if (tk.kind == 0) {
+        const int h = tk.h;
         const int32_t* perm = qperm_of(p, b, h);
         const int64_t base = qofs(p, b, h / group), g = h % group;
-        for (int32_t j = 0; j < pr.nq; j++)
+        for (int32_t j = tk.j0; j < tk.j1; j++)
           std::memcpy(Qg.get() + ((base + j) * group + g) * D, qf + ((static_cast<int64_t>(b) * T + pr.q0 + perm[j]) * Hq + h) * D,
                       static_cast<size_t>(D) * sizeof(float));
         return;
       }
-      i -= qtasks;
-      const int p = static_cast<int>(i / (B * Hk)), b = static_cast<int>(i / Hk % B), hk = static_cast<int>(i % Hk);
-      const HyperProblem& pr = P[p];
+      const int hk = tk.h;
       const int32_t* perm = kperm.get() + kofs(p, b, hk);
       const int64_t kb = kofs(p, b, hk);
-      for (int32_t j = 0; j < pr.nk; j++) {
-        const int64_t src = (static_cast<int64_t>(b) * S + pr.k0 + perm[j]) * Hk + hk;
-        std::memcpy(Kg.get() + (kb + j) * D, kf + src * D, static_cast<size_t>(D) * sizeof(float));
-        std::memcpy(Vg.get() + (kb + j) * Dv, vf + src * Dv, static_cast<size_t>(Dv) * sizeof(float));
+      auto src_row = [&](int32_t j) { return (static_cast<int64_t>(b) * S + pr.k0 + perm[j]) * Hk + hk; };
+      if (tk.kind == 1) {
+        for (int32_t j = tk.j0; j < tk.j1; j++) {
+          const int64_t src = src_row(j);
+          std::memcpy(Kg.get() + (kb + j) * D, kf + src * D, static_cast<size_t>(D) * sizeof(float));
+          std::memcpy(Vg.get() + (kb + j) * Dv, vf + src * Dv, static_cast<size_t>(Dv) * sizeof(float));
+        }
+        return;
       }
       // Query block blk of this (batch row, kv head): sequence seq + blk, its queries from blk * qbs, its block
       // keys from blk * bs, its sampled keys all samples but those in key block blk, [lo, hi) of the samples.
       const int64_t qb = qofs(p, b, hk), seq = seq_of(p, b, hk), sb = sofs(p, b, hk);
       const int32_t* s = pr.m > 0 ? samp_of(p, b, hk) : nullptr;
       for (int32_t j = 0; j < 2 * pr.m; j++) {
-        const int64_t src = kb + s[j % pr.m];
-        std::memcpy(Ks.get() + (sb + j) * D, Kg.get() + src * D, static_cast<size_t>(D) * sizeof(float));
-        std::memcpy(Vs.get() + (sb + j) * Dv, Vg.get() + src * Dv, static_cast<size_t>(Dv) * sizeof(float));
+        const int64_t src = src_row(s[j % pr.m]);
+        std::memcpy(Ks.get() + (sb + j) * D, kf + src * D, static_cast<size_t>(D) * sizeof(float));
+        std::memcpy(Vs.get() + (sb + j) * Dv, vf + src * Dv, static_cast<size_t>(Dv) * sizeof(float));
       }
       int32_t lo = 0;
       for (int32_t blk = 0; blk < pr.nb; blk++) {
@@ -462,15 +485,23 @@ bool hyper_forward(const HyperArgs& a) {
   for (size_t at = 0; at < order.size();) {
     size_t end = at;
     while (end < order.size() && P[order[end]].depth == P[order[at]].depth) end++;
-    const int64_t per = static_cast<int64_t>(B) * Hq;
-    parallel_for(static_cast<int64_t>(end - at) * per, [&](int64_t i, int) {
-      const int p = order[at + i / per], b = static_cast<int>(i % per / Hq), h = static_cast<int>(i % Hq);
+    struct Task {
+      int p, b, h;
+      int32_t j0, j1;
+    };
+    std::vector<Task> tasks;
+    for (size_t x = at; x < end; x++)
+      for (int b = 0; b < B; b++)
+        for (int h = 0; h < Hq; h++)
+          for (int32_t j = 0; j < P[order[x]].nq; j += kRowChunk) tasks.push_back({order[x], b, h, j, std::min(P[order[x]].nq, j + kRowChunk)});
+    parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {
+      const int p = tasks[i].p, b = tasks[i].b, h = tasks[i].h;
       const HyperProblem& pr = P[p];
       const int32_t* perm = qperm_of(p, b, h);
       const int64_t base = qofs(p, b, h / group), g = h % group;
       const float logw = pr.m > 0 ? static_cast<float>(std::log(static_cast<double>(pr.nk) / pr.m)) : 0.f;
       std::vector<float> row(static_cast<size_t>(Dv));
-      for (int32_t j = 0; j < pr.nq; j++) {
+      for (int32_t j = tasks[i].j0; j < tasks[i].j1; j++) {
         const int64_t r = (base + j) * group + g;  // in O1/O2 rows
         float l = L1[g * Q + base + j];
         std::memcpy(row.data(), O1.get() + r * Dv, static_cast<size_t>(Dv) * sizeof(float));
