@@ -8,7 +8,8 @@ import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import {
   attention, attentionReference, grayRank, hyperAttention, hyperAttentionAsync, hyperAttentionReference, hyperProjections,
-  hyperSamples, hyperSampleStream, randn, setNumThreads, Tensor, tensor, zeros, type DType, type HyperAttentionOptions,
+  hyperSamples, hyperSampleStream, info, randn, setNumThreads, setSimdLevel, Tensor, tensor, zeros, type DType,
+  type HyperAttentionOptions,
 } from '../src/index.js';
 import { loadedAddonPath, type NativeAddon } from '../src/backend.js';
 import { hyperPlan } from '../src/ops/hyper.js';
@@ -243,6 +244,26 @@ describe('hyper: deterministic for a seed', () => {
       } finally {
         setNumThreads(0);
       }
+    }
+  });
+});
+
+describe('hyper: the same hashes on every SIMD level', () => {
+  it('each level this CPU runs gives the answer of the others to float rounding (a bucket that moved would not)', () => {
+    const opts = { minSeqLen: 64, blockSize: 32, sampleSize: 24, lshBits: 16 };
+    const c: Case = { B: 1, T: 600, S: 600, Hq: 2, Hk: 1, D: 40, Dv: 8, causal: true, seed: 45, opts };
+    const { q, k, v } = inputs(c);
+    const order = ['avx512', 'avx2', 'portable'] as const;
+    const levels = order.slice(order.indexOf(info().simdBest as (typeof order)[number]));
+    const start = info().simd as (typeof order)[number];
+    try {
+      const outs = levels.map((l) => {
+        setSimdLevel(l);
+        return hyperAttention(q, k, v, { ...opts, causal: true }).o;
+      });
+      for (let i = 1; i < outs.length; i++) expect(relErr(outs[i], outs[0]), `${levels[i]} vs ${levels[0]}`).toBeLessThan(1e-6);
+    } finally {
+      setSimdLevel(start);
     }
   });
 });
