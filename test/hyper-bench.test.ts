@@ -78,6 +78,7 @@ describe('hyper bench: compare, the row, the table', () => {
     expect(cmp.calls).toBeGreaterThanOrEqual(1);
     expect(cmp.calls).toBeLessThanOrEqual(5);
     expect(cmp.medianMs).toBeGreaterThan(0);
+    expect(cmp.pairedMs).toBeGreaterThan(0);
     const { q, k, v } = hyperInputs(small, 'clustered', 3);
     // T = 600 <= minSeqLen (4096): HyperAttention is exact attention here, so the error is float rounding.
     expect(cmp.relErr).toBeLessThan(1e-5);
@@ -86,8 +87,9 @@ describe('hyper bench: compare, the row, the table', () => {
   it('the row: speedup = exact / median, the error, GF/s by the plan; the table prints them and the target line', () => {
     const t = { samples: [0.01], median: 0.01, min: 0.009, max: 0.012, q1: 0.01, q3: 0.01, mean: 0.01, rme: 1, calls: 5 };
     const c: HyperCase = { ...small, T: 32768, S: 32768, Hk: 2, D: 64, Dv: 64, causal: false };
-    const r = makeRow(c, t, { simd: 'avx2', threads: 2 }, {}, { against: 'attention', medianMs: 250, calls: 1, relErr: 0.5 }) as HyperRow;
+    const r = makeRow(c, t, { simd: 'avx2', threads: 2 }, {}, { against: 'attention', medianMs: 250, calls: 1, pairedMs: 10, relErr: 0.5 }) as HyperRow;
     expect(r.speedup).toBeCloseTo(25, 10);
+    expect(r.pairedMs).toBe(10);
     expect(r.relErr).toBe(0.5);
     expect(r.flops).toBe(hyperWork(c).flops);
     const text = formatReport([r]);

@@ -16,10 +16,6 @@
 
 #include "attention.h"
 #include "threadpool.h"
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
-namespace { struct Tr { const char* on = std::getenv("SK_HYPER_TRACE"); std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now(); void operator()(const char* w) { if (!on) return; auto n = std::chrono::steady_clock::now(); std::fprintf(stderr, "  %-10s %8.2f ms\n", w, std::chrono::duration<double, std::milli>(n - t).count()); t = n; } }; }
 
 namespace sk {
 
@@ -240,7 +236,6 @@ const HyperKernels& hyper_kernels(SimdLevel l) {
 
 bool hyper_forward(const HyperArgs& a) {
   const HyperKernels& kern = hyper_kernels(simd_level());
-  Tr tr;
   const HyperPlan plan = hyper_plan(a);
   const int B = a.B, T = a.T, S = a.S, Hq = a.Hq, Hk = a.Hk, D = a.D, Dv = a.Dv, group = Hq / Hk;
 
@@ -290,7 +285,6 @@ bool hyper_forward(const HyperArgs& a) {
       if (!attention_forward(x)) return false;
     }
   }
-  tr("leaves");
   if (cancelled(a.cancel)) return false;
 
   const std::vector<HyperProblem>& P = plan.problems;
@@ -327,7 +321,6 @@ bool hyper_forward(const HyperArgs& a) {
     if (cancelled(a.cancel)) return false;
   }
 
-  tr("hash");
   // Sorted orders: of each query head's queries (qperm, Q' row order) and each kv head's keys (kperm), and
   // each (batch row, kv head)'s samples (sorted positions, ascending).
   auto qperm = uninit<int32_t>(plan.qrows * group), kperm = uninit<int32_t>(plan.krows), samp = uninit<int32_t>(nsamp);
@@ -375,7 +368,6 @@ bool hyper_forward(const HyperArgs& a) {
   qrank.reset(), krank.reset();
   if (cancelled(a.cancel)) return false;
 
-  tr("sort");
   // Gathers, float32: Q' [qrows, group, D], K' [krows, D], V' [krows, Dv], the sampled K'/V' [srows, .], and
   // the offsets of the packed sequences (problem, batch row, kv head, block). The m samples of a (problem,
   // batch row, kv head), ascending, are laid out twice in a row (2m rows): the samples outside key block blk,
@@ -455,7 +447,6 @@ bool hyper_forward(const HyperArgs& a) {
   kperm.reset();
   if (cancelled(a.cancel)) return false;
 
-  tr("gather");
   // The two attention calls: block part (O1, L1) and sampled part (O2, L2), over the same queries.
   auto O1 = uninit<float>(plan.qrows * group * Dv), L1 = uninit<float>(plan.qrows * group);
   Buf<float> O2, L2;
@@ -473,7 +464,6 @@ bool hyper_forward(const HyperArgs& a) {
       if (!attention_forward(x)) return false;
     }
   }
-  tr("attn");
   Qg.reset(), Ks.reset(), Vs.reset();
 
   // Merges, deepest problems first (problems of one depth have disjoint query rows): each sorted query's block
@@ -519,7 +509,6 @@ bool hyper_forward(const HyperArgs& a) {
     });
     at = end;
   }
-  tr("merge");
   if (a.dtype != DType::f32) from_float(kern, acc_o, a.dtype, no_el, a.o);
   return true;
 }
