@@ -5,10 +5,8 @@
 #include "hyper.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <memory>
 #include <new>
 
