@@ -453,8 +453,9 @@ export function hyperLegend(rows: readonly HyperRow[]): string {
     'seed 0); exact ms: seqkern\'s exact attention on the same input, timed after it (median of up to 5 calls within',
     '--seconds; *: one call), each exact call followed by a HyperAttention call; speedup = exact ms ÷ the median of',
     'those paired calls (so a machine whose speed drifts hits both sides alike); rel.err = |o - o_exact|_F / |o_exact|_F',
-    'of HyperAttention\'s output. gaussian: q, k, v standard normal (near-uniform attention: the error of any sampling estimate is large);',
-    'clustered: keys in tight clusters of 64 around standard normal centres, queries near keys (bench/inputs.ts).',
+    'of HyperAttention\'s output. gaussian: q, k, v standard normal (near-uniform attention: the error of any sampling',
+    'estimate is large); clustered: keys in tight clusters of 64 around standard normal centres, queries near keys',
+    '(bench/inputs.ts hyperInputs).',
     'GF/s: the pairs HyperAttention computes by its plan (causal leaves, diagonal blocks, sampled keys at their',
     `expectation; bench/formulas.ts hyperWork) x (2D + 2Dv); %peak: ÷ FP32 FMA peak${peaks ? ` (${peaks})` : ''}.`,
   ];
