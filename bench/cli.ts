@@ -13,8 +13,10 @@ import { formatLimits, LimitProbe, limitWarnings, measureAllLimits, SIMD_LEVELS,
 import { measure, pool, type Timing } from './measure.js';
 import {
   caseLabel, entryOf, InputPool, OPS, shapeLabel, SOFTMAX_ALGORITHMS,
-  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type GateKind, type OpName, type SoftmaxAlgorithm,
+  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type Comparison, type GateKind, type HyperCase, type OpName,
+  type SoftmaxAlgorithm,
 } from './registry.js';
+import type { HyperInputKind } from './inputs.js';
 import { formatReport, formatSummary, makeRow, type BenchReport, type BenchRow, type CaseLimits, type SkippedCase } from './report.js';
 import {
   autoChecks, defaultSuite, gateChecks, scalingChecks, softmaxChecks, softmaxHotRows, softmaxSuite, SUITES, type SuiteName,
@@ -24,14 +26,14 @@ export const USAGE = `usage: seqkern <command> [flags]
 
 commands:
   info [--json]            build, SIMD level, CPU features, threads, CUDA
-  bench                    the default suite: delta, softmax, attention (about three minutes on 2 cores)
+  bench                    the default suite: delta, softmax, attention, hyper (about four minutes on 2 cores)
   bench --suite <family>   one family of it: ${SUITES.join('|')} (default all)
   bench --op <name> ...    one case; ops: ${Object.keys(OPS).join(', ')}
   bench --limits           FP32 FMA peak per SIMD level, copy/triad/update/read bandwidth per size
   help                     this text
 
 bench flags:
-  --op gated-delta|delta-step|softmax|attention
+  --op gated-delta|delta-step|softmax|attention|hyper
   --B --T --H --HV --K --V  gated-delta: q,k [B,T,H,K], v [B,T,HV,V] (defaults B=1 T=4096 H=16 HV=32 K=V=128)
   --N --H --HV --K --V      delta-step: q,k [N,H,K], state [N,HV,K,V] (default N=8)
   --algorithm auto|chunk|recurrent        gated-delta (default auto)
@@ -43,6 +45,11 @@ bench flags:
                             S=T Hq=8 Hk=Hq D=128 Dv=D; --H sets Hq and Hk)
   --causal                  attention: causal mask, bottom-right aligned when S > T (default: no mask)
   --gate none|elementwise|headwise        attention: gate logits [B,T,Hq,Dv] or [B,T,Hq] (default none)
+  --B --T --S --H --Hq --Hk --D --Dv --causal             hyper: as attention (defaults B=1 T=8192 S=T H=2 D=64); the
+                            call is hyperAttention with its defaults, then exact attention on the same input (its
+                            time, the speedup and the relative error of HyperAttention's output against it)
+  --inputs gaussian|clustered             hyper: standard normal q, k, v, or keys in tight clusters of 64 with
+                            queries near them (bench/inputs.ts hyperInputs; default gaussian)
   --dtype float32|float16|bfloat16        input dtype (default float32)
   --backend cpu|reference                 (default cpu, reference when the addon is not built)
   --threads N               pool size (default: one per core)
@@ -85,6 +92,8 @@ export interface BenchArgs {
   /** attention: true with --causal, absent otherwise. */
   causal?: boolean;
   gate?: GateKind;
+  /** hyper: the input kind. */
+  inputs?: HyperInputKind;
   dtype: BenchDType;
   /** gated-delta: auto|chunk|recurrent; softmax: two-pass|three-pass. */
   algorithm?: Algorithm | SoftmaxAlgorithm;
@@ -119,6 +128,7 @@ const BENCH_OPTIONS = {
   Dv: { type: 'string' },
   causal: { type: 'boolean' },
   gate: { type: 'string' },
+  inputs: { type: 'string' },
   dtype: { type: 'string' },
   algorithm: { type: 'string' },
   backend: { type: 'string' },
@@ -133,13 +143,14 @@ const BENCH_OPTIONS = {
 } as const;
 
 /** The flags that select a case, and which ops take each. */
-type CaseFlag = 'B' | 'N' | 'T' | 'H' | 'HV' | 'K' | 'V' | 'rows' | 'cols' | 'S' | 'Hq' | 'Hk' | 'D' | 'Dv' | 'causal' | 'gate' | 'algorithm';
-const CASE_FLAGS: readonly CaseFlag[] = ['B', 'N', 'T', 'H', 'HV', 'K', 'V', 'rows', 'cols', 'S', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'gate', 'algorithm'];
+type CaseFlag = 'B' | 'N' | 'T' | 'H' | 'HV' | 'K' | 'V' | 'rows' | 'cols' | 'S' | 'Hq' | 'Hk' | 'D' | 'Dv' | 'causal' | 'gate' | 'algorithm' | 'inputs';
+const CASE_FLAGS: readonly CaseFlag[] = ['B', 'N', 'T', 'H', 'HV', 'K', 'V', 'rows', 'cols', 'S', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'gate', 'algorithm', 'inputs'];
 const OP_FLAGS: Record<OpName, readonly CaseFlag[]> = {
   'gated-delta': ['B', 'T', 'H', 'HV', 'K', 'V', 'algorithm'],
   'delta-step': ['N', 'B', 'H', 'HV', 'K', 'V'],
   softmax: ['rows', 'cols', 'algorithm'],
   attention: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'gate'],
+  hyper: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'inputs'],
 };
 const DELTA_ALGORITHMS: readonly Algorithm[] = ['auto', 'chunk', 'recurrent'];
 
@@ -195,6 +206,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     Dv: positiveInt('Dv', v.Dv),
     causal: v.causal === true ? true : undefined,
     gate: oneOf('gate', v.gate, ['none', 'elementwise', 'headwise'] as const),
+    inputs: oneOf('inputs', v.inputs, ['gaussian', 'clustered'] as const),
     dtype: oneOf('dtype', v.dtype, ['float32', 'float16', 'bfloat16'] as const) ?? 'float32',
     algorithm: oneOf('algorithm', v.algorithm, op === 'softmax' ? SOFTMAX_ALGORITHMS : op === 'gated-delta' || !op ? DELTA_ALGORITHMS : [...DELTA_ALGORITHMS, ...SOFTMAX_ALGORITHMS]),
     backend: oneOf('backend', v.backend, ['cpu', 'reference'] as const),
@@ -224,9 +236,10 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     }
   }
   if (a.op === 'delta-step' && a.B !== undefined && a.N !== undefined && a.B !== a.N) throw new UsageError('--op delta-step: give --N (or --B), not both');
-  if (a.op === 'attention') {
-    const c = caseFromArgs(a) as AttentionCase;
-    if (c.Hq % c.Hk !== 0) throw new UsageError(`--op attention: Hq (${c.Hq}) must be a multiple of Hk (${c.Hk})`);
+  if (a.op === 'attention' || a.op === 'hyper') {
+    const c = caseFromArgs(a) as AttentionCase | HyperCase;
+    if (c.Hq % c.Hk !== 0) throw new UsageError(`--op ${a.op}: Hq (${c.Hq}) must be a multiple of Hk (${c.Hk})`);
+    if (c.op === 'hyper' && c.causal && c.S !== c.T) throw new UsageError(`--op hyper --causal: S (${c.S}) must equal T (${c.T})`);
   }
   return a;
 }
@@ -258,6 +271,15 @@ export function caseFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu')
         gate: a.gate ?? 'none',
         dtype: a.dtype,
         backend,
+      };
+    }
+    case 'hyper': {
+      const T = a.T ?? 8192;
+      const Hq = a.Hq ?? a.H ?? 2;
+      const D = a.D ?? 64;
+      return {
+        op: 'hyper', B: a.B ?? 1, T, S: a.S ?? T, Hq, Hk: a.Hk ?? a.H ?? Hq, D, Dv: a.Dv ?? D, causal: a.causal === true,
+        inputs: a.inputs ?? 'gaussian', dtype: a.dtype, backend,
       };
     }
     default: {
@@ -374,7 +396,7 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
     progress.clear();
     io.out(`${formatLimits(probe.results())}\n`);
   }
-  const finished: { c: BenchCase; t: Timing; lim: CaseLimits }[] = [];
+  const finished: { c: BenchCase; t: Timing; lim: CaseLimits; cmp?: Comparison }[] = [];
   const skipped: SkippedCase[] = [];
   const skip = (c: BenchCase, status: SkippedCase['status'], reason: string) =>
     skipped.push({ op: c.op, shape: shapeLabel(c), label: caseLabel(c), status, reason });
@@ -448,12 +470,25 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
         }
       }
       progress.clear();
-      for (const m of members.filter((x) => !x.failed)) finished.push({ c: m.c, t: pool(m.parts), lim: limitsOf(m.c, m.label) });
+      for (const m of members.filter((x) => !x.failed)) {
+        const entry = entryOf(m.c);
+        let cmp: Comparison | undefined;
+        if (entry.compare) {
+          progress.show(`${m.label} compared with exact attention ...`);
+          try {
+            cmp = entry.compare(m.c, inputs, a.seconds);
+          } catch (e) {
+            fail(m.c, e);
+            continue;
+          }
+        }
+        finished.push({ c: m.c, t: pool(m.parts), lim: limitsOf(m.c, m.label), cmp });
+      }
       i = end;
     }
     progress.clear();
   }
-  const rows: BenchRow[] = finished.map(({ c, t, lim }) => makeRow(c, t, envOf(c), lim));
+  const rows: BenchRow[] = finished.map(({ c, t, lim, cmp }) => makeRow(c, t, envOf(c), lim, cmp));
   if (rows.length || skipped.length) {
     if (a.limits) io.out('\n');
     io.out(`${formatReport(rows, skipped)}\n`);

@@ -16,6 +16,8 @@
 //   and compared with a triad (2 reads + 1 write) over the same bytes. Attention counts 2·D + 2·Dv FLOPs per
 //   unmasked (query, key) pair and each tensor once; its decode step is compared with copy over its bytes.
 
+import { hyperPlan } from '../src/ops/hyper.js';
+
 /** Default chunk length of the chunkwise algorithm. */
 export const CHUNK = 64;
 
@@ -216,4 +218,61 @@ export function gflops(flops: number, seconds: number): number {
 /** GB/s (1e9 bytes, as STREAM) of `bytes` moved in `seconds`. */
 export function gbs(bytes: number, seconds: number): number {
   return bytes / seconds / 1e9;
+}
+
+// ---- HyperAttention (DESIGN.md 6.4) ----
+
+export interface HyperShape {
+  B: number;
+  T: number;
+  S: number;
+  Hq: number;
+  Hk: number;
+  D: number;
+  Dv: number;
+  causal: boolean;
+  dtype: BenchDType;
+}
+
+export interface HyperWork {
+  /** Queries per call, B·T. */
+  tokens: number;
+  /**
+   * (query, key) pairs HyperAttention computes over all sequences and q-heads, by its plan with the
+   * defaults (src/ops/hyper.ts hyperPlan: lshBits 7, blockSize 256, sampleSize 256, minSeqLen 4096): the
+   * exact causal leaves' unmasked pairs, each problem's block pairs (query block b × key block b), and its
+   * sampled pairs, counted at their expectation nq_b · m · (1 − |key block b| / nk) (the samples that fall in a
+   * query's own block are left out). A problem below minSeqLen counts nq·nk.
+   */
+  pairs: number;
+  /** FLOPs = pairs·(2D + 2Dv): the attention calls' work, as attentionWork counts it. */
+  flops: number;
+  /** Pairs and FLOPs of exact attention on the same input (attentionWork). */
+  exactPairs: number;
+  exactFlops: number;
+  /** Bytes moved at least once: q, k, v read, o written (as attentionWork). */
+  bytes: number;
+  workingSet: number;
+}
+
+export function hyperWork(s: HyperShape, plan = hyperPlan(s.T, s.S, s.causal)): HyperWork {
+  const exact = attentionWork({ ...s, gate: 'none' });
+  let perHead = 0;
+  if (plan.direct) perHead = attentionPairs(s.T, s.S, s.causal);
+  for (let i = 0; i + 1 < plan.leaves.length; i++) {
+    const n = plan.leaves[i + 1] - plan.leaves[i];
+    perHead += attentionPairs(n, n, true);
+  }
+  for (const p of plan.problems) {
+    for (let b = 0; b < p.nb; b++) {
+      const nq = Math.max(0, Math.min(p.qbs, p.nq - b * p.qbs));
+      const nk = Math.min(p.bs, p.nk - b * p.bs);
+      perHead += nq * nk + (p.m > 0 ? nq * p.m * (1 - nk / p.nk) : 0);
+    }
+  }
+  const pairs = s.B * s.Hq * perHead;
+  return {
+    tokens: s.B * s.T, pairs, flops: pairs * (2 * s.D + 2 * s.Dv), exactPairs: exact.pairs, exactFlops: exact.flops,
+    bytes: exact.bytes, workingSet: exact.workingSet,
+  };
 }

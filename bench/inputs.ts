@@ -59,3 +59,70 @@ export function attentionGate(s: AttentionShape, seed: number): Tensor | undefin
   const shape = s.gate === 'elementwise' ? [s.B, s.T, s.Hq, s.Dv] : [s.B, s.T, s.Hq];
   return uniformTensor(shape, s.dtype, seed + 3, -GATE_RANGE, GATE_RANGE);
 }
+
+/** Standard normals from fillUniform's LCG by Box–Muller (pairs of uniforms in (0, 1]), times `std`. */
+export function fillNormal(a: Float32Array, seed: number, std = 1): Float32Array {
+  const u = fillUniform(new Float32Array(2 * Math.ceil(a.length / 2)), seed, 0, 1);
+  for (let i = 0; i + 1 < u.length; i += 2) {
+    const r = std * Math.sqrt(-2 * Math.log(1 - u[i]));
+    const t = 2 * Math.PI * u[i + 1];
+    a[i] = r * Math.cos(t);
+    if (i + 1 < a.length) a[i + 1] = r * Math.sin(t);
+  }
+  return a;
+}
+
+/** HyperAttention's bench inputs: Gaussian, or keys in tight clusters with queries near them. */
+export type HyperInputKind = 'gaussian' | 'clustered';
+
+/** Keys per cluster of the clustered inputs: a quarter of HyperAttention's default block (256 keys). */
+export const HYPER_CLUSTER_KEYS = 64;
+/** Spread of a cluster's keys around its centre (centres are standard normal), and of a query around its key. */
+export const HYPER_CLUSTER_SPREAD = 0.02;
+export const HYPER_QUERY_SPREAD = 0.01;
+
+/**
+ * q [B,T,Hq,D], k [B,S,Hk,D], v [B,S,Hk,Dv] float32 (then converted to `dtype`). gaussian: all three standard
+ * normal (seeds seed, seed+1, seed+2). clustered: per batch row and kv head, max(1, round(S / 64)) centres
+ * drawn standard normal; each key is a centre chosen uniformly plus HYPER_CLUSTER_SPREAD·N(0, I) (tight: the
+ * angle to its centre is ~0.02 rad, so the angular LSH keeps a cluster in one bucket but for a few percent of
+ * its keys); each query is a key chosen uniformly (of its kv head) plus HYPER_QUERY_SPREAD·N(0, I); v standard
+ * normal. Attention is then concentrated on the query's cluster (64 keys, a quarter of a block).
+ */
+export function hyperInputs(
+  s: { B: number; T: number; S: number; Hq: number; Hk: number; D: number; Dv: number; dtype: BenchDType },
+  kind: HyperInputKind, seed: number,
+): { q: Tensor; k: Tensor; v: Tensor } {
+  const { B, T, S, Hq, Hk, D, Dv } = s;
+  const v = tensor(fillNormal(new Float32Array(B * S * Hk * Dv), seed + 2), [B, S, Hk, Dv], s.dtype);
+  if (kind === 'gaussian') {
+    return {
+      q: tensor(fillNormal(new Float32Array(B * T * Hq * D), seed), [B, T, Hq, D], s.dtype),
+      k: tensor(fillNormal(new Float32Array(B * S * Hk * D), seed + 1), [B, S, Hk, D], s.dtype),
+      v,
+    };
+  }
+  const C = Math.max(1, Math.round(S / HYPER_CLUSTER_KEYS));
+  const centres = fillNormal(new Float32Array(B * Hk * C * D), seed + 3);
+  const pick = fillUniform(new Float32Array(B * S * Hk + B * T * Hq), seed + 4, 0, 1);
+  const k = fillNormal(new Float32Array(B * S * Hk * D), seed + 1, HYPER_CLUSTER_SPREAD);
+  const q = fillNormal(new Float32Array(B * T * Hq * D), seed, HYPER_QUERY_SPREAD);
+  let p = 0;
+  for (let b = 0; b < B; b++) {
+    for (let j = 0; j < S; j++) {
+      for (let h = 0; h < Hk; h++) {
+        const c = Math.min(C - 1, Math.floor(pick[p++] * C));
+        const ko = ((b * S + j) * Hk + h) * D, co = ((b * Hk + h) * C + c) * D;
+        for (let d = 0; d < D; d++) k[ko + d] += centres[co + d];
+      }
+    }
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < Hq; h++) {
+        const j = Math.min(S - 1, Math.floor(pick[p++] * S));
+        const qo = ((b * T + t) * Hq + h) * D, ko = ((b * S + j) * Hk + Math.floor(h / (Hq / Hk))) * D;
+        if (S > 0) for (let d = 0; d < D; d++) q[qo + d] += k[ko + d];
+      }
+    }
+  }
+  return { q: tensor(q, [B, T, Hq, D], s.dtype), k: tensor(k, [B, S, Hk, D], s.dtype), v };
+}

@@ -3,19 +3,20 @@
 // `seqkern bench --op <name>` and the default suite both go through here. Op families: delta (gated-delta,
 // delta-step), softmax, attention; each has its own shape type (bench/formulas.ts).
 import {
-  attention, gatedDeltaRule, gatedDeltaRuleStep, rand, randn, softmaxInto, tensor, zeros,
+  attention, gatedDeltaRule, gatedDeltaRuleStep, hyperAttention, rand, randn, softmaxInto, tensor, zeros,
   type AttentionOptions, type Tensor,
 } from '../src/index.js';
 import { autoAlgorithm } from '../src/ops/delta.js';
 import {
-  attentionWork, deltaPrefillWork, deltaStepWork, softmaxWork,
-  type AttentionShape, type DeltaShape, type SoftmaxShape, type Work,
+  attentionWork, deltaPrefillWork, deltaStepWork, hyperWork, softmaxWork,
+  type AttentionShape, type DeltaShape, type HyperShape, type SoftmaxShape, type Work,
 } from './formulas.js';
-import { attentionGate, attentionInputs, softmaxInput } from './inputs.js';
+import { attentionGate, attentionInputs, hyperInputs, softmaxInput, type HyperInputKind } from './inputs.js';
+import { relErr } from './quality.js';
 
-export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention';
-export type Family = 'delta' | 'softmax' | 'attention';
-export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention'];
+export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention' | 'hyper';
+export type Family = 'delta' | 'softmax' | 'attention' | 'hyper';
+export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention', 'hyper'];
 /** The delta ops' algorithms. */
 export type Algorithm = 'auto' | 'chunk' | 'recurrent';
 export type SoftmaxAlgorithm = 'two-pass' | 'three-pass';
@@ -43,11 +44,41 @@ export interface AttentionCase extends AttentionShape {
   backend: BenchBackend;
 }
 
+/**
+ * hyperAttention(q [B,T,Hq,D], k [B,S,Hk,D], v [B,S,Hk,Dv], { causal }) with the default options, on Gaussian
+ * or clustered inputs (bench/inputs.ts hyperInputs); compared after timing with exact attention on the same
+ * input (its time and the relative error, OpEntry.compare).
+ */
+export interface HyperCase extends HyperShape {
+  op: 'hyper';
+  inputs: HyperInputKind;
+  backend: BenchBackend;
+}
+
 /** One benchmark case. */
-export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase;
+export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase | HyperCase;
 
 export function familyOf(op: OpName): Family {
-  return op === 'softmax' || op === 'attention' ? op : 'delta';
+  return op === 'softmax' || op === 'attention' || op === 'hyper' ? op : 'delta';
+}
+
+/**
+ * What a case is compared with after it is timed (ops that approximate another: HyperAttention against exact
+ * attention on the same input): the other op's time per call (median of `calls` calls) and the relative
+ * Frobenius error of this op's output against the other's.
+ */
+export interface Comparison {
+  /** What it is compared with ('attention': seqkern's exact attention, same backend). */
+  against: string;
+  medianMs: number;
+  calls: number;
+  /**
+   * This op's median ms over calls made right after each of the other op's (paired, so that a machine whose
+   * speed drifts between the op's own timing and the comparison hits both sides of the speedup alike).
+   */
+  pairedMs: number;
+  /** |o - o_exact|_F / |o_exact|_F. */
+  relErr: number;
 }
 
 /**
@@ -82,6 +113,8 @@ export interface OpEntry<C extends BenchCase = BenchCase> {
    * explicit --op runs it anyway).
    */
   tooBigForReference(c: C): boolean;
+  /** After timing: the comparison with the op this one approximates, within about `seconds` (at least one call). */
+  compare?(c: C, inputs: InputPool, seconds: number): Comparison;
 }
 
 export interface DeltaEntry extends OpEntry<DeltaCase> {
@@ -118,14 +151,27 @@ export class InputPool {
   }
 
   private softmaxSet?: { key: string; x: Tensor; out: Tensor };
+  private hyperSet?: { key: string; q: Tensor; k: Tensor; v: Tensor };
   private attentionSet?: { key: string; q: Tensor; k: Tensor; v: Tensor };
   private gateSet?: { key: string; gate: Tensor };
 
   /** Lets every family's cached buffers but `keep`'s go. */
-  private release(keep: 'delta' | 'softmax' | 'attention'): void {
+  private release(keep: Family): void {
     if (keep !== 'delta') this.cached = undefined;
     if (keep !== 'softmax') this.softmaxSet = undefined;
     if (keep !== 'attention') this.attentionSet = this.gateSet = undefined;
+    if (keep !== 'hyper') this.hyperSet = undefined;
+  }
+
+  /** q, k, v of c's input kind (bench/inputs.ts hyperInputs, seed), kept while consecutive cases share them. */
+  hyper(c: HyperCase): { q: Tensor; k: Tensor; v: Tensor } {
+    this.release('hyper');
+    const key = `${c.B},${c.T},${c.S},${c.Hq},${c.Hk},${c.D},${c.Dv},${c.dtype},${c.inputs}`;
+    if (this.hyperSet?.key !== key) {
+      this.hyperSet = undefined;
+      this.hyperSet = { key, ...hyperInputs(c, c.inputs, this.seed) };
+    }
+    return this.hyperSet;
   }
 
   /** x [rows, cols] (bench/inputs.ts softmaxInput, seed) and an output of the same shape, allocated once. */
@@ -297,12 +343,61 @@ const attentionEntry: OpEntry<AttentionCase> = {
   tooBigForReference: (c) => attentionWork(c).flops > 2e9 || attentionWork(c).bytes > 64 << 20,
 };
 
+const hyperEntry: OpEntry<HyperCase> = {
+  name: 'hyper',
+  family: 'hyper',
+  summary: 'hyperAttention q [B,T,Hq,D], k [B,S,Hk,D], v [B,S,Hk,Dv] (defaults; causal: the recursion), beside exact attention',
+  test: 'test/hyper.test.ts',
+  traffic: (c) => hyperWork(c),
+  limits: () => ({ peak: true }),
+  prepare(c, inputs) {
+    const { q, k, v } = inputs.hyper(c);
+    const opts = { causal: c.causal, backend: c.backend };
+    return () => {
+      hyperAttention(q, k, v, opts);
+    };
+  },
+  // Exact attention on the same input, each call followed by a HyperAttention call (paired times): the first
+  // exact call gives the output the error is measured against; more pairs (up to 5) while the time spent stays
+  // within `seconds`.
+  compare(c, inputs, seconds) {
+    const { q, k, v } = inputs.hyper(c);
+    const opts = { causal: c.causal, backend: c.backend };
+    const exactTimes: number[] = [];
+    const hyperTimes: number[] = [];
+    let exact: Tensor | undefined;
+    let err = NaN;
+    let spent = 0;
+    const timed = <R>(f: () => R): [R, number] => {
+      const t0 = process.hrtime.bigint();
+      const r = f();
+      return [r, Number(process.hrtime.bigint() - t0) / 1e9];
+    };
+    while (exactTimes.length === 0 || (exactTimes.length < 5 && spent + exactTimes[0] + hyperTimes[0] <= seconds)) {
+      const [e, te] = timed(() => attention(q, k, v, opts).o);
+      const [h, th] = timed(() => hyperAttention(q, k, v, opts).o);
+      if (!exact) {
+        exact = e;
+        err = relErr(h, e);
+      }
+      exactTimes.push(te);
+      hyperTimes.push(th);
+      spent += te + th;
+    }
+    const median = (x: number[]) => [...x].sort((a, b) => a - b)[Math.floor(x.length / 2)];
+    return { against: 'attention', medianMs: 1e3 * median(exactTimes), calls: exactTimes.length, pairedMs: 1e3 * median(hyperTimes), relErr: err };
+  },
+  // The float64 reference of HyperAttention (and the exact reference beside it) is O(T·S) work in plain loops.
+  tooBigForReference: (c) => c.T * c.S > 1 << 22,
+};
+
 export const OPS: {
   readonly 'gated-delta': DeltaEntry;
   readonly 'delta-step': DeltaEntry;
   readonly softmax: OpEntry<SoftmaxCase>;
   readonly attention: OpEntry<AttentionCase>;
-} = { 'gated-delta': gatedDelta, 'delta-step': deltaStep, softmax: softmaxEntry, attention: attentionEntry };
+  readonly hyper: OpEntry<HyperCase>;
+} = { 'gated-delta': gatedDelta, 'delta-step': deltaStep, softmax: softmaxEntry, attention: attentionEntry, hyper: hyperEntry };
 
 /** The entry of c's op, typed for c (TypeScript cannot correlate OPS[c.op] with c by itself). */
 export function entryOf(c: BenchCase): OpEntry {
@@ -318,6 +413,7 @@ export function shapeLabel(c: BenchCase): string {
     case 'softmax':
       return `R${c.rows} C${c.cols}`;
     case 'attention':
+    case 'hyper':
       return `B${c.B} T${c.T} S${c.S} H${c.Hq}/${c.Hk} D${c.D}${c.Dv !== c.D ? ` Dv${c.Dv}` : ''}`;
     default: {
       const lead = c.op === 'delta-step' ? `N${c.B}` : `B${c.B} T${c.T}`;
@@ -331,6 +427,7 @@ export function caseLabel(c: BenchCase): string {
   const variant =
     c.op === 'softmax' ? c.algorithm
     : c.op === 'attention' ? `${c.causal ? 'causal' : 'full'}${c.gate !== 'none' ? ` gate=${c.gate}` : ''}`
+    : c.op === 'hyper' ? `${c.causal ? 'causal' : 'full'} ${c.inputs}`
     : c.op === 'delta-step' ? 'step' : c.algorithm;
   return `${c.op} ${shapeLabel(c)} ${c.dtype} ${variant}`;
 }

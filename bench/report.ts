@@ -2,13 +2,15 @@
 // run; the tables printed on stdout (one per op family, each with its legend) and the JSON report written by
 // `--json FILE`.
 import type { Info } from '../src/index.js';
-import { attentionWork, gbs, gflops, softmaxWork } from './formulas.js';
+import { attentionWork, gbs, gflops, hyperWork, softmaxWork } from './formulas.js';
 import { formatBytes, type BandwidthResult, type Limits, type PeakResult } from './limits.js';
 import type { Timing } from './measure.js';
 import {
   FAMILIES, familyOf, OPS, shapeLabel,
-  type AttentionCase, type BenchCase, type DeltaCase, type GateKind, type SoftmaxAlgorithm, type SoftmaxCase,
+  type AttentionCase, type BenchCase, type Comparison, type DeltaCase, type GateKind, type HyperCase, type SoftmaxAlgorithm,
+  type SoftmaxCase,
 } from './registry.js';
+import type { HyperInputKind } from './inputs.js';
 import type { AutoCheck, GateCheck, Scaling, SoftmaxCheck } from './suites.js';
 
 /** Fields every row has. Times in milliseconds, rates per second. */
@@ -108,8 +110,38 @@ export interface AttentionRow extends RowCommon {
   readRatio: number | null;
 }
 
+/** A HyperAttention row: its time and rates, and exact attention's on the same input beside it. */
+export interface HyperRow extends RowCommon {
+  op: 'hyper';
+  B: number;
+  T: number;
+  S: number;
+  Hq: number;
+  Hk: number;
+  D: number;
+  Dv: number;
+  causal: boolean;
+  inputs: HyperInputKind;
+  tokensPerSecond: number;
+  /** Pairs HyperAttention computes by its plan (bench/formulas.ts hyperWork) and their FLOPs·(2D + 2Dv). */
+  pairs: number;
+  flops: number;
+  gflops: number;
+  peak: PeakResult | null;
+  peakRatio: number | null;
+  /** Exact attention on the same input: median ms over `calls` calls; null when not compared. */
+  exactMs: number | null;
+  exactCalls: number | null;
+  /** HyperAttention's median over the calls paired with the exact ones (Comparison.pairedMs). */
+  pairedMs: number | null;
+  /** exactMs / pairedMs. */
+  speedup: number | null;
+  /** |o_hyper - o_exact|_F / |o_exact|_F. */
+  relErr: number | null;
+}
+
 /** One row of a table and of the JSON report's `rows`. */
-export type BenchRow = DeltaRow | SoftmaxRow | AttentionRow;
+export type BenchRow = DeltaRow | SoftmaxRow | AttentionRow | HyperRow;
 
 /** A case that did not run: its op is not implemented in this build (skipped) or it threw (failed). */
 export interface SkippedCase {
@@ -164,12 +196,14 @@ function common(c: BenchCase, t: Timing, env: { simd: string; threads: number },
 }
 
 /** The row of a timed case, with its ratios to `lim`. */
-export function makeRow(c: BenchCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits = {}): BenchRow {
+export function makeRow(c: BenchCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits = {}, cmp?: Comparison): BenchRow {
   switch (c.op) {
     case 'softmax':
       return softmaxRow(c, t, env, lim);
     case 'attention':
       return attentionRow(c, t, env, lim);
+    case 'hyper':
+      return hyperRow(c, t, env, lim, cmp);
     default:
       return deltaRow(c, t, env, lim);
   }
@@ -253,6 +287,30 @@ function attentionRow(c: AttentionCase, t: Timing, env: { simd: string; threads:
     copyRatio: lim.copy ? base.gbs / lim.copy.gbs : null,
     read: lim.read ?? null,
     readRatio: lim.read ? base.gbs / lim.read.gbs : null,
+  };
+}
+
+function hyperRow(c: HyperCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits, cmp?: Comparison): HyperRow {
+  const w = hyperWork(c);
+  const base = common(c, t, env, w.bytes, w.workingSet);
+  const g = gflops(w.flops, t.median);
+  return {
+    op: 'hyper',
+    ...base,
+    B: c.B, T: c.T, S: c.S, Hq: c.Hq, Hk: c.Hk, D: c.D, Dv: c.Dv,
+    causal: c.causal,
+    inputs: c.inputs,
+    tokensPerSecond: w.tokens / t.median,
+    pairs: w.pairs,
+    flops: w.flops,
+    gflops: g,
+    peak: lim.peak ?? null,
+    peakRatio: lim.peak ? g / lim.peak.gflops : null,
+    exactMs: cmp ? cmp.medianMs : null,
+    exactCalls: cmp ? cmp.calls : null,
+    pairedMs: cmp ? cmp.pairedMs : null,
+    speedup: cmp ? cmp.medianMs / cmp.pairedMs : null,
+    relErr: cmp ? cmp.relErr : null,
   };
 }
 
@@ -360,7 +418,60 @@ export function formatAttentionRows(rows: readonly AttentionRow[]): string {
   return formatTable(header, body);
 }
 
-function peakList(rows: readonly (DeltaRow | AttentionRow)[]): string {
+/** The HyperAttention table. */
+export function formatHyperRows(rows: readonly HyperRow[]): string {
+  const header = [
+    'op', 'shape', 'dtype', 'mask', 'inputs', 'simd', 'thr', 'median ms', 'min-max ms', 'tok/s', 'GF/s', '%peak', 'exact ms',
+    'speedup', 'rel.err',
+  ];
+  const body = rows.map((r) => [
+    r.op,
+    r.shape,
+    DT[r.dtype] ?? r.dtype,
+    r.causal ? 'causal' : 'none',
+    r.inputs,
+    simdCell(r),
+    String(r.threads),
+    ...timeCells(r),
+    si(r.tokensPerSecond),
+    sig(r.gflops),
+    pct(r.peakRatio),
+    r.exactMs === null ? '-' : `${sig(r.exactMs)}${r.exactCalls === 1 ? '*' : ''}`,
+    r.speedup === null ? '-' : `${r.speedup.toFixed(1)}x`,
+    r.relErr === null ? '-' : r.relErr.toExponential(2),
+  ]);
+  return formatTable(header, body);
+}
+
+/** Issue 16's targets at T = S = 32768, D = 64: speedup over exact attention non-causal and causal. */
+export const HYPER_TARGETS = { T: 32768, D: 64, full: 10, causal: 3 } as const;
+
+export function hyperLegend(rows: readonly HyperRow[]): string {
+  const peaks = peakList(rows);
+  const lines = [
+    'hyperAttention(q, k, v, {causal}) with its defaults (lshBits 7, blockSize 256, sampleSize 256, minSeqLen 4096,',
+    'seed 0); exact ms: seqkern\'s exact attention on the same input, timed after it (median of up to 5 calls within',
+    '--seconds; *: one call), each exact call followed by a HyperAttention call; speedup = exact ms ÷ the median of',
+    'those paired calls (so a machine whose speed drifts hits both sides alike); rel.err = |o - o_exact|_F / |o_exact|_F',
+    'of HyperAttention\'s output. gaussian: q, k, v standard normal (near-uniform attention: the error of any sampling',
+    'estimate is large); clustered: keys in tight clusters of 64 around standard normal centres, queries near keys',
+    '(bench/inputs.ts hyperInputs).',
+    'GF/s: the pairs HyperAttention computes by its plan (causal leaves, diagonal blocks, sampled keys at their',
+    `expectation; bench/formulas.ts hyperWork) x (2D + 2Dv); %peak: ÷ FP32 FMA peak${peaks ? ` (${peaks})` : ''}.`,
+  ];
+  const t = HYPER_TARGETS;
+  for (const causal of [false, true]) {
+    const at = rows.filter((r) => r.T === t.T && r.S === t.T && r.D === t.D && r.causal === causal && r.speedup !== null);
+    if (!at.length) continue;
+    const want = causal ? t.causal : t.full;
+    const got = at.map((r) => `${r.speedup!.toFixed(1)}x (${r.inputs})`).join(', ');
+    const ok = at.every((r) => r.speedup! >= want);
+    lines.push(`target (issue 16), T = S = ${t.T}, D = ${t.D}, ${causal ? 'causal' : 'non-causal'}: >= ${want}x exact attention: ${got}: ${ok ? 'met' : 'NOT met'}.`);
+  }
+  return lines.join('\n');
+}
+
+function peakList(rows: readonly (DeltaRow | AttentionRow | HyperRow)[]): string {
   const peaks = new Map<string, PeakResult>();
   for (const r of rows) if (r.peak) peaks.set(`${r.peak.level}x${r.peak.threads}`, r.peak);
   return [...peaks.entries()].map(([k, p]) => `${k} = ${p.gflops.toFixed(1)} GFLOP/s`).join(', ');
@@ -420,6 +531,7 @@ export function formatReport(rows: readonly BenchRow[], skipped: readonly Skippe
     if (!of.length) continue;
     if (f === 'delta') blocks.push(`${formatDeltaRows(of as DeltaRow[])}\n\n${deltaLegend(of as DeltaRow[])}`);
     else if (f === 'softmax') blocks.push(`${formatSoftmaxRows(of as SoftmaxRow[])}\n\n${softmaxLegend()}`);
+    else if (f === 'hyper') blocks.push(`${formatHyperRows(of as HyperRow[])}\n\n${hyperLegend(of as HyperRow[])}`);
     else blocks.push(`${formatAttentionRows(of as AttentionRow[])}\n\n${attentionLegend(of as AttentionRow[])}`);
   }
   if (skipped.length) blocks.push(formatSkipped(skipped));

@@ -8,15 +8,18 @@
 //   both algorithms, adjacent, so they share their inputs and the ratio compares like with like.
 // - attention (issue 8): causal prefill B=1, H=8, T=4096, D=128 with and without the elementwise gate, and a
 //   decode step T=1 against S=32768 keys, Hq=32, Hk=8, D=128 (256 MiB of K and V).
+// - hyper (issue 16): B=1, H=2, D=64, T = S in {8192, 32768}, causal and not, Gaussian and clustered inputs,
+//   each beside exact attention on the same input (its time, the speedup, the relative error). Exact attention
+//   at T = S = 32768 takes seconds per call, so it is timed once or a few times (OpEntry.compare).
 import type { BenchDType } from './formulas.js';
 import {
   SOFTMAX_ALGORITHMS,
-  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type DeltaCase, type Family, type SoftmaxAlgorithm,
-  type SoftmaxCase,
+  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type DeltaCase, type Family, type HyperCase,
+  type SoftmaxAlgorithm, type SoftmaxCase,
 } from './registry.js';
 
 export type SuiteName = Family | 'all';
-export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'all'];
+export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'hyper', 'all'];
 
 export interface SuiteOptions {
   dtype: BenchDType;
@@ -55,6 +58,21 @@ export const SUITE_ATTENTION: readonly Omit<AttentionCase, 'op' | 'dtype' | 'bac
   { B: 1, T: 1, S: 32768, Hq: 32, Hk: 8, D: 128, Dv: 128, causal: true, gate: 'none' },
 ];
 
+/** The HyperAttention cases (issue 16 item 5): T = S, causal and not, each input kind. */
+export const SUITE_HYPER_T: readonly number[] = [8192, 32768];
+
+export function hyperSuite(o: SuiteOptions): HyperCase[] {
+  const cases: HyperCase[] = [];
+  for (const T of SUITE_HYPER_T) {
+    for (const causal of [false, true]) {
+      for (const inputs of ['gaussian', 'clustered'] as const) {
+        cases.push({ op: 'hyper', B: 1, T, S: T, Hq: 2, Hk: 2, D: 64, Dv: 64, causal, inputs, dtype: o.dtype, backend: o.backend });
+      }
+    }
+  }
+  return cases;
+}
+
 export function deltaSuite(o: SuiteOptions): DeltaCase[] {
   const cases: DeltaCase[] = [];
   for (const { K, T: Ts } of SUITE_PREFILL) {
@@ -81,13 +99,14 @@ export function attentionSuite(o: SuiteOptions): AttentionCase[] {
   return SUITE_ATTENTION.map((a) => ({ op: 'attention', ...a, dtype: o.dtype, backend: o.backend }));
 }
 
-/** The suite `o.suite` names (default all: delta, softmax, attention, in that order). */
+/** The suite `o.suite` names (default all: delta, softmax, attention, hyper, in that order). */
 export function defaultSuite(o: SuiteOptions): BenchCase[] {
   const suite = o.suite ?? 'all';
   const cases: BenchCase[] = [];
   if (suite === 'all' || suite === 'delta') cases.push(...deltaSuite(o));
   if (suite === 'all' || suite === 'softmax') cases.push(...softmaxSuite(o));
   if (suite === 'all' || suite === 'attention') cases.push(...attentionSuite(o));
+  if (suite === 'all' || suite === 'hyper') cases.push(...hyperSuite(o));
   return cases;
 }
 

@@ -53,6 +53,24 @@ export interface NativeAttentionArgs {
   cuSeqlens?: Int32Array; cuSeqlensK?: Int32Array; cancel?: Int32Array;
 }
 
+/**
+ * The raw addon's HyperAttention arguments (native/binding/hyper.cc). callerOut: o is the caller's buffer, so
+ * cancel is read once, before the first write, and o ends all old or all new.
+ */
+export interface NativeHyperArgs {
+  B: number; T: number; S: number; Hq: number; Hk: number; D: number; Dv: number;
+  q: ArrayBufferView; k: ArrayBufferView; v: ArrayBufferView; dtype: string;
+  o: ArrayBufferView; lse?: Float32Array; callerOut?: boolean;
+  causal: boolean; scale: number; lshBits: number; blockSize: number; sampleSize: number; minSeqLen: number; seed: number;
+  cancel?: Int32Array;
+}
+
+/** The raw addon's generator probe (tests): R [D, lshBits] and draws of the sample stream (b, hk, q0) in [0, n). */
+export interface NativeHyperRandomArgs {
+  seed: number; D?: number; lshBits?: number; R?: Float32Array;
+  b?: number; hk?: number; q0?: number; n?: number; samples?: Int32Array;
+}
+
 export interface NativeAddon {
   info(): NativeInfo;
   setNumThreads(n: number): number;
@@ -63,6 +81,9 @@ export interface NativeAddon {
   softmaxAsync(args: NativeSoftmaxArgs): Promise<void>;
   attention(args: NativeAttentionArgs): void;
   attentionAsync(args: NativeAttentionArgs): Promise<void>;
+  hyperAttention(args: NativeHyperArgs): void;
+  hyperAttentionAsync(args: NativeHyperArgs): Promise<void>;
+  hyperRandom(args: NativeHyperRandomArgs): void;
   /** Machine-limit probes used by `seqkern bench --limits` (present in builds that have them). */
   [probe: string]: unknown;
 }

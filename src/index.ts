@@ -14,6 +14,8 @@ export { softmax, softmaxInto, softmaxAsync, softmaxIntoAsync } from './ops/soft
 export { softmaxReference } from './reference/softmax.js';
 export { attention, attentionAsync } from './ops/attention.js';
 export { attentionReference } from './reference/attention.js';
+export { hyperAttention, hyperAttentionAsync } from './ops/hyper.js';
+export { hyperAttentionReference, hyperProjections, hyperSampleStream, hyperSamples, grayRank } from './reference/hyper.js';
 
 export interface Info {
   version: string;

@@ -137,3 +137,38 @@ export interface AttentionResult {
   /** [B, Hq, T] float32 when returnLse (-Inf for a query that sees no key). */
   lse?: Tensor;
 }
+
+/**
+ * HyperAttention (Han et al. 2023; DESIGN.md 6.4): q [B,T,Hq,D], k [B,S,Hk,D], v [B,S,Hk,Dv], Hq a multiple of
+ * Hk. Defaults as the authors' code. The float64 reference takes the same options.
+ */
+export interface HyperAttentionOptions extends CommonOptions {
+  /** The authors' causal recursion (then S must equal T); default false. */
+  causal?: boolean;
+  /** Score scale, default 1/sqrt(D). */
+  scale?: number;
+  /** Bits of the angular LSH (sign random projections), default 7; 0 to 16. */
+  lshBits?: number;
+  /** Keys per diagonal block of the sorted order, default 256. */
+  blockSize?: number;
+  /** Keys sampled uniformly (with replacement) per batch row and kv head, default 256; 0: no sampled part. */
+  sampleSize?: number;
+  /** Below this many keys (causal: at this many or fewer), exact attention; default 4096. */
+  minSeqLen?: number;
+  /** Seed of the projections and the samples (README "HyperAttention": the generator), default 0. */
+  seed?: number;
+  /** Also return lse [B, Hq, T] float32: the log-sum-exp HyperAttention's merge ends with. */
+  returnLse?: boolean;
+  /**
+   * Write o into this tensor instead of a new one: shape [B,T,Hq,Dv] and v's dtype, memory apart from q, k, v.
+   * The result's `o` is this same object. With the async form the signal is then checked only before the start.
+   */
+  out?: Tensor;
+}
+
+export interface HyperAttentionResult {
+  /** [B, T, Hq, Dv], dtype of v. */
+  o: Tensor;
+  /** [B, Hq, T] float32 when returnLse. */
+  lse?: Tensor;
+}

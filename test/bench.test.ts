@@ -353,8 +353,8 @@ describe('argument parsing', () => {
 
   it('--suite picks a family; --limits alone runs no case', () => {
     const fam = (argv: string[]) => [...new Set(casesFromArgs(parseBenchArgs(argv)).map((c) => c.op))];
-    expect(fam([])).toEqual(['gated-delta', 'delta-step', 'softmax', 'attention']);
-    expect(fam(['--suite', 'all'])).toEqual(['gated-delta', 'delta-step', 'softmax', 'attention']);
+    expect(fam([])).toEqual(['gated-delta', 'delta-step', 'softmax', 'attention', 'hyper']);
+    expect(fam(['--suite', 'all'])).toEqual(['gated-delta', 'delta-step', 'softmax', 'attention', 'hyper']);
     expect(fam(['--suite', 'delta'])).toEqual(['gated-delta', 'delta-step']);
     expect(fam(['--suite', 'softmax'])).toEqual(['softmax']);
     expect(fam(['--suite', 'attention'])).toEqual(['attention']);
@@ -412,9 +412,9 @@ describe('softmax and attention suites', () => {
     ]);
   });
 
-  it('the default suite is delta, softmax and attention', () => {
+  it('the default suite is delta, softmax, attention and hyper', () => {
     const all = defaultSuite({ dtype: 'float32', backend: 'cpu' });
-    expect(all).toHaveLength(3 * 7 + 2 + 8 + 3);
+    expect(all).toHaveLength(3 * 7 + 2 + 8 + 3 + 8);
     expect(defaultSuite({ dtype: 'float32', backend: 'cpu', suite: 'delta' })).toHaveLength(3 * 7 + 2);
   });
 

@@ -58,6 +58,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_limits(env, exports);
   register_softmax(env, exports);
   register_attention(env, exports);
+  register_hyper(env, exports);
   return exports;
 }
 

@@ -79,7 +79,7 @@ bool attention_forward(const AttentionArgs& a) {
   std::vector<int64_t> cost;
   for (int n = 0; n < a.N; n++) {
     const int Tn = a.cu_q ? a.cu_q[n + 1] - a.cu_q[n] : a.T;
-    const int Sn = a.cu_q ? a.cu_k[n + 1] - a.cu_k[n] : a.S;
+    const int Sn = a.cu_q ? (a.k_end ? a.k_end[n] : a.cu_k[n + 1]) - a.cu_k[n] : a.S;
     const int64_t off = static_cast<int64_t>(Sn) - Tn;
     for (int64_t i0 = 0; i0 < Tn; i0 += p.rows) {
       const int nq = static_cast<int>(std::min<int64_t>(p.rows, Tn - i0));
@@ -100,7 +100,7 @@ bool attention_forward(const AttentionArgs& a) {
   // merged afterwards by log-sum-exp (decode: one query per sequence against a long cache).
   std::vector<AttnUnit> work, merges;
   int64_t slots = 0;
-  if (threads > 1 && units.size() < static_cast<size_t>(4 * threads)) {  // (one thread: nothing to gain)
+  if (threads > 1 && !a.no_split && units.size() < static_cast<size_t>(4 * threads)) {  // (one thread: nothing to gain)
     const int64_t want = (8 * static_cast<int64_t>(threads) + units.size() - 1) / units.size();
     for (const AttnUnit& u : units) {
       const int64_t keys = u.j1 - u.j0;

@@ -26,6 +26,9 @@ struct AttentionArgs {
   int N = 0;                         // sequences: B, or cu_seqlens length - 1 (then B == 1)
   const int32_t* cu_q = nullptr;     // N + 1 query offsets into T, or null
   const int32_t* cu_k = nullptr;     // N + 1 key offsets into S (cu_q when keys are packed alike), or null
+  const int32_t* k_end = nullptr;    // with cu_k, optional: N key ends, sequence n's keys are [cu_k[n], k_end[n])
+                                     // instead of [cu_k[n], cu_k[n + 1]) (ranges may overlap: HyperAttention's
+                                     // sampled keys, hyper.cc); only the internal callers set it
   const void *q = nullptr, *k = nullptr, *v = nullptr;
   DType dtype = DType::f32;          // q, k, v share it; o is written in it
   void* o = nullptr;                 // [B, T, Hq, Dv]
@@ -36,6 +39,8 @@ struct AttentionArgs {
   bool causal = false;               // query i of a sequence sees key j iff j <= i + (S_n - T_n)
   float scale = 1.f;
   const int32_t* cancel = nullptr;   // non-zero: stop; checked between key tiles (JS sets it on abort)
+  bool no_split = false;             // never split a unit's keys across threads, so the result does not
+                                     // depend on the thread count (HyperAttention's determinism, hyper.h)
 };
 
 // Sizes of the tiles; chosen once per call by the driver, the same for every unit.
