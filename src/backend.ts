@@ -84,6 +84,8 @@ export interface NativeAddon {
   hyperAttention(args: NativeHyperArgs): void;
   hyperAttentionAsync(args: NativeHyperArgs): Promise<void>;
   hyperRandom(args: NativeHyperRandomArgs): void;
+  /** Whole-array dtype conversion (the tensor helpers): float32 / float16 / bfloat16, round to nearest even. */
+  castArray(args: { src: Float32Array | Uint16Array; srcDtype: string; dst: Float32Array | Uint16Array; dstDtype: string }): void;
   /** Machine-limit probes used by `seqkern bench --limits` (present in builds that have them). */
   [probe: string]: unknown;
 }

@@ -3,7 +3,7 @@ import { addonLoadError, loadedAddonPath, native } from './backend.js';
 import { SeqkernError } from './errors.js';
 
 export { SeqkernError, type SeqkernErrorCode } from './errors.js';
-export { Tensor, tensor, zeros, full, randn, rand, rng, numel, type DType, type TensorData } from './tensor.js';
+export { Tensor, tensor, zeros, full, randn, rand, rng, numel, cat, asTensor, type DType, type TensorData, type TensorLike } from './tensor.js';
 export type * from './types.js';
 export {
   gatedDeltaRule, gatedDeltaRuleAsync, gatedDeltaRuleStep, gatedDeltaRuleStepAsync,

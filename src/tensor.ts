@@ -1,8 +1,16 @@
-import { SeqkernError } from './errors.js';
+import { native } from './backend.js';
+import { fail, SeqkernError } from './errors.js';
 
 export type DType = 'float32' | 'float16' | 'bfloat16' | 'float64';
 export type Device = 'cpu';
 export type TensorData = Float32Array | Float64Array | Uint16Array;
+
+/** Anything with a tensor's three fields (e.g. a Tensor from another copy of seqkern, or a plain object). */
+export interface TensorLike {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly data: TensorData;
+}
 
 /** Bytes per element of each dtype. */
 export const DTYPE_BYTES: Record<DType, number> = { float32: 4, float16: 2, bfloat16: 2, float64: 8 };
@@ -34,14 +42,194 @@ export class Tensor {
     return toFloat64Array(this.data, this.dtype);
   }
 
-  /** A copy converted to another dtype. */
+  /** A copy converted to another dtype (same as `to(dtype)`, except that it always copies). */
   astype(dtype: DType): Tensor {
-    return tensor(this.toFloat64(), this.shape, dtype);
+    return dtype === this.dtype ? new Tensor(this.data.slice(), this.shape, dtype) : this.to(dtype);
+  }
+
+  /**
+   * This tensor in another dtype: `this` when it is already that dtype, else a new tensor converted natively
+   * (round to nearest even, NaN kept; float64 through TypeScript).
+   */
+  to(dtype: DType): Tensor {
+    if (dtype === this.dtype) return this;
+    if (dtype === 'float32') return this.toFloat32();
+    if (dtype === 'float16') return this.toFloat16();
+    if (dtype === 'bfloat16') return this.toBFloat16();
+    if (dtype === 'float64') return new Tensor(this.toFloat64(), this.shape, 'float64');
+    return fail('BAD_DTYPE', 'to', 'dtype', 'float32 | float16 | bfloat16 | float64', String(dtype));
+  }
+
+  /** Converted to float32, into a new tensor or into `out` (same shape, float32; returned). */
+  toFloat32(out?: Tensor): Tensor {
+    return castInto(this, 'float32', out, 'toFloat32');
+  }
+
+  /** Converted to float16 (raw bits), into a new tensor or into `out`. */
+  toFloat16(out?: Tensor): Tensor {
+    return castInto(this, 'float16', out, 'toFloat16');
+  }
+
+  /** Converted to bfloat16 (raw bits), into a new tensor or into `out`. */
+  toBFloat16(out?: Tensor): Tensor {
+    return castInto(this, 'bfloat16', out, 'toBFloat16');
+  }
+
+  /**
+   * The same data under another shape of the same size (zero-copy: writes through either are seen by both).
+   * One dimension may be -1, inferred from the others.
+   */
+  view(shape: readonly number[]): Tensor {
+    return new Tensor(this.data, inferShape('view', shape, this.size), this.dtype);
+  }
+
+  /** Same as `view` (tensors here are always contiguous, so a reshape never copies). */
+  reshape(shape: readonly number[]): Tensor {
+    return new Tensor(this.data, inferShape('reshape', shape, this.size), this.dtype);
+  }
+
+  /**
+   * Rows [start, end) of the leading axis, zero-copy (a subarray of the same buffer: writes are shared).
+   * Negative indices count from the end, as Array.prototype.slice; end defaults to the axis length.
+   */
+  slice(start: number, end?: number): Tensor {
+    if (this.shape.length === 0) fail('SHAPE_MISMATCH', 'slice', 'tensor', 'of rank >= 1', 'a scalar');
+    const n = this.shape[0];
+    const norm = (x: number, name: string) => {
+      if (!Number.isInteger(x)) fail('BAD_ARGUMENT', 'slice', name, 'to be an integer', String(x));
+      return x < 0 ? Math.max(0, n + x) : Math.min(n, x);
+    };
+    const a = norm(start, 'start');
+    const b = Math.max(a, norm(end ?? n, 'end'));
+    const row = n === 0 ? 0 : this.size / n;
+    return new Tensor(this.data.subarray(a * row, b * row) as TensorData, [b - a, ...this.shape.slice(1)], this.dtype);
   }
 
   toString(): string {
     return `Tensor(${this.dtype}, [${this.shape.join(',')}])`;
   }
+}
+
+function inferShape(op: string, shape: readonly number[], size: number): number[] {
+  const out = [...shape];
+  const free = out.indexOf(-1);
+  if (free !== out.lastIndexOf(-1)) fail('SHAPE_MISMATCH', op, 'shape', 'at most one -1', `[${shape.join(',')}]`);
+  for (const d of out) {
+    if (!Number.isInteger(d) || (d < 0 && d !== -1)) fail('SHAPE_MISMATCH', op, 'shape', 'of non-negative integers (one may be -1)', `[${shape.join(',')}]`);
+  }
+  if (free >= 0) {
+    const rest = numel(out.filter((_, i) => i !== free));
+    if (rest === 0 || size % rest !== 0) fail('SHAPE_MISMATCH', op, 'shape', `that fits ${size} elements`, `[${shape.join(',')}]`);
+    out[free] = size / rest;
+  }
+  if (numel(out) !== size) fail('SHAPE_MISMATCH', op, 'shape', `of ${size} elements`, `[${shape.join(',')}] (${numel(out)})`);
+  return out;
+}
+
+const storageOf = (dtype: DType): string => (dtype === 'float32' ? 'Float32Array' : dtype === 'float64' ? 'Float64Array' : 'Uint16Array');
+
+function hasStorage(data: unknown, dtype: DType): boolean {
+  return (
+    (dtype === 'float32' && data instanceof Float32Array) ||
+    (dtype === 'float64' && data instanceof Float64Array) ||
+    ((dtype === 'float16' || dtype === 'bfloat16') && data instanceof Uint16Array)
+  );
+}
+
+/** Converts src into dtype: natively (float32/float16/bfloat16), else through float64 in TypeScript. */
+function castInto(src: Tensor, dtype: 'float32' | 'float16' | 'bfloat16', out: Tensor | undefined, op: string): Tensor {
+  let dst: Tensor;
+  if (out === undefined) {
+    dst = new Tensor(arrayFor(dtype, src.size), src.shape, dtype);
+  } else {
+    dst = asTensor(op, 'out', out);
+    if (dst.dtype !== dtype) fail('BAD_DTYPE', op, 'out', `of dtype ${dtype}`, dst.dtype);
+    if (dst.size !== src.size || dst.shape.length !== src.shape.length || dst.shape.some((d, i) => d !== src.shape[i])) {
+      fail('SHAPE_MISMATCH', op, 'out', `of shape [${src.shape.join(',')}]`, `[${dst.shape.join(',')}]`);
+    }
+  }
+  if (src.dtype === dtype) {
+    if (dst.data !== src.data) (dst.data as Float32Array | Uint16Array).set(src.data as Float32Array | Uint16Array);
+    return dst;
+  }
+  const a = native();
+  if (a && src.dtype !== 'float64') {
+    try {
+      a.castArray({ src: src.data as Float32Array | Uint16Array, srcDtype: src.dtype, dst: dst.data as Float32Array | Uint16Array, dstDtype: dtype });
+    } catch (e) {
+      const err = e as { code?: string; message?: string };
+      throw new SeqkernError((err.code ?? 'NATIVE_ERROR') as SeqkernError['code'], `${op}: ${err.message}`, { argument: 'out' });
+    }
+    return dst;
+  }
+  const n = src.size;
+  const vals = src.dtype === 'float32' || src.dtype === 'float64' ? src.data : toFloat64Array(src.data, src.dtype);
+  const d = dst.data;
+  if (dtype === 'float16') for (let i = 0; i < n; i++) d[i] = f32ToF16Bits(vals[i]);
+  else if (dtype === 'bfloat16') for (let i = 0; i < n; i++) d[i] = f32ToBf16Bits(vals[i]);
+  else for (let i = 0; i < n; i++) d[i] = vals[i];
+  return dst;
+}
+
+/**
+ * A Tensor for anything with a tensor's fields ({ dtype, shape, data } with data of the dtype's storage
+ * type), wrapping the same data without a copy; a Tensor is returned as it is. Anything else is a
+ * SeqkernError naming `name`.
+ */
+export function asTensor(op: string, name: string, t: unknown): Tensor {
+  if (t instanceof Tensor) return t;
+  if (typeof t !== 'object' || t === null || !('dtype' in t) || !('shape' in t) || !('data' in t)) {
+    const got = t === null ? 'null' : typeof t === 'object' ? (t as object).constructor?.name ?? 'object' : typeof t;
+    return fail('BAD_ARGUMENT', op, name, 'to be a Tensor or { dtype, shape, data }', got);
+  }
+  const { dtype, shape, data } = t as { dtype: unknown; shape: unknown; data: unknown };
+  if (dtype !== 'float32' && dtype !== 'float16' && dtype !== 'bfloat16' && dtype !== 'float64') {
+    return fail('BAD_DTYPE', op, name, 'dtype float32 | float16 | bfloat16 | float64', String(dtype));
+  }
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
+    return fail('SHAPE_MISMATCH', op, name, 'shape of non-negative integers', Array.isArray(shape) ? `[${shape.join(',')}]` : typeof shape);
+  }
+  if (!hasStorage(data, dtype)) return fail('BAD_DTYPE', op, name, `data ${storageOf(dtype)} for dtype ${dtype}`, ArrayBuffer.isView(data) ? data.constructor.name : typeof data);
+  if ((data as TensorData).length !== numel(shape)) {
+    return fail('SHAPE_MISMATCH', op, name, `data of ${numel(shape)} elements for shape [${shape.join(',')}]`, String((data as TensorData).length));
+  }
+  return new Tensor(data as TensorData, shape, dtype);
+}
+
+/**
+ * Concatenates tensors of one dtype along `axis` (default 0) into a new tensor; every other dimension must
+ * agree. Tensor-likes are accepted.
+ */
+export function cat(tensors: readonly (Tensor | TensorLike)[], axis = 0): Tensor {
+  if (!Array.isArray(tensors) || tensors.length === 0) fail('BAD_ARGUMENT', 'cat', 'tensors', 'a non-empty array of tensors', Array.isArray(tensors) ? 'an empty array' : typeof tensors);
+  const ts = tensors.map((t, i) => asTensor('cat', `tensors[${i}]`, t));
+  const first = ts[0];
+  const rank = first.shape.length;
+  if (!Number.isInteger(axis) || axis < -rank || axis >= rank) fail('OUT_OF_RANGE', 'cat', 'axis', `in [${-rank}, ${rank - 1}]`, String(axis));
+  const ax = axis < 0 ? axis + rank : axis;
+  let total = 0;
+  ts.forEach((t, i) => {
+    if (t.dtype !== first.dtype) fail('BAD_DTYPE', 'cat', `tensors[${i}]`, `of dtype ${first.dtype} (as tensors[0])`, t.dtype);
+    if (t.shape.length !== rank || t.shape.some((d, j) => j !== ax && d !== first.shape[j])) {
+      fail('SHAPE_MISMATCH', 'cat', `tensors[${i}]`, `of shape [${first.shape.map((d, j) => (j === ax ? '*' : d)).join(',')}]`, `[${t.shape.join(',')}]`);
+    }
+    total += t.shape[ax];
+  });
+  const shape = [...first.shape];
+  shape[ax] = total;
+  const out = arrayFor(first.dtype, numel(shape));
+  const outer = numel(first.shape.slice(0, ax));
+  const inner = numel(first.shape.slice(ax + 1));
+  const outRow = total * inner;
+  let at = 0;
+  for (const t of ts) {
+    const rowLen = t.shape[ax] * inner;
+    for (let o = 0; o < outer; o++) {
+      (out as Float32Array).set((t.data as Float32Array).subarray(o * rowLen, (o + 1) * rowLen), o * outRow + at);
+    }
+    at += rowLen;
+  }
+  return new Tensor(out, shape, first.dtype);
 }
 
 export function numel(shape: readonly number[]): number {

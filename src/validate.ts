@@ -14,9 +14,19 @@ function describe(x: unknown): string {
 }
 
 /** Checks that `t` is a well-formed Tensor of one of `dtypes`, with `rank` dimensions; returns it. */
-export function checkTensor(op: string, name: string, t: unknown, dtypes: readonly DType[], rank: number): Tensor {
-  if (!(t instanceof Tensor)) {
-    fail('BAD_ARGUMENT', op, name, 'to be a Tensor (see tensor())', describe(t));
+export function checkTensor(op: string, name: string, arg: unknown, dtypes: readonly DType[], rank: number): Tensor {
+  let t: Tensor;
+  if (arg instanceof Tensor) {
+    t = arg;
+  } else {
+    // A tensor-like { dtype, shape, data } is wrapped (same data); the checks below then apply to it.
+    const l = arg as Partial<Tensor> | null;
+    if (typeof l !== 'object' || l === null || !('dtype' in l) || !('data' in l) || !Array.isArray(l.shape)) {
+      return fail('BAD_ARGUMENT', op, name, 'to be a Tensor or { dtype, shape, data } (see tensor())', describe(arg));
+    }
+    if (!['float32', 'float16', 'bfloat16', 'float64'].includes(String(l.dtype))) fail('BAD_DTYPE', op, name, `of dtype ${dtypes.join(' | ')}`, String(l.dtype));
+    if (!ArrayBuffer.isView(l.data)) fail('BAD_DTYPE', op, name, `data of the storage type of ${String(l.dtype)}`, describe(l.data));
+    t = new Tensor(l.data as Tensor['data'], l.shape, l.dtype as DType);
   }
   if (!dtypes.includes(t.dtype)) fail('BAD_DTYPE', op, name, `of dtype ${dtypes.join(' | ')}`, t.dtype);
   const storageOk =
@@ -35,6 +45,12 @@ export function checkTensor(op: string, name: string, t: unknown, dtypes: readon
     fail('SHAPE_MISMATCH', op, name, `data of ${numel(t.shape)} elements for shape ${fmt(t.shape)}`, `${t.data.length}`);
   }
   return t;
+}
+
+/** The rank of a Tensor or tensor-like (dflt for anything else, which checkTensor then refuses). */
+export function rankOf(x: unknown, dflt: number): number {
+  const shape = typeof x === 'object' && x !== null ? (x as { shape?: unknown }).shape : undefined;
+  return Array.isArray(shape) ? shape.length : dflt;
 }
 
 /** Checks an exact shape. */

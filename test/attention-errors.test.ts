@@ -63,7 +63,8 @@ const CASES: BadCase[] = [
     code: 'BAD_DTYPE', arg: 'float64',
   },
   // not tensors
-  { name: 'q a plain object', make: (c) => ({ ...c, q: { dtype: 'float32', shape: [2, 5, 4, 8], data: new Float32Array(320) } }), code: 'BAD_ARGUMENT', arg: 'q' },
+  { name: 'q a tensor-like without dtype', make: (c) => ({ ...c, q: { shape: [2, 5, 4, 8], data: new Float32Array(320) } }), code: 'BAD_ARGUMENT', arg: 'q' },
+  { name: 'q a tensor-like of a short array', make: (c) => ({ ...c, q: { dtype: 'float32', shape: [2, 5, 4, 8], data: new Float32Array(319) } }), code: 'SHAPE_MISMATCH', arg: 'q' },
   { name: 'k a Float32Array', make: (c) => ({ ...c, k: new Float32Array(224) }), code: 'BAD_ARGUMENT', arg: 'k' },
   { name: 'v undefined', make: (c) => ({ ...c, v: undefined }), code: 'BAD_ARGUMENT', arg: 'v' },
   { name: 'q null', make: (c) => ({ ...c, q: null }), code: 'BAD_ARGUMENT', arg: 'q' },

@@ -131,7 +131,8 @@ const PREFILL_CASES: BadCase[] = [
     arg: 'float64',
   },
   // not tensors
-  { name: 'q a plain object', make: (o) => ({ ...o, q: { dtype: 'float32', shape: [2, 5, 2, 3], data: new Float32Array(60) } }), code: 'BAD_ARGUMENT', arg: 'q' },
+  { name: 'q a tensor-like without dtype', make: (o) => ({ ...o, q: { shape: [2, 5, 2, 3], data: new Float32Array(60) } }), code: 'BAD_ARGUMENT', arg: 'q' },
+  { name: 'q a tensor-like of a short array', make: (o) => ({ ...o, q: { dtype: 'float32', shape: [2, 5, 2, 3], data: new Float32Array(59) } }), code: 'SHAPE_MISMATCH', arg: 'q' },
   { name: 'k a Float32Array', make: (o) => ({ ...o, k: new Float32Array(60) }), code: 'BAD_ARGUMENT', arg: 'k' },
   { name: 'v a number[]', make: (o) => ({ ...o, v: [1, 2, 3] }), code: 'BAD_ARGUMENT', arg: 'v' },
   { name: 'q missing', make: (o) => ({ ...o, q: undefined }), code: 'BAD_ARGUMENT', arg: 'q' },

@@ -275,7 +275,7 @@ export function seededUniform(seed: number): () => number {
 }
 
 /** Values that are not a tensor (or not a usable one) for a tensor argument. */
-const JUNK: unknown[] = [null, 0, 'x', [1, 2], { shape: [1], data: new Float32Array(1), dtype: 'float32' }, new Float32Array(4), true];
+const JUNK: unknown[] = [null, 0, 'x', [1, 2], { shape: [1, 2], data: new Float32Array(1), dtype: 'float32' }, new Float32Array(4), true];
 
 /** The fuzzers' mutations of a tensor argument that need nothing of the op: each makes a call invalid. */
 export type TensorMutation = 'rank' | 'huge' | 'short' | 'storage' | 'junk' | 'detach';

@@ -35,7 +35,8 @@ const CASES: [string, (c: Call) => Call, string, string][] = [
   ['x null', (c) => ({ ...c, x: null }), 'BAD_ARGUMENT', 'x'],
   ['x a number', (c) => ({ ...c, x: 5 }), 'BAD_ARGUMENT', 'x'],
   ['x a Float32Array', (c) => ({ ...c, x: new Float32Array(15) }), 'BAD_ARGUMENT', 'x'],
-  ['x a tensor-like plain object', (c) => ({ ...c, x: { shape: [3, 5], data: new Float32Array(15), dtype: 'float32' } }), 'BAD_ARGUMENT', 'x'],
+  ['x a tensor-like without dtype', (c) => ({ ...c, x: { shape: [3, 5], data: new Float32Array(15) } }), 'BAD_ARGUMENT', 'x'],
+  ['x a tensor-like of a short array', (c) => ({ ...c, x: { shape: [3, 5], data: new Float32Array(14), dtype: 'float32' } }), 'SHAPE_MISMATCH', 'x'],
   ["x of dtype 'int8'", (c) => ({ ...c, x: new Tensor(new Float32Array(15), [3, 5], 'int8' as DType) }), 'BAD_DTYPE', 'x'],
   ['x float32 stored in a Float64Array', (c) => ({ ...c, x: new Tensor(new Float64Array(15), [3, 5], 'float32') }), 'BAD_DTYPE', 'x'],
   ['x float16 stored in a Float32Array', (c) => ({ ...c, x: new Tensor(new Float32Array(15), [3, 5], 'float16') }), 'BAD_DTYPE', 'x'],
@@ -217,7 +218,7 @@ describe('raw addon: the C++ re-check', () => {
 
 const FC_SEED = Number(process.env.SEQKERN_FC_SEED ?? 20251125);
 const SPECIAL = [NaN, Infinity, -Infinity, 1e30, -1e30, 88.7, -88.7, 104, -104, 3.4e38, -3.4e38, 0];
-const JUNK: unknown[] = [null, 0, 'x', [1, 2], { shape: [1], data: new Float32Array(1), dtype: 'float32' }, new Float32Array(4)];
+const JUNK: unknown[] = [null, 0, 'x', [1, 2], { shape: [1, 2], data: new Float32Array(1), dtype: 'float32' }, new Float32Array(4)];
 
 const specArb = fc.record({
   dims: fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 0, maxLength: 2 }),

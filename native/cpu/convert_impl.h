@@ -45,7 +45,7 @@ inline void load_row(const void* base, DType dt, int64_t off, int n, float* dst)
 }
 
 inline float load_one(const void* base, DType dt, int64_t off) {
-  float x;
+  float x = 0.f;
   load_row(base, dt, off, 1, &x);
   return x;
 }
@@ -66,7 +66,22 @@ inline void store_row(void* base, DType dt, int64_t off, int n, const float* src
     }
     case DType::bf16: {
       uint16_t* p = static_cast<uint16_t*>(base) + off;
-      for (int i = 0; i < n; i++) p[i] = float_to_bf16(src[i]);
+      int i = 0;
+#if defined(__AVX2__)
+      // float_to_bf16 on 8 lanes: add 0x7fff plus the kept bit's parity, keep the top half; NaN -> quiet NaN.
+      const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+      const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), quiet = _mm256_set1_epi32(0x40);
+      for (; i + 8 <= n; i += 8) {
+        const __m256i u = _mm256_castps_si256(_mm256_loadu_ps(src + i));
+        const __m256i rounded =
+            _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(u, 16), one))), 16);
+        const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+        const __m256i r = _mm256_blendv_epi8(rounded, _mm256_or_si256(_mm256_srli_epi32(u, 16), quiet), nan);
+        const __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p + i), _mm_packus_epi32(lo, hi));
+      }
+#endif
+      for (; i < n; i++) p[i] = float_to_bf16(src[i]);
       break;
     }
   }

@@ -6,7 +6,7 @@ import { callNative, fromNative, native, resolveBackend, type NativeAttentionArg
 import { attentionReference } from '../reference/attention.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, AttentionOptions, AttentionResult } from '../types.js';
-import { callerInt32, checkFinite, checkOffsets, checkOneOf, checkOptions, checkShape, checkTensor, overlaps } from '../validate.js';
+import { callerInt32, checkFinite, checkOffsets, checkOneOf, checkOptions, checkShape, checkTensor, overlaps, rankOf } from '../validate.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_HEAD_DIM = 1024;
@@ -64,7 +64,7 @@ function prepare(op: string, q: unknown, k: unknown, v: unknown, o: AttentionOpt
   let gT: Tensor | undefined;
   if (o.gate !== undefined) {
     const requested = o.gateType === undefined ? undefined : checkOneOf(op, 'gateType', o.gateType, ['elementwise', 'headwise'] as const);
-    const rank = o.gate instanceof Tensor ? o.gate.shape.length : 0;
+    const rank = rankOf(o.gate, 0);
     gateKind = requested ?? (rank === 3 ? 'headwise' : 'elementwise');
     const want = gateKind === 'elementwise' ? [B, T, Hq, Dv] : [B, T, Hq];
     gT = checkTensor(op, 'gate', o.gate, IN_DTYPES, want.length);

@@ -5,7 +5,7 @@ import { callNative, fromNative, native, resolveBackend, type NativeSoftmaxArgs 
 import { softmaxReference } from '../reference/softmax.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, SoftmaxOptions } from '../types.js';
-import { checkOneOf, checkOptions, checkShape, checkTensor } from '../validate.js';
+import { checkOneOf, checkOptions, checkShape, checkTensor, rankOf } from '../validate.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_ELEMENTS = 2 ** 31 - 1; // DESIGN.md 4: element counts fit int32 work arrays
@@ -33,7 +33,7 @@ const SOFTMAX_OPTIONS = ['backend', 'algorithm', 'strict'] as const;
 function prepare(op: string, x: unknown, out: unknown, opts: unknown): Prepared {
   checkOptions(op, opts, SOFTMAX_OPTIONS);
   const o = opts as SoftmaxOptions;
-  const rank = x instanceof Tensor ? x.shape.length : 1;
+  const rank = rankOf(x, 1);
   if (rank === 0) fail('SHAPE_MISMATCH', op, 'x', 'of rank >= 1 (softmax runs over the last axis)', 'a scalar, shape []');
   const xt = checkTensor(op, 'x', x, IN_DTYPES, rank);
   const cols = xt.shape[rank - 1];

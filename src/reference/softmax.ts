@@ -3,7 +3,7 @@
 import { fail } from '../errors.js';
 import { numel, Tensor } from '../tensor.js';
 import type { SoftmaxOptions } from '../types.js';
-import { checkOptions, checkTensor } from '../validate.js';
+import { checkOptions, checkTensor, rankOf } from '../validate.js';
 
 const DTYPES = ['float32', 'float16', 'bfloat16', 'float64'] as const;
 
@@ -18,9 +18,9 @@ const DTYPES = ['float32', 'float16', 'bfloat16', 'float64'] as const;
 export function softmaxReference(x: Tensor, opts: SoftmaxOptions = {}): Tensor {
   const op = 'softmaxReference';
   checkOptions(op, opts);
-  const rank = x instanceof Tensor ? x.shape.length : 1;
+  const rank = rankOf(x, 1);
   if (rank === 0) fail('SHAPE_MISMATCH', op, 'x', 'of rank >= 1 (softmax runs over the last axis)', 'a scalar, shape []');
-  checkTensor(op, 'x', x, DTYPES, rank);
+  x = checkTensor(op, 'x', x, DTYPES, rank);
   const n = x.shape[rank - 1];
   if (n === 0) fail('SHAPE_MISMATCH', op, 'x', 'with a non-empty last axis', `shape [${x.shape.join(',')}]`);
   const v = x.toFloat64();
