@@ -17,6 +17,39 @@ if (env.SEQKERN_SKIP_BUILD === '1') {
   process.exit(0);
 }
 
+// `npm install <folder>` links the folder without installing its dependencies (node-addon-api, the
+// TypeScript compiler): install them there first, which runs this script again in the folder itself.
+const req = createRequire(path.join(root, 'package.json'));
+const resolvable = (id) => {
+  try {
+    req.resolve(id);
+    return true;
+  } catch {
+    return false;
+  }
+};
+if (!resolvable('node-addon-api') && env.SEQKERN_NESTED_INSTALL !== '1') {
+  console.log(`seqkern: ${root} has no node_modules (installed from a folder): running npm install there first.`);
+  const npmCli = env.npm_execpath && existsSync(env.npm_execpath) ? [process.execPath, env.npm_execpath] : ['npm'];
+  const r = spawnSync(npmCli[0], [...npmCli.slice(1), 'install', '--no-audit', '--no-fund', '--include=dev'], {
+    cwd: root, stdio: 'inherit', env: { ...env, SEQKERN_NESTED_INSTALL: '1' },
+  });
+  process.exit(r.status ?? 1);
+}
+
+// A prebuilt addon shipped in the package (npm pack puts one in prebuilds/, see scripts/prebuild.mjs) is
+// used when it loads here: same platform, architecture and Node ABI (the addon reads V8 buffers directly,
+// so it is tied to the ABI). Otherwise, or with SEQKERN_BUILD_FROM_SOURCE=1, compile.
+const prebuilt = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, `seqkern.abi${process.versions.modules}.node`);
+if (existsSync(prebuilt) && env.SEQKERN_BUILD_FROM_SOURCE !== '1') {
+  const probe = spawnSync(process.execPath, ['-e', `process.dlopen({ exports: {} }, ${JSON.stringify(prebuilt)})`], { encoding: 'utf8' });
+  if (probe.status === 0) {
+    console.log(`seqkern: using the prebuilt addon ${path.relative(root, prebuilt)} (SEQKERN_BUILD_FROM_SOURCE=1 compiles instead).`);
+    process.exit(0);
+  }
+  console.log(`seqkern: the prebuilt addon does not load here (${(probe.stderr || '').trim().split('\n').pop()}); compiling from source.`);
+}
+
 function which(cmd) {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : null;

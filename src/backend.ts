@@ -121,7 +121,9 @@ export function native(): NativeAddon | null {
     return (addon = null);
   }
   const root = packageRoot();
-  const candidates = [process.env.SEQKERN_ADDON, path.join(root, 'build', 'Release', 'seqkern.node')].filter(
+  // A local build first; else the prebuilt addon of an installed tarball (scripts/prebuild.mjs).
+  const prebuilt = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, `seqkern.abi${process.versions.modules}.node`);
+  const candidates = [process.env.SEQKERN_ADDON, path.join(root, 'build', 'Release', 'seqkern.node'), prebuilt].filter(
     (p): p is string => !!p,
   );
   const req = createRequire(import.meta.url);
