@@ -130,7 +130,7 @@ export function native(): NativeAddon | null {
   for (const p of candidates) {
     if (!existsSync(p)) continue;
     try {
-      addon = req(p) as NativeAddon;
+      addon = cancelOnExit(req(p) as NativeAddon);
       addonPath = p;
       return addon;
     } catch (e) {
@@ -139,6 +139,33 @@ export function native(): NativeAddon | null {
   }
   loadError ??= `no addon at ${candidates.join(' or ')}`;
   return (addon = null);
+}
+
+/**
+ * Every async entry point gets a cancel flag (when the op did not pass one) and is tracked while in flight,
+ * so that an exiting process stops its kernels at their next cancellation point instead of waiting for
+ * results nobody can receive (Node finishes in-flight work before it exits).
+ */
+function cancelOnExit(a: NativeAddon): NativeAddon {
+  const inFlight = new Set<Int32Array>();
+  for (const name of Object.keys(a)) {
+    const f = a[name];
+    if (!name.endsWith('Async') || typeof f !== 'function') continue;
+    a[name] = (args: { cancel?: Int32Array }, ...rest: unknown[]) => {
+      if (args !== null && typeof args === 'object' && args.cancel === undefined) args.cancel = new Int32Array(1);
+      const cancel = args?.cancel;
+      const p = (f as (...x: unknown[]) => Promise<void>).call(a, args, ...rest);
+      if (cancel instanceof Int32Array && p instanceof Promise) {
+        inFlight.add(cancel);
+        p.then(() => inFlight.delete(cancel), () => inFlight.delete(cancel));
+      }
+      return p;
+    };
+  }
+  process.once('exit', () => {
+    for (const c of inFlight) Atomics.store(c, 0, 1);
+  });
+  return a;
 }
 
 export function addonLoadError(): string | undefined {

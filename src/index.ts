@@ -52,12 +52,25 @@ export function info(): Info {
   };
 }
 
-/** Sets the size of the CPU thread pool (n <= 0: one per core). Returns the size in effect. */
+/** Most threads setNumThreads accepts (the native pool's cap). */
+export const MAX_THREADS = 1024;
+
+/**
+ * Sets the size of the CPU thread pool (n <= 0: one per core; at most MAX_THREADS). Returns the size in
+ * effect. Process-wide: one pool serves every worker thread and every op (calls from several threads take
+ * turns). If the threads cannot be started, a SeqkernError and the pool stays as it was.
+ */
 export function setNumThreads(n: number): number {
   const a = native();
   if (!a) return 1;
   if (!Number.isInteger(n)) throw new SeqkernError('BAD_ARGUMENT', `setNumThreads: expected an integer, got ${n}`, { argument: 'n', expected: 'integer', got: String(n) });
-  return a.setNumThreads(n);
+  if (n > MAX_THREADS) throw new SeqkernError('OUT_OF_RANGE', `setNumThreads: expected n at most ${MAX_THREADS}, got ${n}`, { argument: 'n', expected: `<= ${MAX_THREADS}`, got: String(n) });
+  try {
+    return a.setNumThreads(n);
+  } catch (e) {
+    const err = e as { code?: string; message?: string };
+    throw new SeqkernError((err.code ?? 'NATIVE_ERROR') as SeqkernError['code'], `setNumThreads: ${err.message}`, { argument: 'n' });
+  }
 }
 
 /** Forces a SIMD level ('avx512' | 'avx2' | 'portable'); only levels the CPU supports. Returns the level in effect. */

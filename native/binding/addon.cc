@@ -1,6 +1,9 @@
 // Module entry: info, threads, SIMD level; each family registers its own functions.
 #include <napi.h>
 
+#include <string>
+#include <system_error>
+
 #include "common.h"
 #include "cpu/simd.h"
 #include "cpu/threadpool.h"
@@ -31,9 +34,19 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
-  int n = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
-  set_num_threads(n);
-  return Napi::Number::New(info.Env(), num_threads());
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw CodedError("BAD_ARGUMENT", "expected a number of threads");
+    const double d = info[0].As<Napi::Number>().DoubleValue();
+    if (!(d <= kMaxThreads))  // also NaN
+      throw CodedError("OUT_OF_RANGE", "expected at most " + std::to_string(kMaxThreads) + " threads, got " + std::to_string(d));
+    try {
+      set_num_threads(static_cast<int>(d));
+    } catch (const std::system_error& e) {
+      throw CodedError("NATIVE_ERROR", std::string("could not start the threads (the pool is unchanged): ") + e.what());
+    }
+    return Napi::Number::New(env, num_threads());
+  });
 }
 
 Napi::Value SetSimd(const Napi::CallbackInfo& info) {

@@ -123,6 +123,17 @@ class PromiseWorker : public Napi::AsyncWorker {
     }
   }
   void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  // In an environment being torn down (worker.terminate(), process exit) a Promise cannot be settled: the
+  // napi calls fail and node-addon-api throws, which would escape into Node and abort the process. Nobody
+  // can receive the result then, so the call ends quietly.
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    try {
+      Napi::AsyncWorker::OnWorkComplete(env, status);
+      return;
+    } catch (...) {
+    }
+    Destroy();
+  }
   void OnError(const Napi::Error& e) override {
     deferred_.Reject(make_error(Env(), code_, e.Message()).Value());
   }

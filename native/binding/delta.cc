@@ -152,6 +152,18 @@ DeltaJob parse(const Napi::Object& o) {
     if (overlap(a.o, B * T * HV * V * es, x.p, x.bytes))
       throw CodedError("BAD_ARGUMENT", std::string("expected o in memory apart from the inputs and the state, got a view overlapping ") + x.name);
 
+  // The final state is written while the inputs are read: apart from every input, and from the initial
+  // state unless it is that very state (the in-place step). A partial overlap would read half-updated rows.
+  if (a.final_state) {
+    if (!job.in_place && overlap(a.final_state, state_bytes, a.initial_state, a.initial_state ? state_bytes : 0))
+      throw CodedError("BAD_ARGUMENT", "expected finalState to be initialState itself or memory apart from it, got a partial overlap");
+    for (const auto& x : others) {
+      if (x.name == std::string("finalState") || x.name == std::string("initialState")) continue;
+      if (overlap(a.final_state, state_bytes, x.p, x.bytes))
+        throw CodedError("BAD_ARGUMENT", std::string("expected finalState in memory apart from the inputs, got a view overlapping ") + x.name);
+    }
+  }
+
   a.cancel = cancel_flag(cancel);
   job.caller_out = get_bool(o, "callerOut");
   job.pinned = pin({&q, &k, &v, &beta, &g, &s0, &out, &sf, &cu, &cancel});

@@ -5,6 +5,8 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -39,18 +41,17 @@ bool spin_until(F&& ready) {
 
 class Pool {
  public:
+  // Throws (std::system_error) when a thread cannot be created, after joining the ones that were: a pool
+  // destroyed with joinable threads would terminate the process.
   explicit Pool(int n) : n_(n < 1 ? 1 : n) {
-    for (int i = 1; i < n_; i++) workers_.emplace_back([this, i] { loop(i); });
-  }
-  ~Pool() {
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
-      gen_++;
+    try {
+      for (int i = 1; i < n_; i++) workers_.emplace_back([this, i] { loop(i); });
+    } catch (...) {
+      shutdown();
+      throw;
     }
-    cv_.notify_all();
-    for (auto& w : workers_) w.join();
   }
+  ~Pool() { shutdown(); }
   int size() const { return n_; }
 
   void run(int64_t n, const std::function<void(int64_t, int)>& fn) {
@@ -105,6 +106,18 @@ class Pool {
     }
   }
 
+  void shutdown() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+      gen_++;
+    }
+    cv_.notify_all();
+    for (auto& w : workers_)
+      if (w.joinable()) w.join();
+    workers_.clear();
+  }
+
   int n_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
@@ -146,9 +159,14 @@ int num_threads() {
 }
 
 void set_num_threads(int n) {
+  if (n > kMaxThreads) throw std::out_of_range("expected at most " + std::to_string(kMaxThreads) + " threads, got " + std::to_string(n));
   std::lock_guard<std::mutex> lk(g_owner);
-  g_requested = n > 0 ? n : 0;
-  g_pool.reset();
+  const int want = n > 0 ? n : 0;
+  // The new pool is built before the old one goes: if its threads cannot be created, the old pool and the
+  // old setting stay as they were and the error reaches the caller.
+  auto next = std::make_unique<Pool>(want > 0 ? want : default_num_threads());
+  g_pool = std::move(next);
+  g_requested = want;
 }
 
 }  // namespace sk

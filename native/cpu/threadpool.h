@@ -11,7 +11,11 @@ namespace sk {
 void parallel_for(int64_t n, const std::function<void(int64_t, int)>& fn);
 
 int num_threads();
-// n <= 0 restores the default (the number of online cores).
+// Most threads a pool may have (setNumThreads past it: OUT_OF_RANGE).
+constexpr int kMaxThreads = 1024;
+
+// n <= 0 restores the default (the number of online cores). n > kMaxThreads throws std::out_of_range; a
+// thread that cannot be created throws std::system_error and leaves the pool as it was.
 void set_num_threads(int n);
 int default_num_threads();
 
