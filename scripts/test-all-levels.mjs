@@ -19,6 +19,18 @@ try {
   process.exit(1);
 }
 const levels = order.slice(order.indexOf(best));
+
+// The type test first: dist/ rebuilt from src/, then test/types compiled against its declarations under a
+// consumer's strictest settings (strict, exactOptionalPropertyTypes, nodenext).
+const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+for (const [what, project] of [['build dist/', 'tsconfig.json'], ['type test', path.join('test', 'types')]]) {
+  console.log(`=== tsc -p ${project} (${what}) ===`);
+  const t = spawnSync(process.execPath, [tsc, '-p', project], { cwd: root, stdio: 'inherit' });
+  if (t.status !== 0) {
+    console.error(`seqkern test: ${what} failed`);
+    process.exit(1);
+  }
+}
 const extra = process.argv.slice(2);
 const vitest = path.join(root, 'node_modules', 'vitest', 'vitest.mjs');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'seqkern-test-'));

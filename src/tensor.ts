@@ -5,6 +5,9 @@ export type DType = 'float32' | 'float16' | 'bfloat16' | 'float64';
 export type Device = 'cpu';
 export type TensorData = Float32Array | Float64Array | Uint16Array;
 
+/** What every op takes as a tensor argument: a Tensor, or any object with a tensor's three fields. */
+export type TensorInput = Tensor | TensorLike;
+
 /** Anything with a tensor's three fields (e.g. a Tensor from another copy of seqkern, or a plain object). */
 export interface TensorLike {
   readonly dtype: DType;
@@ -194,6 +197,18 @@ export function asTensor(op: string, name: string, t: unknown): Tensor {
     return fail('SHAPE_MISMATCH', op, name, `data of ${numel(shape)} elements for shape [${shape.join(',')}]`, String((data as TensorData).length));
   }
   return new Tensor(data as TensorData, shape, dtype);
+}
+
+/** An options object with every tensor-like field as a Tensor. */
+export type WithTensors<T> = { [K in keyof T]: T[K] extends TensorInput ? Tensor : T[K] extends TensorInput | undefined ? Tensor | undefined : T[K] };
+
+/** The options with each tensor-like field wrapped as a Tensor (the same data; other fields as they are). */
+export function withTensors<T extends object>(o: T): WithTensors<T> {
+  const r = { ...o } as Record<string, unknown>;
+  for (const [key, x] of Object.entries(r)) {
+    if (x !== null && typeof x === 'object' && !(x instanceof Tensor) && 'dtype' in x && 'shape' in x && 'data' in x) r[key] = asTensor('options', key, x);
+  }
+  return r as WithTensors<T>;
 }
 
 /**

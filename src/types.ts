@@ -1,4 +1,4 @@
-import type { Tensor } from './tensor.js';
+import type { Tensor, TensorInput } from './tensor.js';
 
 /** Where an op runs. `reference` is the float64 TypeScript implementation the tests compare against. */
 export type Backend = 'cpu' | 'reference' | 'cuda';
@@ -6,13 +6,13 @@ export type Backend = 'cpu' | 'reference' | 'cuda';
 /** Options every op takes. */
 export interface CommonOptions {
   /** Force a backend (default: cpu when the addon loaded, else reference). */
-  backend?: Backend;
+  backend?: Backend | undefined;
 }
 
 /** Options of an async form. */
 export interface AsyncOptions {
   /** Checked before starting and between chunks; aborting rejects with an AbortError. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /**
@@ -23,47 +23,47 @@ export interface AsyncOptions {
  * HV is a multiple of H; v-head j reads q/k head floor(j / (HV / H)).
  */
 export interface DeltaRuleOptions extends CommonOptions {
-  q: Tensor;
-  k: Tensor;
-  v: Tensor;
+  q: TensorInput;
+  k: TensorInput;
+  v: TensorInput;
   /** Write strength in [0, 2] (2 gives the negative-eigenvalue transition). Required unless eta is given. */
-  beta?: Tensor;
+  beta?: TensorInput | undefined;
   /** KLA: beta_t = eta_t / (|k_t|^2 + eps), computed in the kernel after any qkL2Norm. */
-  eta?: Tensor;
+  eta?: TensorInput | undefined;
   /** Log decay, g <= 0: S <- exp(g_t) S. Absent (with no decay): plain DeltaNet. */
-  g?: Tensor;
+  g?: TensorInput | undefined;
   /** Signed decay a_t in [-1, 1] in place of g: S <- a_t S. */
-  decay?: Tensor;
+  decay?: TensorInput | undefined;
   /** Float32 [N, HV, K, V]; never modified by the prefill ops. */
-  initialState?: Tensor;
+  initialState?: TensorInput | undefined;
   /** Return the state after the last token of each sequence as finalState [N, HV, K, V] (float32). */
-  outputFinalState?: boolean;
+  outputFinalState?: boolean | undefined;
   /** Offsets of N packed sequences in T (N + 1 values, 0 first, T last, non-decreasing), with B = 1. */
-  cuSeqlens?: Int32Array | readonly number[];
+  cuSeqlens?: Int32Array | readonly number[] | undefined;
   /** L2-normalise q and k inside the kernel: x / sqrt(sum x^2 + 1e-6). */
-  qkL2Norm?: boolean;
+  qkL2Norm?: boolean | undefined;
   /** Query scale, default 1/sqrt(K). */
-  scale?: number;
+  scale?: number | undefined;
   /** eps of KLA's beta = eta / (|k|^2 + eps); default 1e-6. */
-  eps?: number;
+  eps?: number | undefined;
   /** 'auto' picks by the crossover measured on this machine (see README). */
-  algorithm?: 'auto' | 'chunk' | 'recurrent';
+  algorithm?: 'auto' | 'chunk' | 'recurrent' | undefined;
   /** Chunk length of the chunkwise algorithm, default 64. */
-  chunkSize?: number;
+  chunkSize?: number | undefined;
   /**
    * Write o into this tensor instead of a new one (to reuse buffers across calls): shape [B,T,HV,V] and v's
    * dtype, memory apart from q, k, v, beta/eta, g/decay, initialState and cuSeqlens. The result's `o` is this
    * same object (finalState is still a new tensor). With the async form the signal is then checked only
    * before the first write (see gatedDeltaRuleAsync).
    */
-  out?: Tensor;
+  out?: TensorInput | undefined;
 }
 
 export interface DeltaRuleResult {
   /** [B, T, HV, V], dtype of v (float64 inputs run on the reference and give float64). */
   o: Tensor;
   /** [N, HV, K, V] float32, when outputFinalState. */
-  finalState?: Tensor;
+  finalState?: Tensor | undefined;
 }
 
 /**
@@ -71,22 +71,22 @@ export interface DeltaRuleResult {
  * state [N, HV, K, V] float32, updated in place.
  */
 export interface DeltaStepOptions extends CommonOptions {
-  q: Tensor;
-  k: Tensor;
-  v: Tensor;
-  beta?: Tensor;
-  eta?: Tensor;
-  g?: Tensor;
-  decay?: Tensor;
-  state: Tensor;
-  qkL2Norm?: boolean;
-  scale?: number;
-  eps?: number;
+  q: TensorInput;
+  k: TensorInput;
+  v: TensorInput;
+  beta?: TensorInput | undefined;
+  eta?: TensorInput | undefined;
+  g?: TensorInput | undefined;
+  decay?: TensorInput | undefined;
+  state: TensorInput;
+  qkL2Norm?: boolean | undefined;
+  scale?: number | undefined;
+  eps?: number | undefined;
   /**
    * Write o into this tensor instead of a new one (to reuse buffers across steps): shape [N,HV,V] and v's
    * dtype, memory apart from q, k, v, beta/eta, g/decay and state. The result's `o` is this same object.
    */
-  out?: Tensor;
+  out?: TensorInput | undefined;
 }
 
 export interface DeltaStepResult {
@@ -97,9 +97,9 @@ export interface DeltaStepResult {
 /** Softmax over the last axis (DESIGN.md 6.2). */
 export interface SoftmaxOptions extends CommonOptions {
   /** 'two-pass' (default; Dukhan & Ablavatski 2020: no max pass) or 'three-pass' (max, sum, normalise). */
-  algorithm?: 'two-pass' | 'three-pass';
+  algorithm?: 'two-pass' | 'three-pass' | undefined;
   /** A row of all -Inf is an OUT_OF_RANGE error instead of a row of NaN. */
-  strict?: boolean;
+  strict?: boolean | undefined;
 }
 
 /**
@@ -108,34 +108,34 @@ export interface SoftmaxOptions extends CommonOptions {
  */
 export interface AttentionOptions extends CommonOptions {
   /** Causal mask, bottom-right aligned when S > T (query i sees keys j <= i + S - T), as FlashAttention 2. */
-  causal?: boolean;
+  causal?: boolean | undefined;
   /** Score scale, default 1/sqrt(D). */
-  scale?: number;
+  scale?: number | undefined;
   /** Gated attention (Qiu et al. 2025, G1): logits z, [B,T,Hq,Dv] (elementwise) or [B,T,Hq] (headwise); o ⊙ sigmoid(z). */
-  gate?: Tensor;
+  gate?: TensorInput | undefined;
   /** Inferred from gate's shape when absent. */
-  gateType?: 'elementwise' | 'headwise';
+  gateType?: 'elementwise' | 'headwise' | undefined;
   /**
    * Packed varlen batch (B = 1): N + 1 offsets of the queries in T. Keys use `cuSeqlensK` (offsets in S), or
    * the same offsets when absent (then S must equal T).
    */
-  cuSeqlens?: Int32Array | readonly number[];
-  cuSeqlensK?: Int32Array | readonly number[];
+  cuSeqlens?: Int32Array | readonly number[] | undefined;
+  cuSeqlensK?: Int32Array | readonly number[] | undefined;
   /** Also return lse [B, Hq, T] float32: the natural log-sum-exp of each query's scaled, masked scores. */
-  returnLse?: boolean;
+  returnLse?: boolean | undefined;
   /**
    * Write o into this tensor instead of a new one (to reuse buffers across calls): shape [B,T,Hq,Dv] and v's
    * dtype, memory apart from q, k, v, gate and cuSeqlens/cuSeqlensK. The result's `o` is this same object.
    * With attentionAsync the signal is then checked only before the first write (see attentionAsync).
    */
-  out?: Tensor;
+  out?: TensorInput | undefined;
 }
 
 export interface AttentionResult {
   /** [B, T, Hq, Dv], dtype of v. */
   o: Tensor;
   /** [B, Hq, T] float32 when returnLse (-Inf for a query that sees no key). */
-  lse?: Tensor;
+  lse?: Tensor | undefined;
 }
 
 /**
@@ -144,31 +144,50 @@ export interface AttentionResult {
  */
 export interface HyperAttentionOptions extends CommonOptions {
   /** The authors' causal recursion (then S must equal T); default false. */
-  causal?: boolean;
+  causal?: boolean | undefined;
   /** Score scale, default 1/sqrt(D). */
-  scale?: number;
+  scale?: number | undefined;
   /** Bits of the angular LSH (sign random projections), default 7; 0 to 16. */
-  lshBits?: number;
+  lshBits?: number | undefined;
   /** Keys per diagonal block of the sorted order, default 256. */
-  blockSize?: number;
+  blockSize?: number | undefined;
   /** Keys sampled uniformly (with replacement) per batch row and kv head, default 256; 0: no sampled part. */
-  sampleSize?: number;
+  sampleSize?: number | undefined;
   /** Below this many keys (causal: at this many or fewer), exact attention; default 4096. */
-  minSeqLen?: number;
+  minSeqLen?: number | undefined;
   /** Seed of the projections and the samples (README "HyperAttention": the generator), default 0. */
-  seed?: number;
+  seed?: number | undefined;
   /** Also return lse [B, Hq, T] float32: the log-sum-exp HyperAttention's merge ends with. */
-  returnLse?: boolean;
+  returnLse?: boolean | undefined;
   /**
    * Write o into this tensor instead of a new one: shape [B,T,Hq,Dv] and v's dtype, memory apart from q, k, v.
    * The result's `o` is this same object. With the async form the signal is then checked only before the start.
    */
-  out?: Tensor;
+  out?: TensorInput | undefined;
 }
 
 export interface HyperAttentionResult {
   /** [B, T, Hq, Dv], dtype of v. */
   o: Tensor;
   /** [B, Hq, T] float32 when returnLse. */
-  lse?: Tensor;
+  lse?: Tensor | undefined;
+}
+
+/** gatedDeltaRule's options: `beta` required, no `eta`. */
+export type GatedDeltaRuleOptions = Omit<DeltaRuleOptions, 'beta' | 'eta'> & { beta: TensorInput; eta?: undefined };
+/** kaczmarzDeltaRule's options: `eta` required, no `beta`. */
+export type KaczmarzDeltaRuleOptions = Omit<DeltaRuleOptions, 'beta' | 'eta'> & { eta: TensorInput; beta?: undefined };
+/** gatedDeltaRuleStep's options: `beta` required, no `eta`. */
+export type GatedDeltaStepOptions = Omit<DeltaStepOptions, 'beta' | 'eta'> & { beta: TensorInput; eta?: undefined };
+/** kaczmarzDeltaRuleStep's options: `eta` required, no `beta`. */
+export type KaczmarzDeltaStepOptions = Omit<DeltaStepOptions, 'beta' | 'eta'> & { eta: TensorInput; beta?: undefined };
+/** A prefill asked for its final state: the result then has it. */
+export interface DeltaRuleResultWithState extends DeltaRuleResult {
+  finalState: Tensor;
+}
+export interface AttentionResultWithLse extends AttentionResult {
+  lse: Tensor;
+}
+export interface HyperAttentionResultWithLse extends HyperAttentionResult {
+  lse: Tensor;
 }

@@ -275,7 +275,7 @@ describe('bad out: a SeqkernError naming out, raised before anything is written'
     { name: 'wrong dtype (float16 for float32 v)', out: () => garbage([2, 5, 4, 6], 'float16', 9), code: 'BAD_DTYPE', got: 'float16' },
     { name: 'wrong dtype (float64 for float32 v)', out: () => garbage([2, 5, 4, 6], 'float64', 9), code: 'BAD_DTYPE', got: 'float64' },
     { name: 'not a Tensor (a Float32Array)', out: () => new Float32Array(240).fill(NaN), code: 'BAD_ARGUMENT', got: 'Float32Array' },
-    { name: 'not a Tensor (a tensor-like object)', out: () => ({ shape: [2, 5, 4, 6], dtype: 'float32', data: new Float32Array(240) }), code: 'BAD_ARGUMENT', got: 'Object' },
+    { name: 'not a Tensor (an object without a dtype)', out: () => ({ shape: [2, 5, 4, 6], data: new Float32Array(240) }), code: 'BAD_ARGUMENT', got: 'Object' },
     { name: 'null', out: () => null, code: 'BAD_ARGUMENT', got: 'null' },
     // q [2,5,4,8] holds 320 floats: an out of o's shape on q's first 240 floats.
     { name: 'aliasing q (built on q\'s buffer)', out: (b) => new Tensor((b.q.data as Float32Array).subarray(0, 240), [2, 5, 4, 6], 'float32'), code: 'BAD_ARGUMENT', got: 'overlapping q' },

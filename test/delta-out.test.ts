@@ -389,7 +389,7 @@ describe('bad out: a SeqkernError naming out, raised before anything is written'
     { name: 'wrong dtype (float16 for float32 v)', out: () => garbage(O, 'float16', 9), code: 'BAD_DTYPE', got: 'float16' },
     { name: 'wrong dtype (float64 for float32 v)', out: () => garbage(O, 'float64', 9), code: 'BAD_DTYPE', got: 'float64' },
     { name: 'not a Tensor (a Float32Array)', out: () => new Float32Array(240).fill(NaN), code: 'BAD_ARGUMENT', got: 'Float32Array' },
-    { name: 'not a Tensor (a tensor-like object)', out: () => ({ shape: O, dtype: 'float32', data: new Float32Array(240) }), code: 'BAD_ARGUMENT', got: 'Object' },
+    { name: 'not a Tensor (an object without a dtype)', out: () => ({ shape: O, data: new Float32Array(240) }), code: 'BAD_ARGUMENT', got: 'Object' },
     { name: 'null', out: () => null, code: 'BAD_ARGUMENT', got: 'null' },
     // q [2,5,2,8] holds 160 floats: an out of o's shape from q's first float.
     { name: 'aliasing q (built on q\'s buffer)', out: (b) => viewOn(b.q, 0, 240, O), code: 'BAD_ARGUMENT', got: 'overlapping q' },

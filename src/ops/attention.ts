@@ -5,7 +5,8 @@ import { abortError, fail } from '../errors.js';
 import { callNative, fromNative, native, resolveBackend, type NativeAttentionArgs } from '../backend.js';
 import { attentionReference } from '../reference/attention.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
-import type { AsyncOptions, AttentionOptions, AttentionResult } from '../types.js';
+import type { AsyncOptions, AttentionOptions, AttentionResult, AttentionResultWithLse } from '../types.js';
+import type { TensorInput } from '../tensor.js';
 import { callerInt32, checkFinite, checkOffsets, checkOneOf, checkOptions, checkShape, checkTensor, overlaps, rankOf } from '../validate.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
@@ -173,7 +174,9 @@ const addon = () => native()!;
  * itself when given) and, with returnLse, lse [B,Hq,T] float32 (natural log-sum-exp of each query's scaled,
  * masked scores).
  */
-export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): AttentionResult {
+export function attention(q: TensorInput, k: TensorInput, v: TensorInput, opts: AttentionOptions & { returnLse: true }): AttentionResultWithLse;
+export function attention(q: TensorInput, k: TensorInput, v: TensorInput, opts?: AttentionOptions): AttentionResult;
+export function attention(q: TensorInput, k: TensorInput, v: TensorInput, opts: AttentionOptions = {}): AttentionResult {
   const op = 'attention';
   const p = prepare(op, q, k, v, opts);
   if (p.backend === 'reference') return runReference(p);
@@ -189,7 +192,9 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
  * an abort by then rejects with `out` untouched, and an abort after that is ignored: the call runs to the
  * end and resolves with `out` completely written (as softmaxIntoAsync in place and the decode steps do).
  */
-export async function attentionAsync(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}, a: AsyncOptions = {}): Promise<AttentionResult> {
+export async function attentionAsync(q: TensorInput, k: TensorInput, v: TensorInput, opts: AttentionOptions & { returnLse: true }, a?: AsyncOptions): Promise<AttentionResultWithLse>;
+export async function attentionAsync(q: TensorInput, k: TensorInput, v: TensorInput, opts?: AttentionOptions, a?: AsyncOptions): Promise<AttentionResult>;
+export async function attentionAsync(q: TensorInput, k: TensorInput, v: TensorInput, opts: AttentionOptions = {}, a: AsyncOptions = {}): Promise<AttentionResult> {
   const op = 'attentionAsync';
   const signal = a?.signal;
   if (signal?.aborted) throw abortError(signal);

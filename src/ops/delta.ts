@@ -4,7 +4,10 @@ import { abortError, fail } from '../errors.js';
 import { callNative, fromNative, native, resolveBackend, type NativeDeltaArgs } from '../backend.js';
 import { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from '../reference/delta.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
-import type { AsyncOptions, DeltaRuleOptions, DeltaRuleResult, DeltaStepOptions, DeltaStepResult } from '../types.js';
+import type {
+  AsyncOptions, DeltaRuleOptions, DeltaRuleResult, DeltaRuleResultWithState, DeltaStepOptions, DeltaStepResult, GatedDeltaRuleOptions,
+  GatedDeltaStepOptions, KaczmarzDeltaRuleOptions, KaczmarzDeltaStepOptions,
+} from '../types.js';
 import {
   callerInt32, checkCuSeqlens, checkFinite, checkInt, checkOneOf, checkOptions, checkShape, checkTensor, checkValues, overlaps,
 } from '../validate.js';
@@ -294,7 +297,9 @@ async function runAsync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, s
  * into (the result's `o` is `out` itself), for callers that reuse buffers; it must not overlap the inputs or
  * initialState: SHAPE_MISMATCH / BAD_DTYPE / BAD_ARGUMENT otherwise, raised before anything is written.
  */
-export function gatedDeltaRule(opts: DeltaRuleOptions): DeltaRuleResult {
+export function gatedDeltaRule(opts: GatedDeltaRuleOptions & { outputFinalState: true }): DeltaRuleResultWithState;
+export function gatedDeltaRule(opts: GatedDeltaRuleOptions): DeltaRuleResult;
+export function gatedDeltaRule(opts: GatedDeltaRuleOptions): DeltaRuleResult {
   return runSync('gatedDeltaRule', opts, false, false) as DeltaRuleResult;
 }
 
@@ -305,16 +310,22 @@ export function gatedDeltaRule(opts: DeltaRuleOptions): DeltaRuleResult {
  * an abort by then rejects with `out` untouched, and an abort after that is ignored: the call runs to the
  * end and resolves with `out` (and finalState) completely written.
  */
-export function gatedDeltaRuleAsync(opts: DeltaRuleOptions, a?: AsyncOptions): Promise<DeltaRuleResult> {
+export function gatedDeltaRuleAsync(opts: GatedDeltaRuleOptions & { outputFinalState: true }, a?: AsyncOptions): Promise<DeltaRuleResultWithState>;
+export function gatedDeltaRuleAsync(opts: GatedDeltaRuleOptions, a?: AsyncOptions): Promise<DeltaRuleResult>;
+export function gatedDeltaRuleAsync(opts: GatedDeltaRuleOptions, a?: AsyncOptions): Promise<DeltaRuleResult> {
   return runAsync('gatedDeltaRuleAsync', opts, false, false, a) as Promise<DeltaRuleResult>;
 }
 
 /** Kaczmarz linear attention: `eta` in place of beta, beta_t = eta_t / (|k_t|^2 + eps) in the kernel. */
-export function kaczmarzDeltaRule(opts: DeltaRuleOptions): DeltaRuleResult {
+export function kaczmarzDeltaRule(opts: KaczmarzDeltaRuleOptions & { outputFinalState: true }): DeltaRuleResultWithState;
+export function kaczmarzDeltaRule(opts: KaczmarzDeltaRuleOptions): DeltaRuleResult;
+export function kaczmarzDeltaRule(opts: KaczmarzDeltaRuleOptions): DeltaRuleResult {
   return runSync('kaczmarzDeltaRule', opts, false, true) as DeltaRuleResult;
 }
 
-export function kaczmarzDeltaRuleAsync(opts: DeltaRuleOptions, a?: AsyncOptions): Promise<DeltaRuleResult> {
+export function kaczmarzDeltaRuleAsync(opts: KaczmarzDeltaRuleOptions & { outputFinalState: true }, a?: AsyncOptions): Promise<DeltaRuleResultWithState>;
+export function kaczmarzDeltaRuleAsync(opts: KaczmarzDeltaRuleOptions, a?: AsyncOptions): Promise<DeltaRuleResult>;
+export function kaczmarzDeltaRuleAsync(opts: KaczmarzDeltaRuleOptions, a?: AsyncOptions): Promise<DeltaRuleResult> {
   return runAsync('kaczmarzDeltaRuleAsync', opts, false, true, a) as Promise<DeltaRuleResult>;
 }
 
@@ -323,7 +334,7 @@ export function kaczmarzDeltaRuleAsync(opts: DeltaRuleOptions, a?: AsyncOptions)
  * (read and written once). Returns o [N,HV,V] in v's dtype, written into `out` when given (a Tensor of that
  * shape and dtype apart from the inputs and the state; the result's `o` is `out` itself).
  */
-export function gatedDeltaRuleStep(opts: DeltaStepOptions): DeltaStepResult {
+export function gatedDeltaRuleStep(opts: GatedDeltaStepOptions): DeltaStepResult {
   return runSync('gatedDeltaRuleStep', opts, true, false) as DeltaStepResult;
 }
 
@@ -331,15 +342,15 @@ export function gatedDeltaRuleStep(opts: DeltaStepOptions): DeltaStepResult {
  * Promise form of the decode step. The signal is checked once, before the first write: an abort seen by then
  * leaves the state (and `out`) untouched; one after that is ignored (both completely written).
  */
-export function gatedDeltaRuleStepAsync(opts: DeltaStepOptions, a?: AsyncOptions): Promise<DeltaStepResult> {
+export function gatedDeltaRuleStepAsync(opts: GatedDeltaStepOptions, a?: AsyncOptions): Promise<DeltaStepResult> {
   return runAsync('gatedDeltaRuleStepAsync', opts, true, false, a) as Promise<DeltaStepResult>;
 }
 
 /** Decode step of Kaczmarz linear attention (eta in place of beta). */
-export function kaczmarzDeltaRuleStep(opts: DeltaStepOptions): DeltaStepResult {
+export function kaczmarzDeltaRuleStep(opts: KaczmarzDeltaStepOptions): DeltaStepResult {
   return runSync('kaczmarzDeltaRuleStep', opts, true, true) as DeltaStepResult;
 }
 
-export function kaczmarzDeltaRuleStepAsync(opts: DeltaStepOptions, a?: AsyncOptions): Promise<DeltaStepResult> {
+export function kaczmarzDeltaRuleStepAsync(opts: KaczmarzDeltaStepOptions, a?: AsyncOptions): Promise<DeltaStepResult> {
   return runAsync('kaczmarzDeltaRuleStepAsync', opts, true, true, a) as Promise<DeltaStepResult>;
 }

@@ -5,7 +5,8 @@ import { abortError, fail } from '../errors.js';
 import { callNative, fromNative, native, resolveBackend, type NativeHyperArgs } from '../backend.js';
 import { hyperAttentionReference } from '../reference/hyper.js';
 import { numel, Tensor, tensor, zeros, type DType } from '../tensor.js';
-import type { AsyncOptions, HyperAttentionOptions, HyperAttentionResult } from '../types.js';
+import type { AsyncOptions, HyperAttentionOptions, HyperAttentionResult, HyperAttentionResultWithLse } from '../types.js';
+import type { TensorInput } from '../tensor.js';
 import { checkFinite, checkInt, checkOptions, checkShape, checkTensor, overlaps } from '../validate.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
@@ -213,7 +214,9 @@ const addon = () => native()!;
  * `returnLse`, `out` (a tensor of o's shape and v's dtype apart from q, k, v). Returns o [B,T,Hq,Dv] (v's
  * dtype) and, with returnLse, lse [B,Hq,T] float32. The same seed gives the same bits on any thread count.
  */
-export function hyperAttention(q: Tensor, k: Tensor, v: Tensor, opts: HyperAttentionOptions = {}): HyperAttentionResult {
+export function hyperAttention(q: TensorInput, k: TensorInput, v: TensorInput, opts: HyperAttentionOptions & { returnLse: true }): HyperAttentionResultWithLse;
+export function hyperAttention(q: TensorInput, k: TensorInput, v: TensorInput, opts?: HyperAttentionOptions): HyperAttentionResult;
+export function hyperAttention(q: TensorInput, k: TensorInput, v: TensorInput, opts: HyperAttentionOptions = {}): HyperAttentionResult {
   const op = 'hyperAttention';
   const p = prepare(op, q, k, v, opts);
   if (p.backend === 'reference') return runReference(p);
@@ -228,7 +231,13 @@ export function hyperAttention(q: Tensor, k: Tensor, v: Tensor, opts: HyperAtten
  * is never left half-written (as attentionAsync).
  */
 export async function hyperAttentionAsync(
-  q: Tensor, k: Tensor, v: Tensor, opts: HyperAttentionOptions = {}, a: AsyncOptions = {},
+  q: TensorInput, k: TensorInput, v: TensorInput, opts: HyperAttentionOptions & { returnLse: true }, a?: AsyncOptions,
+): Promise<HyperAttentionResultWithLse>;
+export async function hyperAttentionAsync(
+  q: TensorInput, k: TensorInput, v: TensorInput, opts?: HyperAttentionOptions, a?: AsyncOptions,
+): Promise<HyperAttentionResult>;
+export async function hyperAttentionAsync(
+  q: TensorInput, k: TensorInput, v: TensorInput, opts: HyperAttentionOptions = {}, a: AsyncOptions = {},
 ): Promise<HyperAttentionResult> {
   const op = 'hyperAttentionAsync';
   const signal = a?.signal;

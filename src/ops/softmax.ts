@@ -3,7 +3,7 @@
 import { abortError, fail } from '../errors.js';
 import { callNative, fromNative, native, resolveBackend, type NativeSoftmaxArgs } from '../backend.js';
 import { softmaxReference } from '../reference/softmax.js';
-import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
+import { numel, Tensor, tensor, zeros, type DType, type TensorData, type TensorInput } from '../tensor.js';
 import type { AsyncOptions, SoftmaxOptions } from '../types.js';
 import { checkOneOf, checkOptions, checkShape, checkTensor, rankOf } from '../validate.js';
 
@@ -125,7 +125,7 @@ async function runAsync(op: string, x: unknown, out: unknown, opts: unknown, as:
  * Tensor, unknown algorithm, strict not a boolean), BAD_DTYPE, SHAPE_MISMATCH (rank 0, a last axis of
  * length 0, data length not matching the shape), TOO_LARGE (over 2^31 - 1 elements).
  */
-export function softmax(x: Tensor, opts: SoftmaxOptions = {}): Tensor {
+export function softmax(x: TensorInput, opts: SoftmaxOptions = {}): Tensor {
   return runSync('softmax', x, undefined, opts);
 }
 
@@ -134,7 +134,7 @@ export function softmax(x: Tensor, opts: SoftmaxOptions = {}): Tensor {
  * otherwise), for callers that reuse buffers. `out` may be x itself (in place); a view that only partly
  * overlaps x is BAD_ARGUMENT. Returns out. On an error nothing is written.
  */
-export function softmaxInto(x: Tensor, out: Tensor, opts: SoftmaxOptions = {}): Tensor {
+export function softmaxInto(x: TensorInput, out: TensorInput, opts: SoftmaxOptions = {}): Tensor {
   if (out === undefined) fail('BAD_ARGUMENT', 'softmaxInto', 'out', 'to be a Tensor (see tensor())', 'undefined');
   return runSync('softmaxInto', x, out, opts);
 }
@@ -143,7 +143,7 @@ export function softmaxInto(x: Tensor, out: Tensor, opts: SoftmaxOptions = {}): 
  * Promise form of softmax: runs off the event loop. The signal is checked before the start and between
  * blocks of rows; aborting rejects with an AbortError.
  */
-export async function softmaxAsync(x: Tensor, opts: SoftmaxOptions = {}, a: AsyncOptions = {}): Promise<Tensor> {
+export async function softmaxAsync(x: TensorInput, opts: SoftmaxOptions = {}, a: AsyncOptions = {}): Promise<Tensor> {
   return runAsync('softmaxAsync', x, undefined, opts, a);
 }
 
@@ -152,7 +152,7 @@ export async function softmaxAsync(x: Tensor, opts: SoftmaxOptions = {}, a: Asyn
  * rows, except in place (out is x): there the signal is checked once, before the first write, so x is either
  * untouched (rejected) or completely replaced by its softmax (resolved, even if the signal fired meanwhile).
  */
-export async function softmaxIntoAsync(x: Tensor, out: Tensor, opts: SoftmaxOptions = {}, a: AsyncOptions = {}): Promise<Tensor> {
+export async function softmaxIntoAsync(x: TensorInput, out: TensorInput, opts: SoftmaxOptions = {}, a: AsyncOptions = {}): Promise<Tensor> {
   if (out === undefined) fail('BAD_ARGUMENT', 'softmaxIntoAsync', 'out', 'to be a Tensor (see tensor())', 'undefined');
   return runAsync('softmaxIntoAsync', x, out, opts, a);
 }

@@ -19,12 +19,14 @@
  * gate's rank. Returns o float64 [B,T,Hq,Dv] and lse float64 [B,Hq,T]. Options `backend` and `returnLse` are
  * ignored (lse is always returned). Inputs are not validated: the ops layer does that.
  */
-import { Tensor } from '../tensor.js';
+import { asTensor, Tensor, withTensors, type TensorInput } from '../tensor.js';
 import type { AttentionOptions } from '../types.js';
 
 const sigmoid = (z: number): number => 1 / (1 + Math.exp(-z));
 
-export function attentionReference(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): { o: Tensor; lse: Tensor } {
+export function attentionReference(qIn: TensorInput, kIn: TensorInput, vIn: TensorInput, options: AttentionOptions = {}): { o: Tensor; lse: Tensor } {
+  const q = asTensor('attentionReference', 'q', qIn), k = asTensor('attentionReference', 'k', kIn), v = asTensor('attentionReference', 'v', vIn);
+  const opts = withTensors(options);
   const [B, T, Hq, D] = q.shape;
   const [, S, Hk] = k.shape;
   const Dv = v.shape[3];

@@ -20,7 +20,7 @@
  * returned). Inputs are not validated: the ops layer does that.
  */
 import type { DeltaRuleOptions, DeltaStepOptions } from '../types.js';
-import { Tensor } from '../tensor.js';
+import { Tensor, withTensors } from '../tensor.js';
 
 /** The 1e-6 inside qkL2Norm's sqrt (fla's l2norm). */
 const L2NORM_EPS = 1e-6;
@@ -45,7 +45,7 @@ interface Gates {
   decay?: Float64Array;
 }
 
-function loadGates(opts: { beta?: Tensor; eta?: Tensor; g?: Tensor; decay?: Tensor }): Gates {
+function loadGates(opts: { beta?: Tensor | undefined; eta?: Tensor | undefined; g?: Tensor | undefined; decay?: Tensor | undefined }): Gates {
   return {
     beta: opts.beta?.toFloat64(),
     eta: opts.eta?.toFloat64(),
@@ -111,7 +111,8 @@ function deltaToken(
  *
  * Returns o [B, T, HV, V] and finalState [N, HV, K, V], both float64 and freshly allocated.
  */
-export function gatedDeltaRuleReference(opts: DeltaRuleOptions): { o: Tensor; finalState: Tensor } {
+export function gatedDeltaRuleReference(options: DeltaRuleOptions): { o: Tensor; finalState: Tensor } {
+  const opts = withTensors(options);
   const [B, T, H, K] = opts.q.shape;
   const HV = opts.v.shape[2];
   const V = opts.v.shape[3];
@@ -170,7 +171,8 @@ export function gatedDeltaRuleReference(opts: DeltaRuleOptions): { o: Tensor; fi
  * Returns o [N, HV, V] and the new state [N, HV, K, V], both float64 and freshly allocated; the input state
  * is not modified (unlike the fast path, which updates it in place).
  */
-export function gatedDeltaRuleStepReference(opts: DeltaStepOptions): { o: Tensor; state: Tensor } {
+export function gatedDeltaRuleStepReference(options: DeltaStepOptions): { o: Tensor; state: Tensor } {
+  const opts = withTensors(options);
   const [N, H, K] = opts.q.shape;
   const HV = opts.v.shape[1];
   const V = opts.v.shape[2];
