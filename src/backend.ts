@@ -49,7 +49,7 @@ export interface NativeAttentionArgs {
   q: ArrayBufferView; k: ArrayBufferView; v: ArrayBufferView; dtype: string;
   o: ArrayBufferView; lse?: Float32Array; callerOut?: boolean;
   gate?: ArrayBufferView; gateDtype?: string; gateKind: 'none' | 'elementwise' | 'headwise';
-  causal: boolean; scale: number;
+  causal: boolean; scale: number; noSplit?: boolean;
   cuSeqlens?: Int32Array; cuSeqlensK?: Int32Array; cancel?: Int32Array;
 }
 

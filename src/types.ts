@@ -124,6 +124,12 @@ export interface AttentionOptions extends CommonOptions {
   /** Also return lse [B, Hq, T] float32: the natural log-sum-exp of each query's scaled, masked scores. */
   returnLse?: boolean | undefined;
   /**
+   * Each sequence's result independent of the rest of the batch and of the thread count, bit for bit (a
+   * decode then never splits a sequence's keys across threads): what a server batching requests needs for
+   * a request's tokens not to depend on who it was batched with. Slower for a decode of few sequences.
+   */
+  batchInvariant?: boolean | undefined;
+  /**
    * Write o into this tensor instead of a new one (to reuse buffers across calls): shape [B,T,Hq,Dv] and v's
    * dtype, memory apart from q, k, v, gate and cuSeqlens/cuSeqlensK. The result's `o` is this same object.
    * With attentionAsync the signal is then checked only before the first write (see attentionAsync).

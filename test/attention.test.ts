@@ -448,3 +448,24 @@ describe('attentionAsync', () => {
     expect(ticks).toBeGreaterThan(0);
   });
 });
+
+describe('batchInvariant: a sequence gives the same bits alone and batched', () => {
+  it('decode over packed caches of 3000/2000/1000 keys: each sequence alone equals its row of the batch', () => {
+    const lens = [3000, 2000, 1000];
+    const Hq = 4, Hk = 2, D = 32;
+    const S = lens.reduce((a, b) => a + b, 0);
+    const q = randn([1, 3, Hq, D], { seed: 11 }), k = randn([1, S, Hk, D], { seed: 12 }), v = randn([1, S, Hk, D], { seed: 13 });
+    const cuK = [0, 3000, 5000, 6000];
+    const batched = attention(q, k, v, { cuSeqlens: [0, 1, 2, 3], cuSeqlensK: cuK, batchInvariant: true });
+    const ref = attentionReference(q, k, v, { cuSeqlens: [0, 1, 2, 3], cuSeqlensK: cuK });
+    expect(relErr(batched.o, ref.o)).toBeLessThan(1e-5);
+    for (let n = 0; n < 3; n++) {
+      const kn = k.slice(0, 1).view([S, Hk, D]).slice(cuK[n], cuK[n + 1]).view([1, lens[n], Hk, D]);
+      const vn = v.slice(0, 1).view([S, Hk, D]).slice(cuK[n], cuK[n + 1]).view([1, lens[n], Hk, D]);
+      const qn = q.view([3, Hq, D]).slice(n, n + 1).view([1, 1, Hq, D]);
+      const alone = attention(qn, kn, vn, { batchInvariant: true });
+      const row = batched.o.view([3, Hq, D]).slice(n, n + 1);
+      expect(Array.from(alone.o.data), `sequence ${n}`).toEqual(Array.from(row.data));
+    }
+  });
+});

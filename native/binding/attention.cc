@@ -112,6 +112,7 @@ AttentionJob parse(const Napi::Object& o) {
   }
 
   a.causal = get_bool(o, "causal");
+  a.no_split = get_bool(o, "noSplit");
   a.scale = static_cast<float>(get_number(o, "scale", 1.0 / std::sqrt(static_cast<double>(D))));
   if (!std::isfinite(a.scale)) throw CodedError("NON_FINITE", "expected a finite scale");
   a.q = q.data, a.k = k.data, a.v = v.data, a.o = out.data;

@@ -36,7 +36,7 @@ function describe(x: unknown): string {
 }
 
 /** Every option attention knows (strict options: anything else is a BAD_ARGUMENT). */
-const ATTENTION_OPTIONS = ['backend', 'causal', 'scale', 'gate', 'gateType', 'cuSeqlens', 'cuSeqlensK', 'returnLse', 'out'] as const;
+const ATTENTION_OPTIONS = ['backend', 'causal', 'scale', 'gate', 'gateType', 'cuSeqlens', 'cuSeqlensK', 'returnLse', 'out', 'batchInvariant'] as const;
 
 function prepare(op: string, q: unknown, k: unknown, v: unknown, o: AttentionOptions): Prepared {
   checkOptions(op, o, ATTENTION_OPTIONS);
@@ -123,7 +123,7 @@ function prepare(op: string, q: unknown, k: unknown, v: unknown, o: AttentionOpt
     q: qT.data, k: kT.data, v: vT.data, dtype: qT.dtype,
     o: undefined as unknown as ArrayBufferView,
     gate: gT?.data, gateDtype: gT?.dtype, gateKind,
-    causal: o.causal === true, scale, cuSeqlens: cu, cuSeqlensK: cuK,
+    causal: o.causal === true, scale, cuSeqlens: cu, cuSeqlensK: cuK, noSplit: o.batchInvariant === true,
   };
   const refOpts: AttentionOptions = {
     causal: o.causal === true, scale, gate: gT, gateType: gT ? (gateKind as 'elementwise' | 'headwise') : undefined,
