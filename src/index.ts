@@ -16,6 +16,10 @@ export { attention, attentionAsync } from './ops/attention.js';
 export { attentionReference } from './reference/attention.js';
 export { hyperAttention, hyperAttentionAsync } from './ops/hyper.js';
 export { hyperAttentionReference, hyperProjections, hyperSampleStream, hyperSamples, grayRank } from './reference/hyper.js';
+export { attentionWithKVCache, attentionWithKVCacheAsync, type KVCacheOptions, type KVCacheResult } from './ops/kvcache.js';
+export { attentionWithKVCacheReference } from './reference/kvcache.js';
+export { rotary, rotaryAsync, type RotaryOptions } from './ops/rotary.js';
+export { rotaryReference } from './reference/rotary.js';
 
 export interface Info {
   version: string;

@@ -79,7 +79,7 @@ bool attention_forward(const AttentionArgs& a) {
   std::vector<int64_t> cost;
   for (int n = 0; n < a.N; n++) {
     const int Tn = a.cu_q ? a.cu_q[n + 1] - a.cu_q[n] : a.T;
-    const int Sn = a.cu_q ? (a.k_end ? a.k_end[n] : a.cu_k[n + 1]) - a.cu_k[n] : a.S;
+    const int Sn = a.cu_q ? (a.k_end ? a.k_end[n] : a.cu_k[n + 1]) - a.cu_k[n] : keys_of(a, n);
     const int64_t off = static_cast<int64_t>(Sn) - Tn;
     for (int64_t i0 = 0; i0 < Tn; i0 += p.rows) {
       const int nq = static_cast<int>(std::min<int64_t>(p.rows, Tn - i0));

@@ -41,7 +41,27 @@ struct AttentionArgs {
   const int32_t* cancel = nullptr;   // non-zero: stop; checked between key tiles (JS sets it on abort)
   bool no_split = false;             // never split a unit's keys across threads, so the result does not
                                      // depend on the thread count (HyperAttention's determinism, hyper.h)
+  // The KV-cache form (kvcache.h). Without cu_q: k_len, optional, B key counts: sequence n's keys are the
+  // first k_len[n] of its S cache rows (else all S). block_table, optional (paged caches): sequence n's key j
+  // is token row block_table[n * max_blocks + j / block_size] * block_size + j % block_size of k and v
+  // (else row n * S + j). own_dtypes: q is read as q_dtype and k, v as kv_dtype (else all as dtype, which o
+  // is written in either way).
+  const int32_t* k_len = nullptr;
+  const int32_t* block_table = nullptr;
+  int block_size = 0, max_blocks = 0;
+  bool own_dtypes = false;
+  DType q_dtype = DType::f32, kv_dtype = DType::f32;
 };
+
+inline DType q_dtype_of(const AttentionArgs& a) { return a.own_dtypes ? a.q_dtype : a.dtype; }
+inline DType kv_dtype_of(const AttentionArgs& a) { return a.own_dtypes ? a.kv_dtype : a.dtype; }
+// Keys of sequence n (cu_q unset).
+inline int keys_of(const AttentionArgs& a, int n) { return a.k_len ? a.k_len[n] : a.S; }
+// Token row of key j of sequence n in k and v, whose keys start at row kbos on the flattened axis (contiguous).
+inline int64_t key_row(const AttentionArgs& a, int n, int64_t kbos, int64_t j) {
+  if (!a.block_table) return kbos + j;
+  return static_cast<int64_t>(a.block_table[static_cast<int64_t>(n) * a.max_blocks + j / a.block_size]) * a.block_size + j % a.block_size;
+}
 
 // Sizes of the tiles; chosen once per call by the driver, the same for every unit.
 struct AttnPlan {

@@ -66,14 +66,15 @@ inline V_ exp_le0(V_ x) { return vexp_core(vmax(Vec::set1(-87.33654f), x)); }
 
 // Tiles are converted to float32 as they are loaded (load_row / store_row, convert_impl.h).
 
-// Asks for the K and V rows of keys [j0, j0 + n) of kv head hk (sequence rows from kbos) ahead of their use.
+// Asks for the K and V rows of keys [j0, j0 + n) of kv head hk of sequence sn (rows from kbos, or paged: see
+// key_row) ahead of their use.
 // One head's slice of a key row is D (Dv) values every Hk*D (Hk*Dv) floats, so each slice may start on
 // another 4 KiB page, where the hardware prefetchers stop.
-inline void prefetch_keys(const AttentionArgs& a, int64_t kbos, int hk, int64_t j0, int n) {
-  const int esz = a.dtype == DType::f32 ? 4 : 2;
+inline void prefetch_keys(const AttentionArgs& a, int sn, int64_t kbos, int hk, int64_t j0, int n) {
+  const int esz = kv_dtype_of(a) == DType::f32 ? 4 : 2;
   const int64_t kb = static_cast<int64_t>(a.D) * esz, vb = static_cast<int64_t>(a.Dv) * esz;
   for (int j = 0; j < n; j++) {
-    const int64_t row = (kbos + j0 + j) * a.Hk + hk;
+    const int64_t row = key_row(a, sn, kbos, j0 + j) * a.Hk + hk;
     const char* k = static_cast<const char*>(a.k) + row * kb;
     const char* v = static_cast<const char*>(a.v) + row * vb;
     for (int64_t b = 0; b < kb; b += 64) prefetch(k + b);
@@ -97,7 +98,7 @@ struct Seq {
 
 inline Seq seq_of(const AttentionArgs& a, int n) {
   if (a.cu_q) return {a.cu_q[n], a.cu_k[n], a.cu_q[n + 1] - a.cu_q[n], (a.k_end ? a.k_end[n] : a.cu_k[n + 1]) - a.cu_k[n]};
-  return {static_cast<int64_t>(n) * a.T, static_cast<int64_t>(n) * a.S, a.T, a.S};
+  return {static_cast<int64_t>(n) * a.T, static_cast<int64_t>(n) * a.S, a.T, keys_of(a, n)};
 }
 
 // Asks for the gate values of a unit's columns (see finish for the layout).
@@ -152,7 +153,7 @@ inline Work carve(const AttentionArgs& a, const AttnPlan& p, float* ws, int64_t*
   w.l = take(w.npad);
   w.alpha = take(w.npad);
   w.lim = reinterpret_cast<int32_t*>(take(w.npad));
-  const bool convert = a.dtype != DType::f32;
+  const bool convert = kv_dtype_of(a) != DType::f32;
   w.kbuf = take(convert ? static_cast<int64_t>(p.bc) * a.D : 0);
   w.vbuf = take(static_cast<int64_t>(p.bc) * vtile_ld(a.Dv));
   w.row = take(2 * static_cast<int64_t>(a.D > w.dvp ? a.D : w.dvp));
@@ -566,7 +567,8 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
   const int D = a.D, Dv = a.Dv, nh = u.nh, cols = nh * u.nq, npad = w.npad, dvp = w.dvp;
   const int ncols = u.nkv * cols;  // columns of kv head g: [g * cols, (g + 1) * cols)
   const bool dot = ncols <= kDotMaxCols || u.nkv > 1;
-  const bool f32 = a.dtype == DType::f32;
+  const DType kvt = kv_dtype_of(a);
+  const bool f32 = kvt == DType::f32;
 
   // Q of the unit's columns, scaled: transposed (D x npad, zero padding columns) or as rows (dot products).
   if (!dot) std::memset(w.q, 0, static_cast<size_t>(D) * npad * sizeof(float));
@@ -575,7 +577,7 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
     const int64_t tok = sq.qbos + u.i0 + c / nh;
     const int h = (u.hk + g) * p.group + u.hoff + c % nh;
     float* dst = dot ? w.q + static_cast<int64_t>(ct) * D : w.row;
-    load_row(a.q, a.dtype, (tok * a.Hq + h) * D, D, dst);
+    load_row(a.q, q_dtype_of(a), (tok * a.Hq + h) * D, D, dst);
     for (int d = 0; d < D; d++) dst[d] *= a.scale;
     if (!dot)
       for (int d = 0; d < D; d++) w.q[static_cast<int64_t>(d) * npad + ct] = dst[d];
@@ -617,7 +619,7 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
   const int vld = vtile_ld(a.Dv);
   const int ldk = static_cast<int>(inplace || f32 ? ldk_in : D), ldv = static_cast<int>(inplace ? ldv_in : vld);
   auto fetch = [&](int64_t j, int n, int at, const void*& K, const void*& V) {
-    const int64_t krow = (sq.kbos + j) * a.Hk + u.hk;  // in rows of D (or Dv)
+    const int64_t krow = key_row(a, u.n, sq.kbos, j) * a.Hk + u.hk;  // in rows of D (or Dv); n rows in one block
     if (inplace) {
       K = static_cast<const char*>(a.k) + krow * D * esz;
       V = static_cast<const char*>(a.v) + krow * Dv * esz;
@@ -628,16 +630,16 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
     } else {
       K = w.kbuf + static_cast<int64_t>(at) * D;
       for (int i = 0; i < n; i++)
-        load_row(a.k, a.dtype, (krow + static_cast<int64_t>(i) * a.Hk) * D, D, w.kbuf + static_cast<int64_t>(at + i) * D);
+        load_row(a.k, kvt, (krow + static_cast<int64_t>(i) * a.Hk) * D, D, w.kbuf + static_cast<int64_t>(at + i) * D);
     }
     V = w.vbuf + static_cast<int64_t>(at) * vld;
     for (int i = 0; i < n; i++)
-      load_row(a.v, a.dtype, (krow + static_cast<int64_t>(i) * a.Hk) * Dv, Dv, w.vbuf + static_cast<int64_t>(at + i) * vld);
+      load_row(a.v, kvt, (krow + static_cast<int64_t>(i) * a.Hk) * Dv, Dv, w.vbuf + static_cast<int64_t>(at + i) * vld);
   };
   // Calls f with the loader of the K and V rows fetch hands out: the input dtype's when in place, else float32.
   auto with_loader = [&](auto&& f) {
     if (!inplace || f32) f(LoadF32{});
-    else if (a.dtype == DType::f16) f(LoadF16{});
+    else if (kvt == DType::f16) f(LoadF16{});
     else f(LoadBF16{});
   };
   // Causal: -inf in the rows of keys [j, j + n) (rows from row0) past each column's last visible key.
@@ -646,24 +648,41 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
       for (int64_t k = w.lim[ct] + int64_t{1} > j ? w.lim[ct] + int64_t{1} : j; k < j + n; k++)
         w.st[(row0 + k - j) * npad + ct] = -INFINITY;
   };
+  // Keys fetched at once from j (before end): at most step and, in a paged cache, none past j's block (only
+  // a block's rows are adjacent in memory).
+  const int bs = a.block_table ? a.block_size : 0;
+  auto span = [&](int64_t j, int64_t end) -> int {
+    int64_t n = end - j < step ? end - j : step;
+    if (bs && bs - j % bs < n) n = bs - j % bs;
+    return static_cast<int>(n > 0 ? n : 0);
+  };
   bool first = true;
-  for (int64_t ja = u.j0, jb = mid; ja < mid; ja += step, jb += step) {
+  // Runs A and B advance by na and nb keys per tile, nb <= na; A is never the shorter one, but a paged
+  // cache can cut it into more tiles than B, and then B's rest goes alone (as A) once A is done.
+  for (int64_t ja = u.j0, jb = mid; ja < mid || jb < u.j1;) {
     if (cancelled(a)) return false;
-    const int na = static_cast<int>(mid - ja < step ? mid - ja : step);
-    const int nb = static_cast<int>(jb >= u.j1 ? 0 : u.j1 - jb < step ? u.j1 - jb : step);
+    int64_t xa = ja, xb = jb;
+    int na = span(ja, mid), nb = span(jb, u.j1);
+    if (na == 0) {
+      xa = jb, na = nb, nb = 0;
+      jb += na;
+    } else {
+      if (nb > na) nb = na;
+      ja += na, jb += nb;
+    }
     const int nk = na + nb;
-    const int next = static_cast<int>(mid - ja - na < step ? mid - ja - na : step);
+    const int next = ja < mid ? span(ja, mid) : span(jb, u.j1);
     // Single-kv-head units read one head's slice of each key row, a new 4 KiB page per row when Hk*D is
     // 1024 floats: ask for the next tile early. Units of several kv heads read whole rows, contiguous, which
     // the hardware prefetchers follow by themselves (measured: software prefetch gains nothing there).
-    if (u.nkv == 1 && a.Hk > 1 && next > 0) prefetch_keys(a, sq.kbos, u.hk, ja + na, next);
+    if (u.nkv == 1 && a.Hk > 1 && next > 0) prefetch_keys(a, u.n, sq.kbos, u.hk, ja < mid ? ja : jb, next);
     // The gate rows of the epilogue (one per column, Hq*Dv apart): asked for during the last tile, so they
     // are in cache when it ends (measured on the T = 4096 prefill: the elementwise gate costs ~2.5% with
     // this, ~4% without).
     if (next == 0 && a.gate_kind != GateKind::none && u.slot < 0) prefetch_gate(a, p, u, sq);
     const void *KA, *VA, *KB = nullptr, *VB = nullptr;
-    fetch(ja, na, 0, KA, VA);
-    if (nb) fetch(jb, nb, na, KB, VB);
+    fetch(xa, na, 0, KA, VA);
+    if (nb) fetch(xb, nb, na, KB, VB);
     if (dot) {
       // Units of several kv heads: asks for the V rows' pages while it reads K (measured on a decode: 1.2x).
       const bool vpf = u.nkv > 1;
@@ -679,10 +698,10 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
     }
 
     // A tile holding a key past some column's last visible key: mask those entries with -inf.
-    const bool masked = a.causal && (nb ? jb + nb : ja + na) - 1 > lim_min;
+    const bool masked = a.causal && (nb && xb + nb > xa + na ? xb + nb : xa + na) - 1 > lim_min;
     if (masked) {
-      mask(ja, na, 0);
-      if (nb) mask(jb, nb, na);
+      mask(xa, na, 0);
+      if (nb) mask(xb, nb, na);
     }
     const bool rescale = masked ? softmax_tile<true>(nk, ncols, npad, w.st, w.m, w.l, w.alpha)
                                 : softmax_tile<false>(nk, ncols, npad, w.st, w.m, w.l, w.alpha);
