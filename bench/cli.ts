@@ -208,7 +208,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     gate: oneOf('gate', v.gate, ['none', 'elementwise', 'headwise'] as const),
     inputs: oneOf('inputs', v.inputs, ['gaussian', 'clustered'] as const),
     dtype: oneOf('dtype', v.dtype, ['float32', 'float16', 'bfloat16'] as const) ?? 'float32',
-    algorithm: oneOf('algorithm', v.algorithm, op === 'softmax' ? SOFTMAX_ALGORITHMS : op === 'gated-delta' || !op ? DELTA_ALGORITHMS : [...DELTA_ALGORITHMS, ...SOFTMAX_ALGORITHMS]),
+    algorithm: oneOf('algorithm', v.algorithm, op === 'softmax' ? [...SOFTMAX_ALGORITHMS, 'auto'] : op === 'gated-delta' || !op ? DELTA_ALGORITHMS : [...DELTA_ALGORITHMS, ...SOFTMAX_ALGORITHMS]),
     backend: oneOf('backend', v.backend, ['cpu', 'reference'] as const),
     threads: positiveInt('threads', v.threads, 1024),
     simd: oneOf('simd', v.simd, SIMD_LEVELS),
@@ -251,7 +251,7 @@ export function caseFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu')
   switch (a.op) {
     case 'softmax': {
       const cols = a.cols ?? 32768;
-      const algorithm = (a.algorithm as SoftmaxAlgorithm | undefined) ?? 'two-pass';
+      const algorithm = (a.algorithm as SoftmaxAlgorithm | undefined) ?? 'auto';
       return { op: 'softmax', rows: a.rows ?? softmaxHotRows(cols), cols, dtype: a.dtype, algorithm, backend };
     }
     case 'attention': {

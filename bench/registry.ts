@@ -19,8 +19,8 @@ export type Family = 'delta' | 'softmax' | 'attention' | 'hyper';
 export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention', 'hyper'];
 /** The delta ops' algorithms. */
 export type Algorithm = 'auto' | 'chunk' | 'recurrent';
-export type SoftmaxAlgorithm = 'two-pass' | 'three-pass';
-export const SOFTMAX_ALGORITHMS: readonly SoftmaxAlgorithm[] = ['two-pass', 'three-pass'];
+export type SoftmaxAlgorithm = 'auto' | 'two-pass' | 'three-pass';
+export const SOFTMAX_ALGORITHMS: readonly SoftmaxAlgorithm[] = ['two-pass', 'three-pass']; // both timed side by side; --algorithm auto times the default
 export type GateKind = AttentionShape['gate'];
 export type BenchBackend = 'cpu' | 'reference';
 

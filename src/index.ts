@@ -10,7 +10,7 @@ export {
   kaczmarzDeltaRule, kaczmarzDeltaRuleAsync, kaczmarzDeltaRuleStep, kaczmarzDeltaRuleStepAsync,
 } from './ops/delta.js';
 export { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from './reference/delta.js';
-export { softmax, softmaxInto, softmaxAsync, softmaxIntoAsync } from './ops/softmax.js';
+export { softmax, softmaxInto, softmaxAsync, softmaxIntoAsync, calibrateSoftmax, softmaxAutoChoice, SOFTMAX_STREAM_BYTES } from './ops/softmax.js';
 export { softmaxReference } from './reference/softmax.js';
 export { attention, attentionAsync } from './ops/attention.js';
 export { attentionReference } from './reference/attention.js';

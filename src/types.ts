@@ -96,8 +96,12 @@ export interface DeltaStepResult {
 
 /** Softmax over the last axis (DESIGN.md 6.2). */
 export interface SoftmaxOptions extends CommonOptions {
-  /** 'two-pass' (default; Dukhan & Ablavatski 2020: no max pass) or 'three-pass' (max, sum, normalise). */
-  algorithm?: 'two-pass' | 'three-pass' | undefined;
+  /**
+   * 'auto' (default): two-pass for batches that stream from memory, and for rows in cache whichever of the two
+   * measured faster on this machine and SIMD level (softmaxAutoChoice()); 'two-pass' (Dukhan & Ablavatski
+   * 2020: no max pass) or 'three-pass' (max, sum, normalise) to force one.
+   */
+  algorithm?: 'auto' | 'two-pass' | 'three-pass' | undefined;
   /** A row of all -Inf is an OUT_OF_RANGE error instead of a row of NaN. */
   strict?: boolean | undefined;
 }

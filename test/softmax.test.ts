@@ -9,10 +9,10 @@
 // float32 has no relative precision left there once they reach the subnormal range).
 import { describe, expect, it } from 'vitest';
 import {
-  info, randn, setNumThreads, softmax, softmaxAsync, softmaxInto, softmaxIntoAsync, softmaxReference, Tensor, tensor,
+  calibrateSoftmax, info, randn, SOFTMAX_STREAM_BYTES, softmaxAutoChoice, setNumThreads, softmax, softmaxAsync, softmaxInto, softmaxIntoAsync, softmaxReference, Tensor, tensor,
   type DType,
 } from '../src/index.js';
-import { sameBytes, snapshot } from './helpers.js';
+import { relErr, sameBytes, snapshot } from './helpers.js';
 
 const TOL = 1e-6;
 /** Two native results each within TOL of float64 are within 2 TOL of each other. */
@@ -441,5 +441,27 @@ describe('softmax async', () => {
     } else {
       expect(sameBytes(x, snapshot(want)), 'resolved: x is its softmax').toBe(true);
     }
+  });
+});
+
+describe("algorithm 'auto' (the default)", () => {
+  it('rows in cache: the measured choice, bit for bit, and softmaxAutoChoice reports it', () => {
+    const x = randn([37, 1000], { seed: 21, std: 3 });
+    const auto = softmax(x);
+    const choice = softmaxAutoChoice();
+    expect(['two-pass', 'three-pass']).toContain(choice.inCache);
+    const forced = softmax(x, { algorithm: choice.inCache! });
+    expect(Array.from(auto.data)).toEqual(Array.from(forced.data));
+    expect(calibrateSoftmax()).toBe(choice.inCache); // measured once, then remembered
+    expect(relErr(auto, softmaxReference(x))).toBeLessThan(1e-6);
+  });
+
+  it('a batch that streams from memory (input + output > SOFTMAX_STREAM_BYTES) runs the two-pass, bit for bit', () => {
+    const rows = Math.ceil(SOFTMAX_STREAM_BYTES / 8 / 1024) + 3;
+    const x = randn([rows, 1024], { seed: 22 });
+    const auto = softmax(x);
+    const two = softmax(x, { algorithm: 'two-pass' });
+    expect(auto.data.every((v, i) => Object.is(v, two.data[i]))).toBe(true);
+    expect(softmaxAutoChoice().streaming).toBe('two-pass');
   });
 });
