@@ -16,6 +16,11 @@ export { attention, attentionAsync } from './ops/attention.js';
 export { attentionReference } from './reference/attention.js';
 export { hyperAttention, hyperAttentionAsync } from './ops/hyper.js';
 export { hyperAttentionReference, hyperProjections, hyperSampleStream, hyperSamples, grayRank } from './reference/hyper.js';
+export {
+  nalaAttention, nalaAttentionAsync, nalaAttentionStep, nalaAttentionStepAsync,
+  type NalaAttentionOptions, type NalaAttentionResult, type NalaRope, type NalaStepOptions, type NalaStepResult,
+} from './ops/nala.js';
+export { nalaAttentionReference, nalaAttentionStepReference, nalaStateLength } from './reference/nala.js';
 
 export interface Info {
   version: string;

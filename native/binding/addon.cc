@@ -72,6 +72,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_softmax(env, exports);
   register_attention(env, exports);
   register_hyper(env, exports);
+  register_nala(env, exports);
   register_tensor(env, exports);
   return exports;
 }

@@ -313,6 +313,7 @@ void register_limits(Napi::Env env, Napi::Object exports);
 void register_softmax(Napi::Env env, Napi::Object exports);
 void register_attention(Napi::Env env, Napi::Object exports);
 void register_hyper(Napi::Env env, Napi::Object exports);
+void register_nala(Napi::Env env, Napi::Object exports);
 void register_tensor(Napi::Env env, Napi::Object exports);
 
 }  // namespace sk
