@@ -40,29 +40,70 @@ inline float dot(const float* x, const float* y, int n) {
   return Vec::hsum(Vec::add(a0, a1));
 }
 
-// x[i] <- x[i]^p for x in [0, 1] (exactly 0 stays 0: it clamps to FLT_MIN, whose power underflows).
-inline void pow_row(float* x, int n, float p) {
-  for (int i = 0; i < n; i++) {
-    const float xi = x[i] < FLT_MIN ? FLT_MIN : x[i];
+// x = 2^e * (1 + s) / (1 - s) with s = (m - 1) / (m + 1), m in [sqrt(1/2), sqrt(2)): exponent and mantissa
+// from the bits (x a positive normal float), per level.
+#if defined(__AVX512F__)
+inline void log_parts(V_ x, V_& s, V_& e) {
+  const __m512i u = _mm512_castps_si512(x);
+  const __m512 ef = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(u, 23), _mm512_set1_epi32(127)));
+  __m512 m = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffff)), _mm512_set1_epi32(0x3f800000)));
+  const __mmask16 big = _mm512_cmp_ps_mask(m, _mm512_set1_ps(1.41421356f), _CMP_GT_OQ);
+  m = _mm512_mask_mul_ps(m, big, m, _mm512_set1_ps(0.5f));
+  e = _mm512_mask_add_ps(ef, big, ef, _mm512_set1_ps(1.f));
+  s = _mm512_div_ps(_mm512_sub_ps(m, _mm512_set1_ps(1.f)), _mm512_add_ps(m, _mm512_set1_ps(1.f)));
+}
+inline V_ vmax(V_ a, V_ b) { return _mm512_max_ps(a, b); }
+#elif defined(__AVX2__)
+inline void log_parts(V_ x, V_& s, V_& e) {
+  const __m256i u = _mm256_castps_si256(x);
+  const __m256 ef = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(u, 23), _mm256_set1_epi32(127)));
+  __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffff)), _mm256_set1_epi32(0x3f800000)));
+  const __m256 big = _mm256_cmp_ps(m, _mm256_set1_ps(1.41421356f), _CMP_GT_OQ);
+  m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), big);
+  e = _mm256_add_ps(ef, _mm256_and_ps(big, _mm256_set1_ps(1.f)));
+  s = _mm256_div_ps(_mm256_sub_ps(m, _mm256_set1_ps(1.f)), _mm256_add_ps(m, _mm256_set1_ps(1.f)));
+}
+inline V_ vmax(V_ a, V_ b) { return _mm256_max_ps(a, b); }
+#else
+inline void log_parts(V_ x, V_& s, V_& e) {
+  for (int i = 0; i < Vec::W; i++) {
     uint32_t u;
-    std::memcpy(&u, &xi, 4);
-    const int e = static_cast<int>(u >> 23) - 127;
+    std::memcpy(&u, &x.v[i], 4);
     const uint32_t mu = (u & 0x7fffffu) | 0x3f800000u;
     float m;
     std::memcpy(&m, &mu, 4);
     const bool big = m > 1.41421356f;
     m = big ? 0.5f * m : m;
-    const float ef = static_cast<float>(e) + (big ? 1.f : 0.f);
-    const float s = (m - 1.f) / (m + 1.f), s2 = s * s;
-    const float poly = 1.f + s2 * (1.f / 3 + s2 * (1.f / 5 + s2 * (1.f / 7 + s2 * (1.f / 9))));
-    // log x = ef ln2 + 2 s poly, ln2 in two parts so that ef ln2 is exact to float rounding.
-    const float l = ef * 0.693145751953125f + (ef * 1.428606765330187045e-06f + 2.f * s * poly);
-    x[i] = p * l;
+    e.v[i] = static_cast<float>(static_cast<int>(u >> 23) - 127) + (big ? 1.f : 0.f);
+    s.v[i] = (m - 1.f) / (m + 1.f);
   }
+}
+inline V_ vmax(V_ a, V_ b) {
+  V_ r;
+  for (int i = 0; i < Vec::W; i++) r.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i];
+  return r;
+}
+#endif
+
+// x[i] <- x[i]^p for x in [0, 1] (exactly 0 stays 0: it clamps to FLT_MIN, whose power underflows):
+// exp(p log x), log x = e ln2 + 2 s (1 + s^2/3 + s^4/5 + s^6/7 + s^8/9), ln2 in two parts so that e ln2 is
+// exact to float rounding.
+inline void pow_row(float* x, int n, float p) {
   constexpr int W = Vec::W;
+  const V_ vp = Vec::set1(p), tiny = Vec::set1(FLT_MIN);
   for (int i = 0; i < n; i += W) {
     const int w = n - i < W ? n - i : W;
-    Vec::storep(x + i, vexp(Vec::loadp(x + i, w)), w);
+    V_ s, e;
+    log_parts(vmax(Vec::loadp(x + i, w), tiny), s, e);
+    const V_ s2 = Vec::mul(s, s);
+    V_ poly = Vec::fma(s2, Vec::set1(1.f / 9), Vec::set1(1.f / 7));
+    poly = Vec::fma(poly, s2, Vec::set1(1.f / 5));
+    poly = Vec::fma(poly, s2, Vec::set1(1.f / 3));
+    poly = Vec::fma(poly, s2, Vec::set1(1.f));
+    const V_ two_s = Vec::add(s, s);
+    const V_ lo = Vec::fma(e, Vec::set1(1.428606765330187045e-06f), Vec::mul(two_s, poly));
+    const V_ l = Vec::fma(e, Vec::set1(0.693145751953125f), lo);
+    Vec::storep(x + i, vexp(Vec::mul(vp, l)), w);
   }
 }
 
@@ -84,13 +125,17 @@ void phi_q_row(const float* q, int K, float* out) {
   const float rs = std::sqrt(dot(out, out, K));
   const float norm = mx * rs;  // may round to +Inf for rows near FLT_MAX: tanh is 1 there anyway
   const float p = 3.f * (0.5f + std::tanh(norm));
+  // One of relu(x_d), relu(-x_d) is zero: raise |x_d| to p once (K powers, not 2K), then split by sign.
   const float c = 1.f / rs;
+  float* mag = out + K;
+  for (int d = 0; d < K; d++) mag[d] = std::fabs(out[d] * c);
+  pow_row(mag, K, p);
   for (int d = 0; d < K; d++) {
-    const float x = out[d] * c;
-    out[K + d] = x < 0.f ? -x : 0.f;
-    out[d] = x > 0.f ? x : 0.f;
+    const float y = mag[d];
+    const bool pos = out[d] > 0.f;
+    out[d] = pos ? y : 0.f;
+    mag[d] = pos ? 0.f : y;
   }
-  pow_row(out, 2 * K, p);
 }
 
 // phik of one k row (K) into out (2K).
@@ -127,6 +172,14 @@ struct Scratch {
   }
 };
 
+// The rows of a head are a head-stride apart ([B,T,H,K]): the loads stall on memory unless the next chunk's
+// rows are fetched ahead, one row per row gathered now.
+inline void prefetch_row(const void* base, DType dt, int64_t off, int n) {
+  const char* p = static_cast<const char*>(base) + off * dtype_bytes(dt);
+  const int64_t bytes = static_cast<int64_t>(n) * dtype_bytes(dt);
+  for (int64_t b = 0; b < bytes; b += 64) prefetch(p + b);
+}
+
 // Keys [j0, j0 + n) of head hk: Kr^T (2K x C, column j = rho_j phik_j), V rows (n x V), and the unrotated
 // phik summed into zc rows: zc row i = z + sum_{j <= i} phik_j when prefix, else only z += sum (zc = z).
 inline void gather_keys(const NalaArgs& a, const NalaSeq& s, int hk, int64_t j0, int n, Scratch& w, float* z, bool prefix) {
@@ -134,6 +187,10 @@ inline void gather_keys(const NalaArgs& a, const NalaSeq& s, int hk, int64_t j0,
   const bool rope = a.cos_k != nullptr;
   for (int j = 0; j < n; j++) {
     const int64_t tok = s.kbos + j0 + j;
+    if (j0 + j + kChunk < s.klen) {
+      prefetch_row(a.k, a.dtype, ((tok + kChunk) * a.Hk + hk) * K, K);
+      prefetch_row(a.v, a.dtype, ((tok + kChunk) * a.Hk + hk) * V, V);
+    }
     load_row(a.k, a.dtype, (tok * a.Hk + hk) * K, K, w.raw);
     phi_k_row(w.raw, K, w.ku);
     const float* r = w.ku;
@@ -155,6 +212,7 @@ inline const float* gather_queries(const NalaArgs& a, const NalaSeq& s, int h, i
   const bool rope = a.cos_q != nullptr;
   for (int i = 0; i < n; i++) {
     const int64_t tok = s.qbos + i0 + i;
+    if (i0 + i + kChunk < s.qlen) prefetch_row(a.q, a.dtype, ((tok + kChunk) * a.H + h) * K, K);
     load_row(a.q, a.dtype, (tok * a.H + h) * K, K, w.raw);
     float* u = w.qu + static_cast<size_t>(i) * K2;
     phi_q_row(w.raw, K, u);
