@@ -65,6 +65,21 @@ export interface NativeHyperArgs {
   cancel?: Int32Array;
 }
 
+/**
+ * The raw addon's NaLaFormer arguments (native/binding/nala.cc). step: T = S = 1, B = N, rope rows by
+ * sequence, finalState is initialState itself (in place). callerOut: o is the caller's buffer, so cancel is
+ * read once, before the first write.
+ */
+export interface NativeNalaArgs {
+  B: number; T: number; S: number; H: number; Hk: number; K: number; V: number; step: boolean;
+  q: ArrayBufferView; k: ArrayBufferView; v: ArrayBufferView; dtype: string;
+  o: ArrayBufferView; callerOut?: boolean;
+  causal: boolean; eps: number;
+  cuSeqlens?: Int32Array; cuSeqlensK?: Int32Array;
+  ropeCos?: Float32Array; ropeSin?: Float32Array; ropeKCos?: Float32Array; ropeKSin?: Float32Array;
+  initialState?: Float32Array; finalState?: Float32Array; cancel?: Int32Array;
+}
+
 /** The raw addon's generator probe (tests): R [D, lshBits] and draws of the sample stream (b, hk, q0) in [0, n). */
 export interface NativeHyperRandomArgs {
   seed: number; D?: number; lshBits?: number; R?: Float32Array;
@@ -84,6 +99,8 @@ export interface NativeAddon {
   hyperAttention(args: NativeHyperArgs): void;
   hyperAttentionAsync(args: NativeHyperArgs): Promise<void>;
   hyperRandom(args: NativeHyperRandomArgs): void;
+  nala(args: NativeNalaArgs): void;
+  nalaAsync(args: NativeNalaArgs): Promise<void>;
   /** Whole-array dtype conversion (the tensor helpers): float32 / float16 / bfloat16, round to nearest even. */
   castArray(args: { src: Float32Array | Uint16Array; srcDtype: string; dst: Float32Array | Uint16Array; dstDtype: string }): void;
   /** Machine-limit probes used by `seqkern bench --limits` (present in builds that have them). */

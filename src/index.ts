@@ -20,6 +20,11 @@ export { attentionWithKVCache, attentionWithKVCacheAsync, type KVCacheOptions, t
 export { attentionWithKVCacheReference } from './reference/kvcache.js';
 export { rotary, rotaryAsync, type RotaryOptions } from './ops/rotary.js';
 export { rotaryReference } from './reference/rotary.js';
+export {
+  nalaAttention, nalaAttentionAsync, nalaAttentionStep, nalaAttentionStepAsync,
+  type NalaAttentionOptions, type NalaAttentionResult, type NalaRope, type NalaStepOptions, type NalaStepResult,
+} from './ops/nala.js';
+export { nalaAttentionReference, nalaAttentionStepReference, nalaStateLength } from './reference/nala.js';
 
 export interface Info {
   version: string;

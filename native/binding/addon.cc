@@ -74,6 +74,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_hyper(env, exports);
   register_kvcache(env, exports);
   register_rotary(env, exports);
+  register_nala(env, exports);
   register_tensor(env, exports);
   return exports;
 }

@@ -315,6 +315,7 @@ void register_attention(Napi::Env env, Napi::Object exports);
 void register_hyper(Napi::Env env, Napi::Object exports);
 void register_kvcache(Napi::Env env, Napi::Object exports);
 void register_rotary(Napi::Env env, Napi::Object exports);
+void register_nala(Napi::Env env, Napi::Object exports);
 void register_tensor(Napi::Env env, Napi::Object exports);
 
 }  // namespace sk
