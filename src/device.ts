@@ -146,7 +146,7 @@ export class CudaTensor extends Tensor {
     Object.defineProperty(this, 'data', {
       enumerable: false,
       get: () => {
-        throw new SeqkernError('BAD_ARGUMENT', `expected a tensor on the CPU, got ${this.toString()} (on cuda): call .to('cpu') first, or an op with a CUDA kernel`, {
+        throw new SeqkernError('BAD_ARGUMENT', `expected data of a tensor on the CPU, got ${this.toString()} (on cuda): call .to('cpu') first, or an op with a CUDA kernel`, {
           argument: 'data', expected: 'device cpu', got: 'cuda',
         });
       },
