@@ -32,6 +32,15 @@
       "dependencies": ["seqkern_avx512", "seqkern_avx2", "seqkern_portable"],
       "libraries": ["-pthread"],
       "defines": ["SEQKERN_BUILD_SYSTEM=\"node-gyp\""]
+    },
+    {
+      "comment": "The CUDA kernels and glue executed on the CPU (cuda/sim), for CI and machines without a GPU.",
+      "target_name": "seqkern_sim",
+      "sources": ["<!@(node -p \"require('./sources.json').cudaSim.join(' ')\")"],
+      "include_dirs": ["cuda", "cuda/sim"],
+      "cflags_cc": ["-O2", "-fno-strict-aliasing"],
+      "defines": ["SEQKERN_CUDA_SIM=1"],
+      "libraries": ["-pthread"]
     }
   ]
 }

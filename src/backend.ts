@@ -198,7 +198,7 @@ export function loadedAddonPath(): string | undefined {
 /** Picks the backend of one call: the requested one, else cpu when the addon loaded, else reference. */
 export function resolveBackend(op: string, requested: Backend | undefined, float64Inputs = false): 'cpu' | 'reference' {
   if (requested === 'cuda') {
-    throw new SeqkernError('NO_CUDA', `${op}: expected a CUDA build with a GPU for backend 'cuda', got a CPU-only build`, {
+    throw new SeqkernError('NO_CUDA', `${op}: has no CUDA kernel yet (backend 'cuda' runs softmax, attention and the delta-rule recurrence; a CPU-only build runs none): expected backend 'cpu' or 'reference', got 'cuda'`, {
       argument: 'backend', expected: 'cpu | reference', got: 'cuda',
     });
   }

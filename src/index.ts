@@ -1,6 +1,7 @@
 // seqkern: fast, exact sequence kernels for Node.js. Public API.
 import { addonLoadError, loadedAddonPath, native } from './backend.js';
 import { SeqkernError } from './errors.js';
+import { cudaInfo, type CudaInfo } from './device.js';
 
 export { SeqkernError, type SeqkernErrorCode } from './errors.js';
 export { Tensor, tensor, zeros, full, randn, rand, rng, numel, cat, asTensor, type DType, type TensorData, type TensorLike } from './tensor.js';
@@ -15,6 +16,7 @@ export { softmaxReference } from './reference/softmax.js';
 export { attention, attentionAsync } from './ops/attention.js';
 export { attentionReference } from './reference/attention.js';
 export { hyperAttention, hyperAttentionAsync } from './ops/hyper.js';
+export { CudaTensor, cudaInfo, toCpuAsync, type CudaInfo } from './device.js';
 export { hyperAttentionReference, hyperProjections, hyperSampleStream, hyperSamples, grayRank } from './reference/hyper.js';
 export { attentionWithKVCache, attentionWithKVCacheAsync, type KVCacheOptions, type KVCacheResult } from './ops/kvcache.js';
 export { attentionWithKVCacheReference } from './reference/kvcache.js';
@@ -39,13 +41,14 @@ export interface Info {
   simdBest?: string;
   cpuFeatures?: string;
   threads?: number;
-  cuda: { available: boolean; reason: string };
+  /** CUDA: available (a GPU, or the simulator with SEQKERN_CUDA_SIM=1), the device, or why not. */
+  cuda: CudaInfo;
 }
 
 /** What this build and machine offer (also `seqkern info`). */
 export function info(): Info {
   const n = native();
-  const base = { version: '0.1.0', cuda: { available: false, reason: 'this build has no CUDA kernels yet (CPU-only)' } };
+  const base = { version: '0.1.0', cuda: cudaInfo() };
   if (!n) return { ...base, backend: 'reference', addonError: addonLoadError() };
   const i = n.info();
   return {

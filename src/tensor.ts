@@ -2,7 +2,15 @@ import { native } from './backend.js';
 import { fail, SeqkernError } from './errors.js';
 
 export type DType = 'float32' | 'float16' | 'bfloat16' | 'float64';
-export type Device = 'cpu';
+export type Device = 'cpu' | 'cuda';
+
+/** Filled in by src/device.ts (device tensors): `to('cuda')` / `to('cpu')`. */
+export const deviceHooks: { to?: (t: Tensor, device: Device) => Tensor } = {};
+function toDevice(t: Tensor, device: Device): Tensor {
+  if (device === t.device) return t;
+  if (!deviceHooks.to) throw new SeqkernError('NO_CUDA', `to: expected the device layer to be loaded (import seqkern), got none`);
+  return deviceHooks.to(t, device);
+}
 export type TensorData = Float32Array | Float64Array | Uint16Array;
 
 /** What every op takes as a tensor argument: a Tensor, or any object with a tensor's three fields. */
@@ -54,7 +62,8 @@ export class Tensor {
    * This tensor in another dtype: `this` when it is already that dtype, else a new tensor converted natively
    * (round to nearest even, NaN kept; float64 through TypeScript).
    */
-  to(dtype: DType): Tensor {
+  to(dtype: DType | Device): Tensor {
+    if (dtype === 'cuda' || dtype === 'cpu') return toDevice(this, dtype);
     if (dtype === this.dtype) return this;
     if (dtype === 'float32') return this.toFloat32();
     if (dtype === 'float16') return this.toFloat16();
@@ -62,6 +71,9 @@ export class Tensor {
     if (dtype === 'float64') return new Tensor(this.toFloat64(), this.shape, 'float64');
     return fail('BAD_DTYPE', 'to', 'dtype', 'float32 | float16 | bfloat16 | float64', String(dtype));
   }
+
+  /** Frees a device tensor's memory (a CPU tensor has none to free); a second call does nothing. */
+  dispose(): void {}
 
   /** Converted to float32, into a new tensor or into `out` (same shape, float32; returned). */
   toFloat32(out?: Tensor): Tensor {

@@ -6,6 +6,7 @@ import { softmaxReference } from '../reference/softmax.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData, type TensorInput } from '../tensor.js';
 import type { AsyncOptions, SoftmaxOptions } from '../types.js';
 import { checkOneOf, checkOptions, checkShape, checkTensor, rankOf } from '../validate.js';
+import { softmaxCuda, wantsCuda } from '../cuda.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_ELEMENTS = 2 ** 31 - 1; // DESIGN.md 4: element counts fit int32 work arrays
@@ -122,6 +123,7 @@ function nativeArgs(p: Prepared, y: Tensor): NativeSoftmaxArgs {
 }
 
 function runSync(op: string, x: unknown, out: unknown, opts: unknown): Tensor {
+  if (wantsCuda((opts as SoftmaxOptions | undefined)?.backend, x, out)) return softmaxCuda(op, x, out, opts, false);
   const p = prepare(op, x, out, opts);
   if (p.backend === 'reference') return runReference(p, out as Tensor | undefined);
   const y = output(p, out as Tensor | undefined);
@@ -133,6 +135,7 @@ function runSync(op: string, x: unknown, out: unknown, opts: unknown): Tensor {
 async function runAsync(op: string, x: unknown, out: unknown, opts: unknown, as: AsyncOptions): Promise<Tensor> {
   const signal = as?.signal;
   if (signal?.aborted) throw abortError(signal);
+  if (wantsCuda((opts as SoftmaxOptions | undefined)?.backend, x, out)) return softmaxCuda(op, x, out, opts, true, as);
   const p = prepare(op, x, out, opts);
   if (p.backend === 'reference') return runReference(p, out as Tensor | undefined);
   const y = output(p, out as Tensor | undefined);
