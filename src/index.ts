@@ -15,6 +15,10 @@ export { softmaxReference } from './reference/softmax.js';
 export { attention, attentionAsync } from './ops/attention.js';
 export { attentionReference } from './reference/attention.js';
 export { hyperAttention, hyperAttentionAsync } from './ops/hyper.js';
+export {
+  warmup, warmupAsync, chain, chainOps, Chain, ChainError, registerChainOp, chainBackend, calibrationsMade,
+  type ChainPlan, type ChainPlanner, type DeltaCalibration, type WarmupOptions, type WarmupResult,
+} from './runtime.js';
 export { hyperAttentionReference, hyperProjections, hyperSampleStream, hyperSamples, grayRank } from './reference/hyper.js';
 
 export interface Info {
