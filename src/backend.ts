@@ -103,6 +103,12 @@ export interface NativeAddon {
   nalaAsync(args: NativeNalaArgs): Promise<void>;
   /** Whole-array dtype conversion (the tensor helpers): float32 / float16 / bfloat16, round to nearest even. */
   castArray(args: { src: Float32Array | Uint16Array; srcDtype: string; dst: Float32Array | Uint16Array; dstDtype: string }): void;
+  /** Chained ops (native/binding/runtime.cc): each { fn: an op's sync name, args: its argument object }. */
+  chain(args: { ops: { fn: string; args: Record<string, unknown> }[]; cancel?: Int32Array | undefined }): void;
+  chainAsync(args: { ops: { fn: string; args: Record<string, unknown> }[]; cancel?: Int32Array | undefined }): Promise<void>;
+  /** The delta chunk/recurrent race: result[0] 0 (chunk) or 1 (recurrent); times: best ns of each. */
+  deltaCalibrate(args: { K: number; V: number; result: Int32Array; times?: Float64Array }): void;
+  deltaCalibrateAsync(args: { K: number; V: number; result: Int32Array; times?: Float64Array }): Promise<void>;
   /** Machine-limit probes used by `seqkern bench --limits` (present in builds that have them). */
   [probe: string]: unknown;
 }

@@ -17,6 +17,10 @@ export { attention, attentionAsync } from './ops/attention.js';
 export { attentionReference } from './reference/attention.js';
 export { hyperAttention, hyperAttentionAsync } from './ops/hyper.js';
 export { CudaTensor, cudaInfo, toCpuAsync, type CudaInfo } from './device.js';
+export {
+  warmup, warmupAsync, chain, chainOps, Chain, ChainError, registerChainOp, chainBackend, calibrationsMade,
+  type ChainPlan, type ChainPlanner, type DeltaCalibration, type WarmupOptions, type WarmupResult,
+} from './runtime.js';
 export { hyperAttentionReference, hyperProjections, hyperSampleStream, hyperSamples, grayRank } from './reference/hyper.js';
 export { attentionWithKVCache, attentionWithKVCacheAsync, type KVCacheOptions, type KVCacheResult } from './ops/kvcache.js';
 export { attentionWithKVCacheReference } from './reference/kvcache.js';

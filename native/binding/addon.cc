@@ -76,6 +76,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_rotary(env, exports);
   register_nala(env, exports);
   register_tensor(env, exports);
+  register_runtime(env, exports);
   return exports;
 }
 

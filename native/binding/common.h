@@ -1,5 +1,5 @@
-// Shared pieces of the N-API layer: typed errors, reading typed arrays in place, and an AsyncWorker base
-// that resolves a Promise. No N-API call is made off the main thread: workers touch only plain structs.
+// Shared pieces of the N-API layer: typed errors, reading typed arrays in place, and the entry points that
+// run a job now or on seqkern's dispatcher thread. No N-API call is made off the main thread: workers touch only plain structs.
 #pragma once
 #include <napi.h>
 #include <sys/mman.h>
@@ -96,54 +96,33 @@ inline bool get_bool(const Napi::Object& o, const char* name) {
   return v.IsBoolean() && v.As<Napi::Boolean>().Value();
 }
 
-// Runs `Job::run()` on a libuv worker thread and settles a Promise. The argument object stays referenced
-// (so the typed arrays it holds cannot be collected) until the worker finishes.
-template <class Job>
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  PromiseWorker(Napi::Env env, Napi::Object args, Job job)
-      : Napi::AsyncWorker(env, "seqkern"), deferred_(Napi::Promise::Deferred::New(env)), job_(std::move(job)) {
-    keep_ = Napi::Persistent(args);
-  }
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      job_.run();
-    } catch (const CodedError& e) {
-      code_ = e.code;
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      code_ = "OUT_OF_MEMORY";
-      SetError("out of memory");
-    } catch (const std::exception& e) {
-      code_ = "NATIVE_ERROR";
-      SetError(e.what());
-    }
-  }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  // In an environment being torn down (worker.terminate(), process exit) a Promise cannot be settled: the
-  // napi calls fail and node-addon-api throws, which would escape into Node and abort the process. Nobody
-  // can receive the result then, so the call ends quietly.
-  void OnWorkComplete(Napi::Env env, napi_status status) override {
-    try {
-      Napi::AsyncWorker::OnWorkComplete(env, status);
-      return;
-    } catch (...) {
-    }
-    Destroy();
-  }
-  void OnError(const Napi::Error& e) override {
-    deferred_.Reject(make_error(Env(), code_, e.Message()).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference keep_;
-  Job job_;
-  std::string code_;
+// seqkern's own async machinery (native/binding/runtime.cc). An op's job, type-erased: what the dispatcher
+// thread runs (and what a chain strings together). Jobs hold only plain structs and pinned backing stores,
+// never a napi object, so they may run and be destroyed off the main thread.
+struct AnyJob {
+  virtual ~AnyJob() = default;
+  virtual void run() = 0;
 };
+template <class Job>
+struct JobBox final : AnyJob {
+  Job job;
+  explicit JobBox(Job j) : job(std::move(j)) {}
+  void run() override { job.run(); }
+};
+
+// Queues `job` on seqkern's dispatcher thread (one per process, feeding the kernel pool; no libuv thread is
+// held while it waits) and returns a Promise settled on this env's main thread through a thread-safe
+// function. `cancel` (the call's Int32Array(1), if any) is set when the env is torn down (worker.terminate(),
+// exit) so that the kernel stops at its next cancellation point; the Promise then never settles.
+Napi::Value submit_job(Napi::Env env, std::unique_ptr<AnyJob> job, const ArrayView& cancel);
+
+// The parsers chain() may call by name: every op exported through export_op is registered.
+using AnyParse = std::unique_ptr<AnyJob> (*)(const Napi::Object&);
+void register_chain_op(const char* name, AnyParse parse);
+template <class Job, Job (*Parse)(const Napi::Object&)>
+std::unique_ptr<AnyJob> parse_any(const Napi::Object& o) {
+  return std::make_unique<JobBox<Job>>(Parse(o));
+}
 
 // Calls f() and turns C++ exceptions into thrown JS errors with codes.
 template <class F>
@@ -294,10 +273,8 @@ Napi::Value run_async(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("BAD_ARGUMENT", "expected an argument object");
     Napi::Object args = info[0].As<Napi::Object>();
-    auto* w = new PromiseWorker<Job>(env, args, Parse(args));
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
+    std::unique_ptr<AnyJob> job = std::make_unique<JobBox<Job>>(Parse(args));
+    return submit_job(env, std::move(job), get_array(args, "cancel", false));
   });
 }
 
@@ -306,6 +283,7 @@ template <class Job, Job (*Parse)(const Napi::Object&)>
 void export_op(Napi::Env env, Napi::Object exports, const char* name, const char* async_name) {
   exports.Set(name, Napi::Function::New(env, run_now<Job, Parse>));
   exports.Set(async_name, Napi::Function::New(env, run_async<Job, Parse>));
+  register_chain_op(name, parse_any<Job, Parse>);
 }
 
 void register_delta(Napi::Env env, Napi::Object exports);
@@ -317,5 +295,6 @@ void register_kvcache(Napi::Env env, Napi::Object exports);
 void register_rotary(Napi::Env env, Napi::Object exports);
 void register_nala(Napi::Env env, Napi::Object exports);
 void register_tensor(Napi::Env env, Napi::Object exports);
+void register_runtime(Napi::Env env, Napi::Object exports);
 
 }  // namespace sk

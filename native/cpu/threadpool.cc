@@ -133,7 +133,9 @@ class Pool {
 };
 
 std::mutex g_owner;  // one op at a time owns the pool
-std::unique_ptr<Pool> g_pool;
+// Never destroyed: at exit seqkern's dispatcher thread (native/binding/runtime.cc) may still be finishing a
+// cancelled kernel on it, and joining the workers would make the exit wait for that kernel.
+std::unique_ptr<Pool>& g_pool = *new std::unique_ptr<Pool>();
 int g_requested = 0;
 
 Pool& pool() {

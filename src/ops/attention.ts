@@ -8,6 +8,7 @@ import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../te
 import type { AsyncOptions, AttentionOptions, AttentionResult, AttentionResultWithLse } from '../types.js';
 import type { TensorInput } from '../tensor.js';
 import { callerInt32, checkFinite, checkOffsets, checkOneOf, checkOptions, checkShape, checkTensor, overlaps, rankOf } from '../validate.js';
+import { chainBackend, registerChainOp } from '../runtime.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_HEAD_DIM = 1024;
@@ -221,3 +222,11 @@ export async function attentionAsync(q: TensorInput, k: TensorInput, v: TensorIn
   if (!p.out && signal?.aborted) throw abortError(signal);
   return out;
 }
+
+// Chained ops (src/runtime.ts): attention's arguments validated as the sync form does, outputs allocated now.
+registerChainOp('attention', (op: string, q: TensorInput, k: TensorInput, v: TensorInput, opts: AttentionOptions = {}) => {
+  const p = prepare(op, q, k, v, opts);
+  chainBackend(op, p.backend);
+  const result = allocate(p);
+  return { fn: 'attention', args: p.args as unknown as Record<string, unknown>, result };
+});

@@ -11,6 +11,7 @@ import type {
 import {
   callerInt32, checkCuSeqlens, checkFinite, checkInt, checkOneOf, checkOptions, checkShape, checkTensor, checkValues, overlaps,
 } from '../validate.js';
+import { cachedDeltaAlgorithm, calibrateDelta, calibrateDeltaAsync, chainBackend, registerChainOp } from '../runtime.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_DIM = 1024;
@@ -29,52 +30,18 @@ interface Prepared {
   wantFinal: boolean;
   /** The caller's output tensor (opts.out), checked; o is written into it. */
   out?: Tensor;
+  /** 'auto' needs a calibration not made yet (prepare with defer): run it, then set args.algorithm. */
+  calibrate?: { K: number; V: number };
 }
 
-/** Winner of the chunk-vs-recurrent race per (SIMD level, threads, K, V), measured once per process. */
-const crossover = new Map<string, 'chunk' | 'recurrent'>();
-
 /**
- * Times both algorithms once on a synthetic problem of this head size (T = 512, a few heads per thread,
- * ~10 ms in all) and keeps the faster. Which one wins depends on K, V, the SIMD level and the machine's
- * caches (README, "Choosing the algorithm"), so it is measured here rather than hard-coded.
+ * The winner of a one-time race of both algorithms on a synthetic problem of this head size, per (SIMD
+ * level, threads, K, V): src/runtime.ts calibrateDelta (timed natively; warmup() runs it ahead of time).
+ * Which one wins depends on K, V, the SIMD level and the machine's caches (README, "Choosing the
+ * algorithm"), so it is measured rather than hard-coded.
  */
 function calibrate(K: number, V: number): 'chunk' | 'recurrent' {
-  const a = native()!;
-  const inf = a.info();
-  const key = `${inf.simd}:${inf.threads}:${K}:${V}`;
-  const hit = crossover.get(key);
-  if (hit) return hit;
-  const T = 512, HV = 2 * inf.threads;
-  const rnd = (n: number, lo: number, hi: number, seed: number) => {
-    const x = new Float32Array(n);
-    let s = seed >>> 0;
-    for (let i = 0; i < n; i++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      x[i] = lo + ((hi - lo) * s) / 4294967296;
-    }
-    return x;
-  };
-  const args: NativeDeltaArgs = {
-    B: 1, T, H: HV, HV, K, V,
-    q: rnd(T * HV * K, -1, 1, 1), k: rnd(T * HV * K, -1, 1, 2), v: rnd(T * HV * V, -1, 1, 3), dtype: 'float32',
-    beta: rnd(T * HV, 0, 1, 4), betaDtype: 'float32', kaczmarz: false, eps: 1e-6,
-    g: rnd(T * HV, -0.1, 0, 5), gDtype: 'float32', decayKind: 'log',
-    o: new Float32Array(T * HV * V), qkL2Norm: true, scale: 1 / Math.sqrt(K), chunkSize: 64, algorithm: 'chunk',
-  };
-  const best = { chunk: Infinity, recurrent: Infinity };
-  for (let rep = 0; rep < 4; rep++) {
-    for (const alg of ['chunk', 'recurrent'] as const) {
-      args.algorithm = alg;
-      const t0 = process.hrtime.bigint();
-      a.deltaRule(args);
-      const dt = Number(process.hrtime.bigint() - t0);
-      if (rep > 0) best[alg] = Math.min(best[alg], dt); // rep 0 warms caches and pages
-    }
-  }
-  const win = best.chunk <= best.recurrent ? 'chunk' : 'recurrent';
-  crossover.set(key, win);
-  return win;
+  return calibrateDelta(K, V).algorithm;
 }
 
 /**
@@ -89,6 +56,14 @@ export function autoAlgorithm(avgLen: number, K: number, V: number): 'chunk' | '
   return calibrate(K, V);
 }
 
+/** autoAlgorithm without measuring: undefined when the calibration it needs has not run yet. */
+function autoAlgorithmCached(avgLen: number, K: number, V: number): 'chunk' | 'recurrent' | undefined {
+  const forced = process.env.SEQKERN_DELTA_ALGORITHM;
+  if (forced === 'chunk' || forced === 'recurrent') return forced;
+  if (avgLen < 64) return 'recurrent';
+  return cachedDeltaAlgorithm(K, V);
+}
+
 /** Every option the prefill and the step know (strict options: anything else is a BAD_ARGUMENT). */
 const STEP_OPTIONS = ['backend', 'q', 'k', 'v', 'beta', 'eta', 'g', 'decay', 'state', 'qkL2Norm', 'scale', 'eps', 'out'] as const;
 const PREFILL_OPTIONS = [
@@ -96,7 +71,7 @@ const PREFILL_OPTIONS = [
   'scale', 'eps', 'algorithm', 'chunkSize', 'out',
 ] as const;
 
-function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean): Prepared {
+function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean, defer = false): Prepared {
   checkOptions(op, o, step ? STEP_OPTIONS : PREFILL_OPTIONS);
   const rank = step ? 3 : 4;
   const q = checkTensor(op, 'q', o.q, IN_DTYPES, rank);
@@ -197,7 +172,11 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
 
   const float64 = q.dtype === 'float64' || betaT.dtype === 'float64' || gT?.dtype === 'float64';
   const backend = resolveBackend(op, o.backend, float64);
-  const algorithm = requested !== 'auto' ? requested : backend === 'cpu' ? autoAlgorithm(N > 0 ? (B * T) / N : 0, K, V) : 'recurrent';
+  const avgLen = N > 0 ? (B * T) / N : 0;
+  // Deferred (async forms, chains): an 'auto' that needs the race leaves it to the caller, to run on the worker.
+  const cached = requested === 'auto' && backend === 'cpu' && defer ? autoAlgorithmCached(avgLen, K, V) : undefined;
+  const pending = requested === 'auto' && backend === 'cpu' && defer && cached === undefined;
+  const algorithm = requested !== 'auto' ? requested : backend !== 'cpu' ? 'recurrent' : defer ? cached ?? 'chunk' : autoAlgorithm(avgLen, K, V);
   const args: NativeDeltaArgs = {
     B, T, H, HV, K, V,
     q: q.data, k: k.data, v: v.data, dtype: q.dtype,
@@ -207,7 +186,9 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
     o: undefined as unknown as ArrayBufferView,
     cuSeqlens: cu, qkL2Norm: o.qkL2Norm === true, scale, chunkSize, algorithm,
   };
-  return { backend, args, N, stateShape, oShape, oDtype: v.dtype, wantFinal, out: outT };
+  const prepared: Prepared = { backend, args, N, stateShape, oShape, oDtype: v.dtype, wantFinal, out: outT };
+  if (pending) prepared.calibrate = { K, V };
+  return prepared;
 }
 
 /**
@@ -264,7 +245,9 @@ function runSync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: bo
 async function runAsync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean, a: AsyncOptions = {}) {
   const signal = a.signal;
   if (signal?.aborted) throw abortError(signal);
-  const p = prepare(op, opts, step, kla);
+  const p = prepare(op, opts, step, kla, true);
+  // 'auto' that needs its one-time race: run it on the worker first (the event loop keeps running).
+  if (p.calibrate) p.args.algorithm = (await calibrateDeltaAsync(p.calibrate.K, p.calibrate.V)).algorithm;
   // Again after prepare, which may run caller code (option getters), and before out or the state is touched.
   if (signal?.aborted) throw abortError(signal);
   if (p.backend === 'reference') return runReference(op, opts, p, step, kla);
@@ -353,4 +336,25 @@ export function kaczmarzDeltaRuleStep(opts: KaczmarzDeltaStepOptions): DeltaStep
 
 export function kaczmarzDeltaRuleStepAsync(opts: KaczmarzDeltaStepOptions, a?: AsyncOptions): Promise<DeltaStepResult> {
   return runAsync('kaczmarzDeltaRuleStepAsync', opts, true, true, a) as Promise<DeltaStepResult>;
+}
+
+// Chained ops (src/runtime.ts): the prefills and decode steps, validated as the sync forms do, outputs
+// allocated now; an 'auto' prefill's calibration, if still to make, runs before the chain (on the worker
+// with run(), on this thread with runSync()).
+for (const [name, step, kla] of [
+  ['gatedDeltaRule', false, false], ['kaczmarzDeltaRule', false, true],
+  ['gatedDeltaRuleStep', true, false], ['kaczmarzDeltaRuleStep', true, true],
+] as const) {
+  registerChainOp(name, (op: string, opts: DeltaRuleOptions | DeltaStepOptions) => {
+    const p = prepare(op, opts, step, kla, true);
+    chainBackend(op, p.backend);
+    const out = allocate(p, step);
+    const result = step ? { o: out.o } : out.finalState ? { o: out.o, finalState: out.finalState } : { o: out.o };
+    const c = p.calibrate;
+    return {
+      fn: 'deltaRule', args: p.args as unknown as Record<string, unknown>, result,
+      before: c && (() => { p.args.algorithm = calibrateDelta(c.K, c.V).algorithm; }),
+      beforeAsync: c && (async () => { p.args.algorithm = (await calibrateDeltaAsync(c.K, c.V)).algorithm; }),
+    };
+  });
 }

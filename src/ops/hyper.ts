@@ -8,6 +8,7 @@ import { numel, Tensor, tensor, zeros, type DType } from '../tensor.js';
 import type { AsyncOptions, HyperAttentionOptions, HyperAttentionResult, HyperAttentionResultWithLse } from '../types.js';
 import type { TensorInput } from '../tensor.js';
 import { checkFinite, checkInt, checkOptions, checkShape, checkTensor, overlaps } from '../validate.js';
+import { chainBackend, registerChainOp } from '../runtime.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_HEAD_DIM = 1024;
@@ -260,3 +261,11 @@ export async function hyperAttentionAsync(
   if (!p.out && signal?.aborted) throw abortError(signal);
   return out;
 }
+
+// Chained ops (src/runtime.ts): hyperAttention's arguments validated as the sync form does, outputs allocated now.
+registerChainOp('hyperAttention', (op: string, q: TensorInput, k: TensorInput, v: TensorInput, opts: HyperAttentionOptions = {}) => {
+  const p = prepare(op, q, k, v, opts);
+  chainBackend(op, p.backend);
+  const result = allocate(p);
+  return { fn: 'hyperAttention', args: p.args as unknown as Record<string, unknown>, result };
+});

@@ -7,6 +7,7 @@ import { numel, Tensor, tensor, zeros, type DType, type TensorData, type TensorI
 import type { AsyncOptions, SoftmaxOptions } from '../types.js';
 import { checkOneOf, checkOptions, checkShape, checkTensor, rankOf } from '../validate.js';
 import { softmaxCuda, wantsCuda } from '../cuda.js';
+import { chainBackend, registerChainOp } from '../runtime.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_ELEMENTS = 2 ** 31 - 1; // DESIGN.md 4: element counts fit int32 work arrays
@@ -205,4 +206,16 @@ export async function softmaxAsync(x: TensorInput, opts: SoftmaxOptions = {}, a:
 export async function softmaxIntoAsync(x: TensorInput, out: TensorInput, opts: SoftmaxOptions = {}, a: AsyncOptions = {}): Promise<Tensor> {
   if (out === undefined) fail('BAD_ARGUMENT', 'softmaxIntoAsync', 'out', 'to be a Tensor (see tensor())', 'undefined');
   return runAsync('softmaxIntoAsync', x, out, opts, a);
+}
+
+// Chained ops (src/runtime.ts): softmax and softmaxInto, validated as the sync forms do, y allocated now.
+for (const name of ['softmax', 'softmaxInto'] as const) {
+  registerChainOp(name, (op: string, x: Tensor, ...rest: unknown[]) => {
+    const out = name === 'softmaxInto' ? rest[0] : undefined;
+    if (name === 'softmaxInto' && out === undefined) fail('BAD_ARGUMENT', op, 'out', 'to be a Tensor (see tensor())', 'undefined');
+    const p = prepare(op, x, out, (name === 'softmaxInto' ? rest[1] : rest[0]) ?? {});
+    chainBackend(op, p.backend);
+    const y = output(p, out as Tensor | undefined);
+    return { fn: 'softmax', args: nativeArgs(p, y) as unknown as Record<string, unknown>, result: y };
+  });
 }
