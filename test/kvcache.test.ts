@@ -188,6 +188,9 @@ describe('attentionWithKVCache vs the float64 reference', () => {
       try {
         check({ lens: [3000], Tq: 1, Hq: 8, Hk: 2, D: 64, Dv: 64, seed: 900 + threads, lse: true });
         check({ lens: [2500, 17], Tq: 1, Hq: 8, Hk: 4, D: 32, Dv: 32, paged: 16, seed: 910 + threads, cacheDtype: 'bfloat16' });
+        // Many sequences, one long (the split of a lopsided batch: more units than threads, one holding most keys).
+        check({ lens: [1, 2, 3000, 4, 0, 5, 6, 7, 70, 9], Tq: 1, Hq: 4, Hk: 2, D: 32, Dv: 32, seed: 920 + threads, lse: true });
+        check({ lens: [1, 2, 3000, 4, 0, 5, 6, 7, 70, 9], Tq: 1, Hq: 4, Hk: 2, D: 32, Dv: 32, paged: 64, seed: 930 + threads });
       } finally {
         setNumThreads(0);
       }
