@@ -282,6 +282,21 @@ describe('properties', () => {
 });
 
 describe('attentionWithKVCacheAsync', () => {
+  it('cacheSeqlens and blockTable are copied at the call: changing them while the call runs changes nothing', async () => {
+    const c: Case = { lens: [30, 200], Tq: 2, Hq: 4, Hk: 2, D: 16, Dv: 16, paged: 16, seed: 78 };
+    const a = build(c);
+    const b = build(c);
+    const want = attentionWithKVCache(a.q, a.kCache, a.vCache, a.opts).o;
+    const lens = b.opts.cacheSeqlens as Int32Array;
+    const table = b.opts.blockTable as Int32Array;
+    const p = attentionWithKVCacheAsync(b.q, b.kCache, b.vCache, b.opts);
+    lens.fill(10 ** 6);
+    table.fill(-5);
+    const got = (await p).o;
+    expect(relErr(got, want)).toBe(0);
+    expect(sameBytes(b.kCache, snapshot(a.kCache))).toBe(true);
+  });
+
   it('resolves to the sync result; an abort before the start rejects with the caches untouched', async () => {
     const c: Case = { lens: [3, 100], Tq: 1, Hq: 4, Hk: 2, D: 16, Dv: 16, seed: 77 };
     const a = build(c);
