@@ -276,3 +276,72 @@ export function hyperWork(s: HyperShape, plan = hyperPlan(s.T, s.S, s.causal)): 
     bytes: exact.bytes, workingSet: exact.workingSet,
   };
 }
+
+// ---- serving: KV-cache attention and rotary (issue 14) ----
+
+export interface KVCacheShape {
+  /** Tokens already in each sequence's cache (B = lens.length). */
+  lens: readonly number[];
+  /** New tokens per sequence (appended, then attended: a decode is Tq = 1). */
+  Tq: number;
+  Hq: number;
+  Hk: number;
+  D: number;
+  Dv: number;
+  /** 0: contiguous caches [B, capacity, Hk, D]; else paged with this block size. */
+  paged: number;
+  /** The caches' dtype (q, kNew, vNew and o are float32). */
+  dtype: BenchDType;
+}
+
+export interface KVCacheWork {
+  /** Queries per call, B·Tq. */
+  tokens: number;
+  /** Keys attended over all sequences: Σ (lens[b] + Tq). */
+  keys: number;
+  /** (query, key) pairs over all q-heads, causal among the new tokens, and FLOPs = pairs·(2D + 2Dv). */
+  pairs: number;
+  flops: number;
+  /**
+   * Bytes of the keys actually attended, K and V read once each (Σ (lens[b] + Tq)·Hk·(D + Dv)·cache bytes):
+   * the figure the issue's "GB/s over the bytes actually attended" divides by, never B × capacity. q, kNew,
+   * vNew read and o written are added (0.1% of a decode).
+   */
+  bytes: number;
+  /** The attended K and V alone. */
+  cacheBytes: number;
+  workingSet: number;
+}
+
+export function kvcacheWork(s: KVCacheShape): KVCacheWork {
+  const e = DTYPE_BYTES[s.dtype];
+  const B = s.lens.length;
+  let keys = 0;
+  let pairs = 0;
+  for (const L of s.lens) {
+    keys += L + s.Tq;
+    pairs += s.Hq * attentionPairs(s.Tq, L + s.Tq, true);
+  }
+  const cacheBytes = e * keys * s.Hk * (s.D + s.Dv);
+  const small = 4 * B * s.Tq * (s.Hq * s.D + s.Hk * (s.D + s.Dv) + s.Hq * s.Dv);
+  const bytes = cacheBytes + small;
+  return { tokens: B * s.Tq, keys, pairs, flops: pairs * (2 * s.D + 2 * s.Dv), bytes, cacheBytes, workingSet: bytes };
+}
+
+export interface RotaryShape {
+  B: number;
+  T: number;
+  H: number;
+  D: number;
+  rotaryDim: number;
+  interleaved: boolean;
+  dtype: BenchDType;
+}
+
+/** x read and the output written once (B·T·H·D each), and the tables' rows of the T positions (cos and sin). */
+export function rotaryWork(s: RotaryShape): { tokens: number; bytes: number; workingSet: number } {
+  const e = DTYPE_BYTES[s.dtype];
+  const x = s.B * s.T * s.H * s.D * e;
+  const tables = 2 * s.T * (s.rotaryDim / 2) * 4;
+  return { tokens: s.B * s.T, bytes: 2 * x + tables, workingSet: 2 * x + tables };
+}

@@ -6,17 +6,25 @@ import {
   attention, gatedDeltaRule, gatedDeltaRuleStep, hyperAttention, rand, randn, softmaxInto, tensor, zeros,
   type AttentionOptions, type Tensor,
 } from '../src/index.js';
+import { attentionWithKVCache, type KVCacheOptions } from '../src/ops/kvcache.js';
+import { rotary } from '../src/ops/rotary.js';
 import { autoAlgorithm } from '../src/ops/delta.js';
 import {
   attentionWork, deltaPrefillWork, deltaStepWork, hyperWork, softmaxWork,
   type AttentionShape, type DeltaShape, type HyperShape, type SoftmaxShape, type Work,
 } from './formulas.js';
+import { kvcacheWork, rotaryWork, type KVCacheShape, type RotaryShape } from './formulas.js';
 import { attentionGate, attentionInputs, hyperInputs, softmaxInput, type HyperInputKind } from './inputs.js';
+import { fillUniform, uniformTensor, ATTENTION_RANGE } from './inputs.js';
 import { relErr } from './quality.js';
 
-export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention' | 'hyper';
-export type Family = 'delta' | 'softmax' | 'attention' | 'hyper';
-export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention', 'hyper'];
+export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention' | 'hyper'
+  | 'kvcache' | 'rotary';
+export type Family = 'delta' | 'softmax' | 'attention' | 'hyper'
+  | 'serving';
+export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention', 'hyper', 'serving'];
+/** The serving family's ops (issue 14): one table, rates over the bytes each op moves. */
+export const SERVING_OPS: readonly OpName[] = ['kvcache', 'rotary'];
 /** The delta ops' algorithms. */
 export type Algorithm = 'auto' | 'chunk' | 'recurrent';
 export type SoftmaxAlgorithm = 'auto' | 'two-pass' | 'three-pass';
@@ -55,10 +63,28 @@ export interface HyperCase extends HyperShape {
   backend: BenchBackend;
 }
 
+/**
+ * attentionWithKVCache decode (or chunk) over B caches of the lengths `lens`: q, kNew, vNew float32 (appended in
+ * place at the same positions each call, so every call does the same work), caches of `dtype`, contiguous or
+ * paged (a shuffled block table).
+ */
+export interface KVCacheCase extends KVCacheShape {
+  op: 'kvcache';
+  backend: BenchBackend;
+}
+
+/** rotary(x [B,T,H,D], { cos, sin, rotaryDim, interleaved, out }) into a preallocated out, positions t. */
+export interface RotaryCase extends RotaryShape {
+  op: 'rotary';
+  backend: BenchBackend;
+}
+
 /** One benchmark case. */
-export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase | HyperCase;
+export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase | HyperCase
+  | KVCacheCase | RotaryCase;
 
 export function familyOf(op: OpName): Family {
+  if (SERVING_OPS.includes(op)) return 'serving';
   return op === 'softmax' || op === 'attention' || op === 'hyper' ? op : 'delta';
 }
 
@@ -391,13 +417,132 @@ const hyperEntry: OpEntry<HyperCase> = {
   tooBigForReference: (c) => c.T * c.S > 1 << 22,
 };
 
+// ---- serving (issue 14)
+
+/**
+ * The KV-cache decode's inputs: caches holding uniform values in the rows attended (lens[b] + Tq of each
+ * sequence; the rest of a contiguous cache is never read, so it stays untouched zero pages), a paged cache's
+ * blocks in a shuffled order; q, kNew, vNew uniform float32.
+ */
+function kvcacheInputs(c: KVCacheCase, seed: number): { q: Tensor; kCache: Tensor; vCache: Tensor; opts: KVCacheOptions } {
+  const B = c.lens.length;
+  const r = ATTENTION_RANGE;
+  const need = c.lens.map((L) => L + c.Tq);
+  const rowK = c.Hk * c.D;
+  const rowV = c.Hk * c.Dv;
+  let rows: number[][];
+  let kShape: number[];
+  let vShape: number[];
+  let blockTable: Int32Array | undefined;
+  if (c.paged) {
+    const bs = c.paged;
+    const per = need.map((n) => Math.ceil(n / bs));
+    const maxBlocks = Math.max(...per);
+    const numBlocks = per.reduce((a, b) => a + b, 0);
+    // A fixed shuffle of the blocks (an LCG's Fisher–Yates): sequences' blocks interleaved through the pool.
+    const perm = Array.from({ length: numBlocks }, (_, i) => i);
+    let s = (seed * 2654435761) >>> 0;
+    for (let i = numBlocks - 1; i > 0; i--) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      const j = s % (i + 1);
+      [perm[i], perm[j]] = [perm[j], perm[i]];
+    }
+    blockTable = new Int32Array(B * maxBlocks);
+    let next = 0;
+    rows = [];
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < per[b]; i++) blockTable[b * maxBlocks + i] = perm[next++];
+      rows.push(Array.from({ length: per[b] }, (_, i) => blockTable![b * maxBlocks + i] * bs));
+    }
+    kShape = [numBlocks, bs, c.Hk, c.D];
+    vShape = [numBlocks, bs, c.Hk, c.Dv];
+  } else {
+    const cap = Math.max(...need);
+    rows = need.map((_, b) => [b * cap]);
+    kShape = [B, cap, c.Hk, c.D];
+    vShape = [B, cap, c.Hk, c.Dv];
+  }
+  const span = c.paged || Math.max(...need);
+  const fill = (shape: number[], row: number, salt: number): Tensor => {
+    const f = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    // Only the attended rows: runs of whole blocks (paged) or the first need[b] rows (contiguous).
+    rows.forEach((starts, b) => starts.forEach((t0, i) => {
+      const n = c.paged ? Math.min(span, need[b] - i * span) : need[b];
+      fillUniform(f.subarray(t0 * row, (t0 + n) * row), seed + salt + 7 * b + 131 * i, -r, r);
+    }));
+    return tensor(f, shape, 'float32').to(c.dtype);
+  };
+  const kCache = fill(kShape, rowK, 1);
+  const vCache = fill(vShape, rowV, 2);
+  const q = uniformTensor([B, c.Tq, c.Hq, c.D], 'float32', seed, -r, r);
+  const opts: KVCacheOptions = {
+    cacheSeqlens: Int32Array.from(c.lens), blockTable, backend: c.backend,
+    kNew: uniformTensor([B, c.Tq, c.Hk, c.D], 'float32', seed + 3, -r, r),
+    vNew: uniformTensor([B, c.Tq, c.Hk, c.Dv], 'float32', seed + 4, -r, r),
+  };
+  return { q, kCache, vCache, opts };
+}
+
+const kvcacheEntry: OpEntry<KVCacheCase> = {
+  name: 'kvcache',
+  family: 'serving',
+  summary: 'attentionWithKVCache decode: q [B,1,Hq,D] float32 over caches of mixed lengths (contiguous or paged), kNew/vNew appended',
+  test: 'test/kvcache.test.ts',
+  traffic: (c) => kvcacheWork(c),
+  // A decode only reads K and V: the read probe over the bytes attended is its ceiling (the issue's yardstick).
+  limits: (c) => ({ peak: false, read: kvcacheWork(c).bytes, copy: kvcacheWork(c).bytes }),
+  prepare(c, inputs) {
+    const { q, kCache, vCache, opts } = kvcacheInputs(c, inputs.seed);
+    return () => {
+      attentionWithKVCache(q, kCache, vCache, opts);
+    };
+  },
+  tooBigForReference: (c) => kvcacheWork(c).bytes > 16 << 20,
+};
+
+const rotaryEntry: OpEntry<RotaryCase> = {
+  name: 'rotary',
+  family: 'serving',
+  summary: 'rotary x [B,T,H,D] -> out (cos/sin tables of rotaryDim/2 columns, positions t)',
+  test: 'test/rotary.test.ts',
+  traffic: (c) => rotaryWork(c),
+  // Reads x once and writes out once: copy over the same bytes.
+  limits: (c) => ({ peak: false, copy: rotaryWork(c).bytes }),
+  prepare(c, inputs) {
+    const x = uniformTensor([c.B, c.T, c.H, c.D], c.dtype, inputs.seed, -1, 1);
+    const half = c.rotaryDim / 2;
+    const cos = new Float32Array(c.T * half);
+    const sin = new Float32Array(c.T * half);
+    for (let p = 0; p < c.T; p++) {
+      for (let i = 0; i < half; i++) {
+        cos[p * half + i] = Math.cos(p * 10000 ** (-i / half));
+        sin[p * half + i] = Math.sin(p * 10000 ** (-i / half));
+      }
+    }
+    const opts = {
+      cos: tensor(cos, [c.T, half]), sin: tensor(sin, [c.T, half]), interleaved: c.interleaved,
+      out: zeros(x.shape, c.dtype), backend: c.backend,
+    };
+    return () => {
+      rotary(x, opts);
+    };
+  },
+  tooBigForReference: (c) => c.B * c.T * c.H * c.D > 1 << 22,
+};
+
 export const OPS: {
   readonly 'gated-delta': DeltaEntry;
   readonly 'delta-step': DeltaEntry;
   readonly softmax: OpEntry<SoftmaxCase>;
   readonly attention: OpEntry<AttentionCase>;
   readonly hyper: OpEntry<HyperCase>;
-} = { 'gated-delta': gatedDelta, 'delta-step': deltaStep, softmax: softmaxEntry, attention: attentionEntry, hyper: hyperEntry };
+  readonly kvcache: OpEntry<KVCacheCase>;
+  readonly rotary: OpEntry<RotaryCase>;
+} = {
+  'gated-delta': gatedDelta, 'delta-step': deltaStep, softmax: softmaxEntry, attention: attentionEntry, hyper: hyperEntry,
+  kvcache: kvcacheEntry,
+  rotary: rotaryEntry,
+};
 
 /** The entry of c's op, typed for c (TypeScript cannot correlate OPS[c.op] with c by itself). */
 export function entryOf(c: BenchCase): OpEntry {
@@ -410,6 +555,10 @@ export function entryOf(c: BenchCase): OpEntry {
  */
 export function shapeLabel(c: BenchCase): string {
   switch (c.op) {
+    case 'kvcache':
+      return `B${c.lens.length} Tq${c.Tq} H${c.Hq}/${c.Hk} D${c.D}${c.Dv !== c.D ? ` Dv${c.Dv}` : ''} ${c.paged ? `paged${c.paged}` : 'contig'}`;
+    case 'rotary':
+      return `B${c.B} T${c.T} H${c.H} D${c.D} rot${c.rotaryDim}`;
     case 'softmax':
       return `R${c.rows} C${c.cols}`;
     case 'attention':
@@ -428,6 +577,8 @@ export function caseLabel(c: BenchCase): string {
     c.op === 'softmax' ? c.algorithm
     : c.op === 'attention' ? `${c.causal ? 'causal' : 'full'}${c.gate !== 'none' ? ` gate=${c.gate}` : ''}`
     : c.op === 'hyper' ? `${c.causal ? 'causal' : 'full'} ${c.inputs}`
+    : c.op === 'kvcache' ? `lens ${c.lens.join(',')}`
+    : c.op === 'rotary' ? (c.interleaved ? 'interleaved' : 'halves')
     : c.op === 'delta-step' ? 'step' : c.algorithm;
   return `${c.op} ${shapeLabel(c)} ${c.dtype} ${variant}`;
 }

@@ -11,6 +11,8 @@ import {
   type SoftmaxCase,
 } from './registry.js';
 import type { HyperInputKind } from './inputs.js';
+import { kvcacheWork, rotaryWork } from './formulas.js';
+import type { KVCacheCase, RotaryCase } from './registry.js';
 import type { AutoCheck, GateCheck, Scaling, SoftmaxCheck } from './suites.js';
 
 /** Fields every row has. Times in milliseconds, rates per second. */
@@ -141,7 +143,27 @@ export interface HyperRow extends RowCommon {
 }
 
 /** One row of a table and of the JSON report's `rows`. */
-export type BenchRow = DeltaRow | SoftmaxRow | AttentionRow | HyperRow;
+/**
+ * A row of the serving family (issue 14): one table for its ops, each credited the bytes it moves
+ * (bench/formulas.ts: kvcacheWork, rotaryWork) and compared with the read and copy probes over those bytes.
+ */
+export interface ServingRow extends RowCommon {
+  op: 'kvcache' | 'rotary';
+  /** kvcache: the cache lengths; rotary: halves or interleaved. */
+  variant: string;
+  /** Queries (kvcache) or tokens (rotary) per second. */
+  tokensPerSecond: number;
+  /** kvcache: FLOPs pairs·(2D + 2Dv) and GF/s; null for rotary. */
+  flops: number | null;
+  gflops: number | null;
+  read: BandwidthResult | null;
+  readRatio: number | null;
+  copy: BandwidthResult | null;
+  copyRatio: number | null;
+}
+
+export type BenchRow = DeltaRow | SoftmaxRow | AttentionRow | HyperRow
+  | ServingRow;
 
 /** A case that did not run: its op is not implemented in this build (skipped) or it threw (failed). */
 export interface SkippedCase {
@@ -204,6 +226,9 @@ export function makeRow(c: BenchCase, t: Timing, env: { simd: string; threads: n
       return attentionRow(c, t, env, lim);
     case 'hyper':
       return hyperRow(c, t, env, lim, cmp);
+    case 'kvcache':
+    case 'rotary':
+      return servingRow(c, t, env, lim);
     default:
       return deltaRow(c, t, env, lim);
   }
@@ -311,6 +336,23 @@ function hyperRow(c: HyperCase, t: Timing, env: { simd: string; threads: number 
     pairedMs: cmp ? cmp.pairedMs : null,
     speedup: cmp ? cmp.medianMs / cmp.pairedMs : null,
     relErr: cmp ? cmp.relErr : null,
+  };
+}
+
+function servingRow(c: KVCacheCase | RotaryCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits): ServingRow {
+  const w = c.op === 'kvcache' ? kvcacheWork(c) : { ...rotaryWork(c), flops: null };
+  const base = common(c, t, env, w.bytes, w.workingSet);
+  return {
+    op: c.op,
+    ...base,
+    variant: c.op === 'kvcache' ? c.lens.join(',') : c.interleaved ? 'interleaved' : 'halves',
+    tokensPerSecond: w.tokens / t.median,
+    flops: w.flops,
+    gflops: w.flops === null ? null : gflops(w.flops, t.median),
+    read: lim.read ?? null,
+    readRatio: lim.read ? base.gbs / lim.read.gbs : null,
+    copy: lim.copy ?? null,
+    copyRatio: lim.copy ? base.gbs / lim.copy.gbs : null,
   };
 }
 
@@ -523,6 +565,29 @@ export function attentionLegend(rows: readonly AttentionRow[]): string {
   ].join('\n');
 }
 
+/** The serving table (issue 14). */
+export function formatServingRows(rows: readonly ServingRow[]): string {
+  const header = ['op', 'shape', 'dtype', 'variant', 'simd', 'thr', 'median ms', 'min-max ms', 'tok/s', 'GF/s', 'GB/s', '%read', '%copy', 'bw@'];
+  const body = rows.map((r) => [
+    r.op, r.shape, DT[r.dtype] ?? r.dtype, r.variant, simdCell(r), String(r.threads), ...timeCells(r), si(r.tokensPerSecond),
+    r.gflops === null ? '-' : sig(r.gflops), sig(r.gbs), pct(r.readRatio), pct(r.copyRatio), r.copy ? formatBytes(r.copy.bytes) : '-',
+  ]);
+  return formatTable(header, body);
+}
+
+export function servingLegend(): string {
+  return [
+    'kvcache: attentionWithKVCache(q, kCache, vCache, {cacheSeqlens, kNew, vNew[, blockTable]}): a decode (Tq = 1) of',
+    'B sequences whose caches hold the lengths listed (variant), q/kNew/vNew/o float32, caches of the dtype shown,',
+    'contiguous or paged (shuffled block table); kNew/vNew appended in place at the same positions each call.',
+    'GB/s: the bytes actually attended, K and V of sum(len + 1) keys read once (+ q, kNew, vNew, o), never',
+    'B x capacity. %read: GB/s ÷ read bandwidth (a sum over one array of the same bytes) measured in this run,',
+    "a decode's ceiling (the issue's target: >= 70%); %copy: ÷ copy bandwidth over the same bytes.",
+    'rotary: rotary(x, {cos, sin, out}) into an out allocated once, positions t; GB/s: x read + out written (+ the',
+    "tables' rows); %copy: ÷ copy bandwidth over the same bytes (the issue's target: >= 60% out of cache).",
+  ].join('\n');
+}
+
 /** Every family's table followed by its legend, then the cases that did not run. */
 export function formatReport(rows: readonly BenchRow[], skipped: readonly SkippedCase[] = []): string {
   const blocks: string[] = [];
@@ -532,6 +597,7 @@ export function formatReport(rows: readonly BenchRow[], skipped: readonly Skippe
     if (f === 'delta') blocks.push(`${formatDeltaRows(of as DeltaRow[])}\n\n${deltaLegend(of as DeltaRow[])}`);
     else if (f === 'softmax') blocks.push(`${formatSoftmaxRows(of as SoftmaxRow[])}\n\n${softmaxLegend()}`);
     else if (f === 'hyper') blocks.push(`${formatHyperRows(of as HyperRow[])}\n\n${hyperLegend(of as HyperRow[])}`);
+    else if (f === 'serving') blocks.push(`${formatServingRows(of as ServingRow[])}\n\n${servingLegend()}`);
     else blocks.push(`${formatAttentionRows(of as AttentionRow[])}\n\n${attentionLegend(of as AttentionRow[])}`);
   }
   if (skipped.length) blocks.push(formatSkipped(skipped));

@@ -17,9 +17,10 @@ import {
   type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type DeltaCase, type Family, type HyperCase,
   type SoftmaxAlgorithm, type SoftmaxCase,
 } from './registry.js';
+import type { KVCacheCase, RotaryCase } from './registry.js';
 
 export type SuiteName = Family | 'all';
-export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'hyper', 'all'];
+export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'hyper', 'serving', 'all'];
 
 export interface SuiteOptions {
   dtype: BenchDType;
@@ -99,6 +100,30 @@ export function attentionSuite(o: SuiteOptions): AttentionCase[] {
   return SUITE_ATTENTION.map((a) => ({ op: 'attention', ...a, dtype: o.dtype, backend: o.backend }));
 }
 
+// ---- serving (issue 14; `--suite serving`, not part of `all`): each serving op adds its cases here.
+
+/** Issue 14 part 8: a batch of 8 decodes over caches of these lengths (64560 keys; 504 MiB float32). */
+export const SUITE_KVCACHE_LENS: readonly number[] = [512, 1000, 2048, 4096, 8192, 16384, 32768, 100];
+
+/**
+ * KV-cache decode, Hq=32, Hk=8, D=128, float32 and bfloat16 caches, contiguous and paged (blockSize 64); rotary
+ * out of cache (64 MiB in, 64 MiB out float32): full rotaryDim 128 both pairings, bfloat16, and Qwen3-Next's
+ * partial 64 of 256.
+ */
+export function servingSuite(o: SuiteOptions): BenchCase[] {
+  const cases: BenchCase[] = [];
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    for (const paged of [0, 64]) {
+      cases.push({ op: 'kvcache', lens: SUITE_KVCACHE_LENS, Tq: 1, Hq: 32, Hk: 8, D: 128, Dv: 128, paged, dtype, backend: o.backend } satisfies KVCacheCase);
+    }
+  }
+  const rot = (H: number, D: number, rotaryDim: number, interleaved: boolean, dtype: BenchDType): RotaryCase =>
+    ({ op: 'rotary', B: 1, T: 4096, H, D, rotaryDim, interleaved, dtype, backend: o.backend });
+  cases.push(rot(32, 128, 128, false, 'float32'), rot(32, 128, 128, true, 'float32'), rot(32, 128, 128, false, 'bfloat16'));
+  cases.push(rot(16, 256, 64, false, 'float32'));
+  return cases;
+}
+
 /** The suite `o.suite` names (default all: delta, softmax, attention, hyper, in that order). */
 export function defaultSuite(o: SuiteOptions): BenchCase[] {
   const suite = o.suite ?? 'all';
@@ -107,6 +132,7 @@ export function defaultSuite(o: SuiteOptions): BenchCase[] {
   if (suite === 'all' || suite === 'softmax') cases.push(...softmaxSuite(o));
   if (suite === 'all' || suite === 'attention') cases.push(...attentionSuite(o));
   if (suite === 'all' || suite === 'hyper') cases.push(...hyperSuite(o));
+  if (suite === 'serving') cases.push(...servingSuite(o));
   return cases;
 }
 

@@ -188,6 +188,9 @@ describe('attentionWithKVCache vs the float64 reference', () => {
       try {
         check({ lens: [3000], Tq: 1, Hq: 8, Hk: 2, D: 64, Dv: 64, seed: 900 + threads, lse: true });
         check({ lens: [2500, 17], Tq: 1, Hq: 8, Hk: 4, D: 32, Dv: 32, paged: 16, seed: 910 + threads, cacheDtype: 'bfloat16' });
+        // Many sequences, one long (the split of a lopsided batch: more units than threads, one holding most keys).
+        check({ lens: [1, 2, 3000, 4, 0, 5, 6, 7, 70, 9], Tq: 1, Hq: 4, Hk: 2, D: 32, Dv: 32, seed: 920 + threads, lse: true });
+        check({ lens: [1, 2, 3000, 4, 0, 5, 6, 7, 70, 9], Tq: 1, Hq: 4, Hk: 2, D: 32, Dv: 32, paged: 64, seed: 930 + threads });
       } finally {
         setNumThreads(0);
       }
@@ -278,7 +281,48 @@ describe('properties', () => {
   });
 });
 
+describe('options', () => {
+  it('out: o written into the caller\'s tensor (the result\'s o is out), equal to a fresh call; scale taken', () => {
+    const c: Case = { lens: [5, 80], Tq: 2, Hq: 4, Hk: 2, D: 16, Dv: 8, paged: 16, seed: 91, gate: 'elementwise' };
+    const a = build(c);
+    const b = build(c);
+    const want = attentionWithKVCache(a.q, a.kCache, a.vCache, { ...a.opts, scale: 0.3 }).o;
+    const out = new Tensor(new Float32Array(2 * 2 * 4 * 8).fill(NaN), [2, 2, 4, 8], 'float32');
+    const got = attentionWithKVCache(b.q, b.kCache, b.vCache, { ...b.opts, scale: 0.3, out });
+    expect(got.o).toBe(out);
+    expect(relErr(out, want)).toBe(0);
+    const d = build(c);
+    const other = attentionWithKVCache(d.q, d.kCache, d.vCache, d.opts).o;
+    expect(relErr(other, want), 'the scale changes the answer').toBeGreaterThan(1e-3);
+  });
+
+  it('float64 q runs the reference (o float64), same answer as the cpu', () => {
+    const c: Case = { lens: [7, 1], Tq: 1, Hq: 2, Hk: 1, D: 8, Dv: 8, seed: 93 };
+    const a = build(c);
+    const b = build(c);
+    const q64 = new Tensor(Float64Array.from(b.q.data), b.q.shape, 'float64');
+    const got = attentionWithKVCache(q64, b.kCache, b.vCache, b.opts).o;
+    expect(got.dtype).toBe('float64');
+    expectClose(attentionWithKVCache(a.q, a.kCache, a.vCache, a.opts).o, got, TOL, 'cpu vs float64 reference');
+  });
+});
+
 describe('attentionWithKVCacheAsync', () => {
+  it('cacheSeqlens and blockTable are copied at the call: changing them while the call runs changes nothing', async () => {
+    const c: Case = { lens: [30, 200], Tq: 2, Hq: 4, Hk: 2, D: 16, Dv: 16, paged: 16, seed: 78 };
+    const a = build(c);
+    const b = build(c);
+    const want = attentionWithKVCache(a.q, a.kCache, a.vCache, a.opts).o;
+    const lens = b.opts.cacheSeqlens as Int32Array;
+    const table = b.opts.blockTable as Int32Array;
+    const p = attentionWithKVCacheAsync(b.q, b.kCache, b.vCache, b.opts);
+    lens.fill(10 ** 6);
+    table.fill(-5);
+    const got = (await p).o;
+    expect(relErr(got, want)).toBe(0);
+    expect(sameBytes(b.kCache, snapshot(a.kCache))).toBe(true);
+  });
+
   it('resolves to the sync result; an abort before the start rejects with the caches untouched', async () => {
     const c: Case = { lens: [3, 100], Tq: 1, Hq: 4, Hk: 2, D: 16, Dv: 16, seed: 77 };
     const a = build(c);

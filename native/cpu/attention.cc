@@ -98,13 +98,22 @@ bool attention_forward(const AttentionArgs& a) {
 
   // Too few units to keep every thread busy to the end: split their keys into pieces with partial states,
   // merged afterwards by log-sum-exp (decode: one query per sequence against a long cache).
+  // Also when one unit holds more than a thread's share of the work (a batched decode over caches of mixed
+  // lengths: one of 32768 keys among several of a few hundred), however many units there are: then each unit
+  // is cut into pieces of about a quarter of a thread's share, so the long one spreads over every thread.
   std::vector<AttnUnit> work, merges;
   int64_t slots = 0;
-  if (threads > 1 && !a.no_split && units.size() < static_cast<size_t>(4 * threads)) {  // (one thread: nothing to gain)
+  auto unit_cost = [](const AttnUnit& u) { return (static_cast<int64_t>(u.j1 - u.j0) + 16) * u.nkv * u.nh * u.nq; };
+  int64_t total = 0, biggest = 0;
+  for (const AttnUnit& u : units) total += unit_cost(u), biggest = std::max(biggest, unit_cost(u));
+  const bool few = units.size() < static_cast<size_t>(4 * threads);
+  const bool lopsided = biggest * threads > total;
+  if (threads > 1 && !a.no_split && (few || lopsided)) {  // (one thread: nothing to gain)
     const int64_t want = (8 * static_cast<int64_t>(threads) + units.size() - 1) / units.size();
+    const int64_t share = std::max<int64_t>(1, total / (4 * static_cast<int64_t>(threads)));
     for (const AttnUnit& u : units) {
       const int64_t keys = u.j1 - u.j0;
-      int64_t pieces = std::min<int64_t>(want, keys / kMinSplitKeys);
+      int64_t pieces = std::min<int64_t>(few ? want : (unit_cost(u) + share - 1) / share, keys / kMinSplitKeys);
       // Between one and two pieces per thread, some thread would take two while the others take one.
       if (pieces > threads && pieces < 2 * threads) pieces = threads;
       if (pieces < 2) {
@@ -130,8 +139,7 @@ bool attention_forward(const AttentionArgs& a) {
     work = std::move(units);
   }
   cost.resize(work.size());
-  for (size_t i = 0; i < work.size(); i++)
-    cost[i] = (static_cast<int64_t>(work[i].j1 - work[i].j0) + 16) * work[i].nkv * work[i].nh * work[i].nq;
+  for (size_t i = 0; i < work.size(); i++) cost[i] = unit_cost(work[i]);
   std::vector<int32_t> order(work.size());
   for (size_t i = 0; i < order.size(); i++) order[i] = static_cast<int32_t>(i);
   std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return cost[x] > cost[y]; });
