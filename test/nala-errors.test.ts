@@ -19,6 +19,13 @@ type Opts = Record<string, unknown>;
 interface Call { q: unknown; k: unknown; v: unknown; opts: Opts }
 
 const f32 = (shape: number[], seed = 0) => randn(shape, { seed });
+/** A big input without the cost of randn: a deterministic pattern (never zeros). */
+const big = (shape: number[], seed: number) => {
+  const d = new Float32Array(numel(shape));
+  const next = seededUniform(seed + 1);
+  for (let i = 0; i < d.length; i++) d[i] = next() - 0.5;
+  return tensor(d, shape, 'float32');
+};
 const rope = (rows: number, K: number, seed = 7) => ({ cos: f32([rows, K], seed), sin: f32([rows, K], seed + 1) });
 const L = nalaStateLength(8, 6);
 
@@ -231,13 +238,32 @@ describe('async forms: same answer, abort', () => {
   for (const causal of [false, true]) {
     it(`an abort while a long ${causal ? 'causal' : 'non-causal'} call runs rejects with AbortError`, async () => {
       const T = 1 << 16;
-      const q = f32([1, T, 4, 64], 1), k = f32([1, T, 4, 64], 2), v = f32([1, T, 4, 64], 3);
+      const q = big([1, T, 4, 64], 1), k = big([1, T, 4, 64], 2), v = big([1, T, 4, 64], 3);
       const ac = new AbortController();
       const p = nalaAttentionAsync(q, k, v, { causal, backend: 'cpu' }, { signal: ac.signal });
       setTimeout(() => ac.abort(), 5);
       await expect(p).rejects.toMatchObject({ name: 'AbortError' });
     });
   }
+  it('off the event loop: a timer keeps firing while a long call runs; an abort mid-call leaves initialState byte-identical, cause = reason', async () => {
+    const T = 1 << 16;
+    const q = big([1, T, 4, 64], 1), k = big([1, T, 4, 64], 2), v = big([1, T, 4, 64], 3);
+    const initialState = tensor(big([1, 4, nalaStateLength(64, 64)], 4).toFloat64().map(Math.abs), [1, 4, nalaStateLength(64, 64)], 'float32');
+    const before = snapshot(initialState);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    const t0 = Date.now();
+    await nalaAttentionAsync(q, k, v, { causal: true, initialState, outputFinalState: true });
+    const ms = Date.now() - t0;
+    clearInterval(timer);
+    if (ms > 20) expect(ticks, `timer ticks during a ${ms} ms call`).toBeGreaterThan(1);
+    const ac = new AbortController();
+    const reason = new Error('enough');
+    const p = nalaAttentionAsync(q, k, v, { causal: true, initialState, outputFinalState: true }, { signal: ac.signal });
+    setTimeout(() => ac.abort(reason), 2);
+    await expect(p).rejects.toMatchObject({ name: 'AbortError', cause: reason });
+    expect(sameBytes(initialState, before), 'initialState untouched').toBe(true);
+  });
 });
 
 // ---- the raw addon re-checks everything (anything may call it directly)
