@@ -13,7 +13,7 @@ import { formatLimits, LimitProbe, limitWarnings, measureAllLimits, SIMD_LEVELS,
 import { measure, pool, type Timing } from './measure.js';
 import {
   caseLabel, entryOf, InputPool, OPS, shapeLabel, SOFTMAX_ALGORITHMS,
-  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type Comparison, type GateKind, type HyperCase, type OpName,
+  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type Comparison, type GateKind, type HyperCase, type NalaCase, type OpName,
   type SoftmaxAlgorithm,
 } from './registry.js';
 import type { HyperInputKind } from './inputs.js';
@@ -26,14 +26,14 @@ export const USAGE = `usage: seqkern <command> [flags]
 
 commands:
   info [--json]            build, SIMD level, CPU features, threads, CUDA
-  bench                    the default suite: delta, softmax, attention, hyper (about four minutes on 2 cores)
+  bench                    the default suite: delta, softmax, attention, hyper, nala (about five minutes on 2 cores)
   bench --suite <family>   one family of it: ${SUITES.join('|')} (default all)
   bench --op <name> ...    one case; ops: ${Object.keys(OPS).join(', ')}
   bench --limits           FP32 FMA peak per SIMD level, copy/triad/update/read bandwidth per size
   help                     this text
 
 bench flags:
-  --op gated-delta|delta-step|softmax|attention|hyper
+  --op gated-delta|delta-step|softmax|attention|hyper|nala
   --B --T --H --HV --K --V  gated-delta: q,k [B,T,H,K], v [B,T,HV,V] (defaults B=1 T=4096 H=16 HV=32 K=V=128)
   --N --H --HV --K --V      delta-step: q,k [N,H,K], state [N,HV,K,V] (default N=8)
   --algorithm auto|chunk|recurrent        gated-delta (default auto)
@@ -50,6 +50,8 @@ bench flags:
                             time, the speedup and the relative error of HyperAttention's output against it)
   --inputs gaussian|clustered             hyper: standard normal q, k, v, or keys in tight clusters of 64 with
                             queries near them (bench/inputs.ts hyperInputs; default gaussian)
+  --B --T --H --Hk --K --V --causal       nala: q [B,T,H,K], k [B,T,Hk,K], v [B,T,Hk,V] (defaults B=1 T=16384 H=Hk=8
+                            K=V=64), no rope; non-causal unless --causal
   --dtype float32|float16|bfloat16        input dtype (default float32)
   --backend cpu|reference                 (default cpu, reference when the addon is not built)
   --threads N               pool size (default: one per core)
@@ -151,6 +153,7 @@ const OP_FLAGS: Record<OpName, readonly CaseFlag[]> = {
   softmax: ['rows', 'cols', 'algorithm'],
   attention: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'gate'],
   hyper: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'inputs'],
+  nala: ['B', 'T', 'H', 'Hk', 'K', 'V', 'causal'],
 };
 const DELTA_ALGORITHMS: readonly Algorithm[] = ['auto', 'chunk', 'recurrent'];
 
@@ -241,6 +244,10 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     if (c.Hq % c.Hk !== 0) throw new UsageError(`--op ${a.op}: Hq (${c.Hq}) must be a multiple of Hk (${c.Hk})`);
     if (c.op === 'hyper' && c.causal && c.S !== c.T) throw new UsageError(`--op hyper --causal: S (${c.S}) must equal T (${c.T})`);
   }
+  if (a.op === 'nala') {
+    const c = caseFromArgs(a) as NalaCase;
+    if (c.H % c.Hk !== 0) throw new UsageError(`--op nala: H (${c.H}) must be a multiple of Hk (${c.Hk})`);
+  }
   return a;
 }
 
@@ -281,6 +288,10 @@ export function caseFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu')
         op: 'hyper', B: a.B ?? 1, T, S: a.S ?? T, Hq, Hk: a.Hk ?? a.H ?? Hq, D, Dv: a.Dv ?? D, causal: a.causal === true,
         inputs: a.inputs ?? 'gaussian', dtype: a.dtype, backend,
       };
+    }
+    case 'nala': {
+      const H = a.H ?? 8;
+      return { op: 'nala', B: a.B ?? 1, T: a.T ?? 16384, H, Hk: a.Hk ?? H, K: a.K ?? 64, V: a.V ?? 64, causal: a.causal === true, dtype: a.dtype, backend };
     }
     default: {
       const d = OPS[a.op].defaults;
