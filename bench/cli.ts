@@ -13,7 +13,7 @@ import { formatLimits, LimitProbe, limitWarnings, measureAllLimits, SIMD_LEVELS,
 import { measure, pool, type Timing } from './measure.js';
 import {
   caseLabel, entryOf, InputPool, OPS, shapeLabel, SOFTMAX_ALGORITHMS,
-  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type Comparison, type GateKind, type HyperCase, type OpName,
+  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type Comparison, type GateKind, type HyperCase, type NalaCase, type OpName,
   type SoftmaxAlgorithm,
 } from './registry.js';
 import type { HyperInputKind } from './inputs.js';
@@ -27,14 +27,14 @@ export const USAGE = `usage: seqkern <command> [flags]
 
 commands:
   info [--json]            build, SIMD level, CPU features, threads, CUDA
-  bench                    the default suite: delta, softmax, attention, hyper (about four minutes on 2 cores)
+  bench                    the default suite: delta, softmax, attention, hyper, nala (about five minutes on 2 cores)
   bench --suite <family>   one family of it: ${SUITES.join('|')} (default all)
   bench --op <name> ...    one case; ops: ${Object.keys(OPS).join(', ')}
   bench --limits           FP32 FMA peak per SIMD level, copy/triad/update/read bandwidth per size
   help                     this text
 
 bench flags:
-  --op gated-delta|delta-step|softmax|attention|hyper|kvcache|rotary
+  --op gated-delta|delta-step|softmax|attention|hyper|nala|kvcache|rotary
   --B --T --H --HV --K --V  gated-delta: q,k [B,T,H,K], v [B,T,HV,V] (defaults B=1 T=4096 H=16 HV=32 K=V=128)
   --N --H --HV --K --V      delta-step: q,k [N,H,K], state [N,HV,K,V] (default N=8)
   --algorithm auto|chunk|recurrent        gated-delta (default auto)
@@ -50,6 +50,8 @@ bench flags:
                             call is hyperAttention with its defaults, then exact attention on the same input (its
                             time, the speedup and the relative error of HyperAttention's output against it)
   --inputs gaussian|clustered             hyper: standard normal q, k, v, or keys in tight clusters of 64 with
+  --B --T --H --Hk --K --V --causal       nala: q [B,T,H,K], k [B,T,Hk,K], v [B,T,Hk,V] (defaults B=1 T=16384 H=Hk=8
+                            K=V=64), no rope; non-causal unless --causal
                             queries near them (bench/inputs.ts hyperInputs; default gaussian)
   --op kvcache|rotary       the serving suite's cases of that op (kvcache: the caches' dtype from --dtype, q float32)
   --dtype float32|float16|bfloat16        input dtype (default float32)
@@ -151,6 +153,7 @@ const OP_FLAGS: Record<OpName, readonly CaseFlag[]> = {
   'gated-delta': ['B', 'T', 'H', 'HV', 'K', 'V', 'algorithm'],
   'delta-step': ['N', 'B', 'H', 'HV', 'K', 'V'],
   softmax: ['rows', 'cols', 'algorithm'],
+  nala: ['B', 'T', 'H', 'Hk', 'K', 'V', 'causal'],
   attention: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'gate'],
   hyper: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'inputs'],
   kvcache: [],
@@ -245,6 +248,10 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     if (c.Hq % c.Hk !== 0) throw new UsageError(`--op ${a.op}: Hq (${c.Hq}) must be a multiple of Hk (${c.Hk})`);
     if (c.op === 'hyper' && c.causal && c.S !== c.T) throw new UsageError(`--op hyper --causal: S (${c.S}) must equal T (${c.T})`);
   }
+  if (a.op === 'nala') {
+    const c = caseFromArgs(a) as NalaCase;
+    if (c.H % c.Hk !== 0) throw new UsageError(`--op nala: H (${c.H}) must be a multiple of Hk (${c.Hk})`);
+  }
   return a;
 }
 
@@ -285,6 +292,10 @@ export function caseFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu')
         op: 'hyper', B: a.B ?? 1, T, S: a.S ?? T, Hq, Hk: a.Hk ?? a.H ?? Hq, D, Dv: a.Dv ?? D, causal: a.causal === true,
         inputs: a.inputs ?? 'gaussian', dtype: a.dtype, backend,
       };
+    }
+    case 'nala': {
+      const H = a.H ?? 8;
+      return { op: 'nala', B: a.B ?? 1, T: a.T ?? 16384, H, Hk: a.Hk ?? H, K: a.K ?? 64, V: a.V ?? 64, causal: a.causal === true, dtype: a.dtype, backend };
     }
     case 'kvcache':
     case 'rotary':

@@ -345,3 +345,56 @@ export function rotaryWork(s: RotaryShape): { tokens: number; bytes: number; wor
   const tables = 2 * s.T * (s.rotaryDim / 2) * 4;
   return { tokens: s.B * s.T, bytes: 2 * x + tables, workingSet: 2 * x + tables };
 }
+
+// ---- NaLaFormer (DESIGN.md 6.5, issue 16) ----
+
+export interface NalaShape {
+  B: number;
+  /** Queries = keys per sequence (the suite's shapes; S = T). */
+  T: number;
+  H: number;
+  Hk: number;
+  K: number;
+  V: number;
+  causal: boolean;
+  dtype: BenchDType;
+}
+
+export interface NalaWork {
+  /** Queries per call, B·T. */
+  tokens: number;
+  /**
+   * FLOPs of the matrix work, multiply + add counted as two, with features of 2K per row (the feature maps'
+   * powers, the rotary and the divisions are not counted). Non-causal, the two passes: per key and kv head
+   * 2·2K·V (Σ φk vᵀ), per query and head 2·2K·V (φq against it) + 2·2K (the denominator). Causal, chunkwise
+   * (C = 64, the last chunk at its length c), per chunk and head: 2·2K·c(c+1)/2 (Qr Krᵀ, lower triangle),
+   * 2·c·2K·V (Qr against the state), 2·V·c(c+1)/2 (the masked products times V), 2·2K·c (denominators); per
+   * chunk and kv head 2·2K·c·V (the state update).
+   */
+  flops: number;
+  /** q, k, v read and o written once. */
+  bytes: number;
+  workingSet: number;
+}
+
+export function nalaWork(s: NalaShape, C = CHUNK): NalaWork {
+  const e = DTYPE_BYTES[s.dtype];
+  const K2 = 2 * s.K;
+  let perHead = 0;
+  let perKvHead = 0;
+  if (!s.causal) {
+    perKvHead = s.T * 2 * K2 * s.V;
+    perHead = s.T * (2 * K2 * s.V + 2 * K2);
+  } else {
+    for (let t0 = 0; t0 < s.T; t0 += C) {
+      const c = Math.min(C, s.T - t0);
+      const tri = (c * (c + 1)) / 2;
+      perHead += 2 * K2 * tri + 2 * c * K2 * s.V + 2 * s.V * tri + 2 * K2 * c;
+      perKvHead += 2 * K2 * c * s.V;
+    }
+  }
+  const flops = s.B * (s.H * perHead + s.Hk * perKvHead);
+  const BT = s.B * s.T;
+  const bytes = e * BT * (s.H * s.K + s.Hk * (s.K + s.V) + s.H * s.V);
+  return { tokens: BT, flops, bytes, workingSet: bytes };
+}

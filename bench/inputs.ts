@@ -5,6 +5,7 @@
 // run on exactly the bytes seqkern's bench does.
 import { tensor, type Tensor } from '../src/index.js';
 import type { AttentionShape, BenchDType, SoftmaxShape } from './formulas.js';
+import type { NalaShape } from './formulas.js';
 
 /**
  * Fills `a` with uniform values in [lo, hi): x_{n+1} = 1664525·x_n + 1013904223 mod 2^32 (Numerical Recipes),
@@ -125,4 +126,13 @@ export function hyperInputs(
     }
   }
   return { q: tensor(q, [B, T, Hq, D], s.dtype), k: tensor(k, [B, S, Hk, D], s.dtype), v };
+}
+
+/** NaLaFormer's q, k, v: uniform in [-1, 1) (seeds seed..seed+2), q [B,T,H,K], k [B,T,Hk,K], v [B,T,Hk,V]. */
+export function nalaInputs(s: NalaShape, seed: number): { q: Tensor; k: Tensor; v: Tensor } {
+  return {
+    q: uniformTensor([s.B, s.T, s.H, s.K], s.dtype, seed, -1, 1),
+    k: uniformTensor([s.B, s.T, s.Hk, s.K], s.dtype, seed + 1, -1, 1),
+    v: uniformTensor([s.B, s.T, s.Hk, s.V], s.dtype, seed + 2, -1, 1),
+  };
 }

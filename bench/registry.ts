@@ -3,26 +3,26 @@
 // `seqkern bench --op <name>` and the default suite both go through here. Op families: delta (gated-delta,
 // delta-step), softmax, attention; each has its own shape type (bench/formulas.ts).
 import {
-  attention, gatedDeltaRule, gatedDeltaRuleStep, hyperAttention, rand, randn, softmaxInto, tensor, zeros,
+  attention, gatedDeltaRule, gatedDeltaRuleStep, hyperAttention, nalaAttention, rand, randn, softmaxInto, tensor, zeros,
   type AttentionOptions, type Tensor,
 } from '../src/index.js';
 import { attentionWithKVCache, type KVCacheOptions } from '../src/ops/kvcache.js';
 import { rotary } from '../src/ops/rotary.js';
 import { autoAlgorithm } from '../src/ops/delta.js';
 import {
-  attentionWork, deltaPrefillWork, deltaStepWork, hyperWork, softmaxWork,
-  type AttentionShape, type DeltaShape, type HyperShape, type SoftmaxShape, type Work,
+  attentionWork, deltaPrefillWork, deltaStepWork, hyperWork, nalaWork, softmaxWork,
+  type AttentionShape, type DeltaShape, type HyperShape, type NalaShape, type SoftmaxShape, type Work,
 } from './formulas.js';
 import { kvcacheWork, rotaryWork, type KVCacheShape, type RotaryShape } from './formulas.js';
-import { attentionGate, attentionInputs, hyperInputs, softmaxInput, type HyperInputKind } from './inputs.js';
+import { attentionGate, attentionInputs, hyperInputs, nalaInputs, softmaxInput, type HyperInputKind } from './inputs.js';
 import { fillUniform, uniformTensor, ATTENTION_RANGE } from './inputs.js';
 import { relErr } from './quality.js';
 
-export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention' | 'hyper'
+export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention' | 'hyper' | 'nala'
   | 'kvcache' | 'rotary';
-export type Family = 'delta' | 'softmax' | 'attention' | 'hyper'
+export type Family = 'delta' | 'softmax' | 'attention' | 'hyper' | 'nala'
   | 'serving';
-export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention', 'hyper', 'serving'];
+export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention', 'hyper', 'nala', 'serving'];
 /** The serving family's ops (issue 14): one table, rates over the bytes each op moves. */
 export const SERVING_OPS: readonly OpName[] = ['kvcache', 'rotary'];
 /** The delta ops' algorithms. */
@@ -80,12 +80,19 @@ export interface RotaryCase extends RotaryShape {
 }
 
 /** One benchmark case. */
-export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase | HyperCase
+/** nalaAttention(q [B,T,H,K], k [B,T,Hk,K], v [B,T,Hk,V], { causal }), no rope (bench/inputs.ts nalaInputs). */
+export interface NalaCase extends NalaShape {
+  op: 'nala';
+  backend: BenchBackend;
+}
+
+/** One benchmark case. */
+export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase | HyperCase | NalaCase
   | KVCacheCase | RotaryCase;
 
 export function familyOf(op: OpName): Family {
   if (SERVING_OPS.includes(op)) return 'serving';
-  return op === 'softmax' || op === 'attention' || op === 'hyper' ? op : 'delta';
+  return op === 'softmax' || op === 'attention' || op === 'hyper' || op === 'nala' ? op : 'delta';
 }
 
 /**
@@ -174,10 +181,14 @@ export class InputPool {
     readonly seed = 1,
   ) {
     for (const c of cases) if (c.op === 'gated-delta' && c.B === 1) this.maxT.set(prefillKey(c), Math.max(this.maxT.get(prefillKey(c)) ?? 0, c.T));
+    for (const c of cases) if (c.op === 'nala' && c.B === 1) this.nalaLengths.push({ key: `${c.H},${c.Hk},${c.K},${c.V},${c.dtype}`, T: c.T });
   }
+
+  private readonly nalaLengths: { key: string; T: number }[] = [];
 
   private softmaxSet?: { key: string; x: Tensor; out: Tensor };
   private hyperSet?: { key: string; q: Tensor; k: Tensor; v: Tensor };
+  private nalaSet?: { key: string; T: number; q: Tensor; k: Tensor; v: Tensor };
   private attentionSet?: { key: string; q: Tensor; k: Tensor; v: Tensor };
   private gateSet?: { key: string; gate: Tensor };
 
@@ -187,6 +198,29 @@ export class InputPool {
     if (keep !== 'softmax') this.softmaxSet = undefined;
     if (keep !== 'attention') this.attentionSet = this.gateSet = undefined;
     if (keep !== 'hyper') this.hyperSet = undefined;
+    if (keep !== 'nala') this.nalaSet = undefined;
+  }
+
+  /**
+   * q, k, v of a NaLaFormer case (bench/inputs.ts nalaInputs, seed): generated once at the longest T asked so
+   * far for the shape and viewed as prefixes (B = 1: a [1, T, ...] tensor is the first T tokens of a longer one).
+   */
+  nala(c: NalaCase): { q: Tensor; k: Tensor; v: Tensor } {
+    this.release('nala');
+    const key = `${c.B},${c.H},${c.Hk},${c.K},${c.V},${c.dtype}`;
+    if (this.nalaSet?.key !== key || this.nalaSet.T < c.T || c.B !== 1) {
+      this.nalaSet = undefined;
+      const T = c.B === 1 ? Math.max(c.T, ...this.nalaTs(c)) : c.T;
+      this.nalaSet = { key, T, ...nalaInputs({ ...c, T }, this.seed) };
+    }
+    const { q, k, v, T } = this.nalaSet;
+    if (T === c.T) return { q, k, v };
+    const prefix = (x: Tensor, perToken: number, last: number) => tensor(x.data.subarray(0, c.T * perToken), [1, c.T, x.shape[2], last], x.dtype);
+    return { q: prefix(q, c.H * c.K, c.K), k: prefix(k, c.Hk * c.K, c.K), v: prefix(v, c.Hk * c.V, c.V) };
+  }
+
+  private nalaTs(c: NalaCase): number[] {
+    return this.nalaLengths.filter((x) => x.key === `${c.H},${c.Hk},${c.K},${c.V},${c.dtype}`).map((x) => x.T);
   }
 
   /** q, k, v of c's input kind (bench/inputs.ts hyperInputs, seed), kept while consecutive cases share them. */
@@ -530,6 +564,24 @@ const rotaryEntry: OpEntry<RotaryCase> = {
   tooBigForReference: (c) => c.B * c.T * c.H * c.D > 1 << 22,
 };
 
+const nalaEntry: OpEntry<NalaCase> = {
+  name: 'nala',
+  family: 'nala',
+  summary: 'nalaAttention q [B,T,H,K], k [B,T,Hk,K], v [B,T,Hk,V] (non-causal: two passes; causal: chunkwise), no rope',
+  test: 'test/nala.test.ts',
+  traffic: (c) => nalaWork(c),
+  limits: (c) => ({ peak: true, copy: nalaWork(c).bytes }),
+  prepare(c, inputs) {
+    const { q, k, v } = inputs.nala(c);
+    const opts = { causal: c.causal, backend: c.backend };
+    return () => {
+      nalaAttention(q, k, v, opts);
+    };
+  },
+  // The float64 reference is the defining O(T²) sums per head.
+  tooBigForReference: (c) => c.T * c.T * c.H > 1 << 24,
+};
+
 export const OPS: {
   readonly 'gated-delta': DeltaEntry;
   readonly 'delta-step': DeltaEntry;
@@ -538,10 +590,12 @@ export const OPS: {
   readonly hyper: OpEntry<HyperCase>;
   readonly kvcache: OpEntry<KVCacheCase>;
   readonly rotary: OpEntry<RotaryCase>;
+  readonly nala: OpEntry<NalaCase>;
 } = {
   'gated-delta': gatedDelta, 'delta-step': deltaStep, softmax: softmaxEntry, attention: attentionEntry, hyper: hyperEntry,
   kvcache: kvcacheEntry,
   rotary: rotaryEntry,
+  nala: nalaEntry,
 };
 
 /** The entry of c's op, typed for c (TypeScript cannot correlate OPS[c.op] with c by itself). */
@@ -564,6 +618,8 @@ export function shapeLabel(c: BenchCase): string {
     case 'attention':
     case 'hyper':
       return `B${c.B} T${c.T} S${c.S} H${c.Hq}/${c.Hk} D${c.D}${c.Dv !== c.D ? ` Dv${c.Dv}` : ''}`;
+    case 'nala':
+      return `B${c.B} T${c.T} H${c.H}/${c.Hk} K${c.K} V${c.V}`;
     default: {
       const lead = c.op === 'delta-step' ? `N${c.B}` : `B${c.B} T${c.T}`;
       return `${lead} H${c.H}/${c.HV} K${c.K} V${c.V}`;
@@ -577,6 +633,7 @@ export function caseLabel(c: BenchCase): string {
     c.op === 'softmax' ? c.algorithm
     : c.op === 'attention' ? `${c.causal ? 'causal' : 'full'}${c.gate !== 'none' ? ` gate=${c.gate}` : ''}`
     : c.op === 'hyper' ? `${c.causal ? 'causal' : 'full'} ${c.inputs}`
+    : c.op === 'nala' ? (c.causal ? 'causal' : 'full')
     : c.op === 'kvcache' ? `lens ${c.lens.join(',')}`
     : c.op === 'rotary' ? (c.interleaved ? 'interleaved' : 'halves')
     : c.op === 'delta-step' ? 'step' : c.algorithm;

@@ -2,12 +2,12 @@
 // run; the tables printed on stdout (one per op family, each with its legend) and the JSON report written by
 // `--json FILE`.
 import type { Info } from '../src/index.js';
-import { attentionWork, gbs, gflops, hyperWork, softmaxWork } from './formulas.js';
+import { attentionWork, gbs, gflops, hyperWork, nalaWork, softmaxWork } from './formulas.js';
 import { formatBytes, type BandwidthResult, type Limits, type PeakResult } from './limits.js';
 import type { Timing } from './measure.js';
 import {
   FAMILIES, familyOf, OPS, shapeLabel,
-  type AttentionCase, type BenchCase, type Comparison, type DeltaCase, type GateKind, type HyperCase, type SoftmaxAlgorithm,
+  type AttentionCase, type BenchCase, type Comparison, type DeltaCase, type GateKind, type HyperCase, type NalaCase, type SoftmaxAlgorithm,
   type SoftmaxCase,
 } from './registry.js';
 import type { HyperInputKind } from './inputs.js';
@@ -162,7 +162,28 @@ export interface ServingRow extends RowCommon {
   copyRatio: number | null;
 }
 
-export type BenchRow = DeltaRow | SoftmaxRow | AttentionRow | HyperRow
+/** A NaLaFormer row. */
+export interface NalaRow extends RowCommon {
+  op: 'nala';
+  B: number;
+  T: number;
+  H: number;
+  Hk: number;
+  K: number;
+  V: number;
+  causal: boolean;
+  /** Queries per second (B·T per call). */
+  tokensPerSecond: number;
+  /** FLOPs by bench/formulas.ts nalaWork, and GFLOP/s at the median time. */
+  flops: number;
+  gflops: number;
+  peak: PeakResult | null;
+  peakRatio: number | null;
+  copy: BandwidthResult | null;
+  copyRatio: number | null;
+}
+
+export type BenchRow = DeltaRow | SoftmaxRow | AttentionRow | HyperRow | NalaRow
   | ServingRow;
 
 /** A case that did not run: its op is not implemented in this build (skipped) or it threw (failed). */
@@ -229,6 +250,8 @@ export function makeRow(c: BenchCase, t: Timing, env: { simd: string; threads: n
     case 'kvcache':
     case 'rotary':
       return servingRow(c, t, env, lim);
+    case 'nala':
+      return nalaRow(c, t, env, lim);
     default:
       return deltaRow(c, t, env, lim);
   }
@@ -351,6 +374,25 @@ function servingRow(c: KVCacheCase | RotaryCase, t: Timing, env: { simd: string;
     gflops: w.flops === null ? null : gflops(w.flops, t.median),
     read: lim.read ?? null,
     readRatio: lim.read ? base.gbs / lim.read.gbs : null,
+    copy: lim.copy ?? null,
+    copyRatio: lim.copy ? base.gbs / lim.copy.gbs : null,
+  };
+}
+
+function nalaRow(c: NalaCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits): NalaRow {
+  const w = nalaWork(c);
+  const base = common(c, t, env, w.bytes, w.workingSet);
+  const g = gflops(w.flops, t.median);
+  return {
+    op: 'nala',
+    ...base,
+    B: c.B, T: c.T, H: c.H, Hk: c.Hk, K: c.K, V: c.V,
+    causal: c.causal,
+    tokensPerSecond: w.tokens / t.median,
+    flops: w.flops,
+    gflops: g,
+    peak: lim.peak ?? null,
+    peakRatio: lim.peak ? g / lim.peak.gflops : null,
     copy: lim.copy ?? null,
     copyRatio: lim.copy ? base.gbs / lim.copy.gbs : null,
   };
@@ -513,7 +555,62 @@ export function hyperLegend(rows: readonly HyperRow[]): string {
   return lines.join('\n');
 }
 
-function peakList(rows: readonly (DeltaRow | AttentionRow | HyperRow)[]): string {
+/** The NaLaFormer table. */
+export function formatNalaRows(rows: readonly NalaRow[]): string {
+  const header = ['op', 'shape', 'dtype', 'mask', 'simd', 'thr', 'median ms', 'min-max ms', 'tok/s', 'GF/s', '%peak', 'peak@', 'GB/s', '%copy'];
+  const body = rows.map((r) => [
+    r.op,
+    r.shape,
+    DT[r.dtype] ?? r.dtype,
+    r.causal ? 'causal' : 'none',
+    simdCell(r),
+    String(r.threads),
+    ...timeCells(r),
+    si(r.tokensPerSecond),
+    sig(r.gflops),
+    pct(r.peakRatio),
+    peakAt(r.peak),
+    sig(r.gbs),
+    pct(r.copyRatio),
+  ]);
+  return formatTable(header, body);
+}
+
+/** Issue 16's targets: >= 40% of the FP32 peak at T = 16384, and time(65536) / time(16384) <= 4.3. */
+export const NALA_TARGETS = { T: 16384, peak: 0.4, longT: 65536, ratio: 4.3 } as const;
+
+/** time(T = longT) / time(T = T) of each mask whose two rows ran (same shape otherwise). */
+export function nalaScaling(rows: readonly NalaRow[], from: number = NALA_TARGETS.T, to: number = NALA_TARGETS.longT) {
+  const out: { causal: boolean; ratio: number }[] = [];
+  for (const a of rows) {
+    if (a.T !== from) continue;
+    const b = rows.find((r) => r.T === to && r.causal === a.causal && r.B === a.B && r.H === a.H && r.Hk === a.Hk && r.K === a.K && r.V === a.V && r.dtype === a.dtype && r.backend === a.backend);
+    if (b) out.push({ causal: a.causal, ratio: b.timeMs.median / a.timeMs.median });
+  }
+  return out;
+}
+
+export function nalaLegend(rows: readonly NalaRow[]): string {
+  const peaks = peakList(rows);
+  const lines = [
+    'nalaAttention(q, k, v, {causal}) without rope; the output is allocated by each call (included). GF/s: the',
+    'matrix work by bench/formulas.ts nalaWork (features of 2K per row; non-causal: 2·2K·V per key and kv head +',
+    '(2·2K·V + 2·2K) per query and head; causal: the chunkwise count, C = 64); the feature maps\' powers, the rotary',
+    `and the divisions are not counted. %peak: ÷ FP32 FMA peak at the SIMD level in effect${peaks ? ` (${peaks})` : ''}.`,
+    'GB/s: q, k, v read + o written once; %copy: ÷ copy bandwidth over the same bytes, measured in this run.',
+  ];
+  const t = NALA_TARGETS;
+  for (const s of nalaScaling(rows)) {
+    lines.push(`${s.causal ? 'causal' : 'non-causal'}: time(T=${t.longT}) / time(T=${t.T}) = ${s.ratio.toFixed(2)} (4 = linear; target <= ${t.ratio}: ${s.ratio <= t.ratio ? 'met' : 'NOT met'}).`);
+  }
+  for (const r of rows) {
+    if (r.T !== t.T || r.peakRatio === null) continue;
+    lines.push(`target (issue 16), ${r.causal ? 'causal' : 'non-causal'} T=${t.T}: >= ${t.peak * 100}% of peak: ${pct(r.peakRatio)}: ${r.peakRatio >= t.peak ? 'met' : 'NOT met'}.`);
+  }
+  return lines.join('\n');
+}
+
+function peakList(rows: readonly (DeltaRow | AttentionRow | HyperRow | NalaRow)[]): string {
   const peaks = new Map<string, PeakResult>();
   for (const r of rows) if (r.peak) peaks.set(`${r.peak.level}x${r.peak.threads}`, r.peak);
   return [...peaks.entries()].map(([k, p]) => `${k} = ${p.gflops.toFixed(1)} GFLOP/s`).join(', ');
@@ -598,6 +695,7 @@ export function formatReport(rows: readonly BenchRow[], skipped: readonly Skippe
     else if (f === 'softmax') blocks.push(`${formatSoftmaxRows(of as SoftmaxRow[])}\n\n${softmaxLegend()}`);
     else if (f === 'hyper') blocks.push(`${formatHyperRows(of as HyperRow[])}\n\n${hyperLegend(of as HyperRow[])}`);
     else if (f === 'serving') blocks.push(`${formatServingRows(of as ServingRow[])}\n\n${servingLegend()}`);
+    else if (f === 'nala') blocks.push(`${formatNalaRows(of as NalaRow[])}\n\n${nalaLegend(of as NalaRow[])}`);
     else blocks.push(`${formatAttentionRows(of as AttentionRow[])}\n\n${attentionLegend(of as AttentionRow[])}`);
   }
   if (skipped.length) blocks.push(formatSkipped(skipped));

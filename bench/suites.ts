@@ -11,16 +11,18 @@
 // - hyper (issue 16): B=1, H=2, D=64, T = S in {8192, 32768}, causal and not, Gaussian and clustered inputs,
 //   each beside exact attention on the same input (its time, the speedup, the relative error). Exact attention
 //   at T = S = 32768 takes seconds per call, so it is timed once or a few times (OpEntry.compare).
+// - nala (issue 16): B=1, H=Hk=8, K=V=64, T in {4096, 16384, 65536}, non-causal and causal; the legend gives
+//   time(T=65536)/time(T=16384) (4 = linear).
 import type { BenchDType } from './formulas.js';
 import {
   SOFTMAX_ALGORITHMS,
-  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type DeltaCase, type Family, type HyperCase,
+  type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type DeltaCase, type Family, type HyperCase, type NalaCase,
   type SoftmaxAlgorithm, type SoftmaxCase,
 } from './registry.js';
 import type { KVCacheCase, RotaryCase } from './registry.js';
 
 export type SuiteName = Family | 'all';
-export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'hyper', 'serving', 'all'];
+export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'hyper', 'nala', 'serving', 'all'];
 
 export interface SuiteOptions {
   dtype: BenchDType;
@@ -74,6 +76,15 @@ export function hyperSuite(o: SuiteOptions): HyperCase[] {
   return cases;
 }
 
+/** The NaLaFormer cases (issue 16 item 5): B=1, H=8, K=V=64, each T non-causal then causal. */
+export const SUITE_NALA_T: readonly number[] = [4096, 16384, 65536];
+
+export function nalaSuite(o: SuiteOptions): NalaCase[] {
+  return SUITE_NALA_T.flatMap((T) =>
+    [false, true].map((causal): NalaCase => ({ op: 'nala', B: 1, T, H: 8, Hk: 8, K: 64, V: 64, causal, dtype: o.dtype, backend: o.backend })),
+  );
+}
+
 export function deltaSuite(o: SuiteOptions): DeltaCase[] {
   const cases: DeltaCase[] = [];
   for (const { K, T: Ts } of SUITE_PREFILL) {
@@ -124,7 +135,7 @@ export function servingSuite(o: SuiteOptions): BenchCase[] {
   return cases;
 }
 
-/** The suite `o.suite` names (default all: delta, softmax, attention, hyper, in that order). */
+/** The suite `o.suite` names (default all: delta, softmax, attention, hyper, nala, in that order). */
 export function defaultSuite(o: SuiteOptions): BenchCase[] {
   const suite = o.suite ?? 'all';
   const cases: BenchCase[] = [];
@@ -132,6 +143,7 @@ export function defaultSuite(o: SuiteOptions): BenchCase[] {
   if (suite === 'all' || suite === 'softmax') cases.push(...softmaxSuite(o));
   if (suite === 'all' || suite === 'attention') cases.push(...attentionSuite(o));
   if (suite === 'all' || suite === 'hyper') cases.push(...hyperSuite(o));
+  if (suite === 'all' || suite === 'nala') cases.push(...nalaSuite(o));
   if (suite === 'serving') cases.push(...servingSuite(o));
   return cases;
 }

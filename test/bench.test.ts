@@ -353,8 +353,9 @@ describe('argument parsing', () => {
 
   it('--suite picks a family; --limits alone runs no case', () => {
     const fam = (argv: string[]) => [...new Set(casesFromArgs(parseBenchArgs(argv)).map((c) => c.op))];
-    expect(fam([])).toEqual(['gated-delta', 'delta-step', 'softmax', 'attention', 'hyper']);
-    expect(fam(['--suite', 'all'])).toEqual(['gated-delta', 'delta-step', 'softmax', 'attention', 'hyper']);
+    expect(fam([])).toEqual(['gated-delta', 'delta-step', 'softmax', 'attention', 'hyper', 'nala']);
+    expect(fam(['--suite', 'all'])).toEqual(['gated-delta', 'delta-step', 'softmax', 'attention', 'hyper', 'nala']);
+    expect(fam(['--suite', 'nala'])).toEqual(['nala']);
     expect(fam(['--suite', 'delta'])).toEqual(['gated-delta', 'delta-step']);
     expect(fam(['--suite', 'softmax'])).toEqual(['softmax']);
     expect(fam(['--suite', 'attention'])).toEqual(['attention']);
@@ -412,9 +413,9 @@ describe('softmax and attention suites', () => {
     ]);
   });
 
-  it('the default suite is delta, softmax, attention and hyper', () => {
+  it('the default suite is delta, softmax, attention, hyper and nala', () => {
     const all = defaultSuite({ dtype: 'float32', backend: 'cpu' });
-    expect(all).toHaveLength(3 * 7 + 2 + 8 + 3 + 8);
+    expect(all).toHaveLength(3 * 7 + 2 + 8 + 3 + 8 + 6);
     expect(defaultSuite({ dtype: 'float32', backend: 'cpu', suite: 'delta' })).toHaveLength(3 * 7 + 2);
   });
 

@@ -79,6 +79,14 @@ describe('nalaAttention native vs reference: shapes', () => {
       it(id(c), () => check(c));
     }
   }
+  // One head pair and many keys: the driver splits the keys into parts summed afterwards (native/cpu/nala.cc);
+  // many heads: both passes in one unit. Both against the reference.
+  for (const [B, Hk, S] of [[1, 1, 5000], [1, 2, 2500], [3, 2, 300]]) {
+    for (const rope of [false, true]) {
+      const c: Case = { B, T: 3, S, H: 2 * Hk, Hk, K: 32, V: 16, causal: false, rope, seed: S + B };
+      it(`${id(c)} (key parts / fused passes)`, () => check(c));
+    }
+  }
   it('MHA and MQA (H = Hk, Hk = 1), K = 16, V = 80', () => {
     check({ B: 1, T: 70, H: 2, Hk: 2, K: 16, V: 80, causal: true, rope: true, seed: 5 });
     check({ B: 1, T: 70, H: 3, Hk: 1, K: 16, V: 80, causal: false, rope: true, seed: 6 });

@@ -1,7 +1,8 @@
 // Driver of the NaLaFormer family: splits the work into units, runs them on the pool with the kernels of the
 // chosen SIMD level. Causal: one unit per (sequence, kv head), the state carried through its chunks.
-// Non-causal: pass 1 per (sequence, kv head, key part), parts summed in order; pass 2 per (sequence, head,
-// block of queries).
+// Non-causal: with at least two (sequence, kv head) units per thread, both passes in each unit; otherwise
+// pass 1 per (sequence, kv head, key part), parts summed in order, and pass 2 per (sequence, head, block of
+// queries).
 #include "nala.h"
 
 #include <algorithm>
@@ -74,6 +75,25 @@ static bool run_noncausal(const NalaArgs& a, const NalaKernels& kern) {
   const int64_t KVZ = 2LL * a.K * a.V + 2LL * a.K;
   const int threads = num_threads();
   const int64_t heads = static_cast<int64_t>(a.N) * a.Hk;
+  const int G = a.H / a.Hk;
+  std::atomic<bool> stop{false};
+  if (heads >= 2LL * threads) {
+    // Enough (sequence, kv head) units for every thread: both passes in one unit, the sums in a buffer of
+    // this thread (no N x Hk x KVZ scratch for a batch of many sequences).
+    parallel_for(heads, [&](int64_t u, int) {
+      if (stop.load(std::memory_order_relaxed)) return;
+      const NalaSeq s = seq_of(a, static_cast<int>(u / a.Hk));
+      const int hk = static_cast<int>(u % a.Hk);
+      if (s.qlen == 0) return;
+      thread_local std::vector<float> sums;
+      if (sums.size() < static_cast<size_t>(KVZ)) sums.resize(static_cast<size_t>(KVZ));
+      float* work = workspace(a);
+      bool ok = kern.kv_pass(a, s, hk, 0, s.klen, sums.data(), work);
+      for (int g = 0; ok && g < G; g++) ok = kern.q_pass(a, s, hk * G + g, 0, s.qlen, sums.data(), work);
+      if (!ok) stop.store(true);
+    });
+    return !stop.load();
+  }
   // Key parts: enough units for two per thread when the sequences and heads alone are fewer, each part at
   // least 1024 keys (the sum of the parts costs one more KVZ read per part).
   int64_t max_len = 0;
@@ -88,7 +108,6 @@ static bool run_noncausal(const NalaArgs& a, const NalaKernels& kern) {
     if (parts < 1) parts = 1;
   }
   std::vector<float> kvz(static_cast<size_t>(heads * parts * KVZ));
-  std::atomic<bool> stop{false};
   parallel_for(heads * parts, [&](int64_t u, int) {
     if (stop.load(std::memory_order_relaxed)) return;
     const int64_t hu = u / parts;
@@ -110,7 +129,6 @@ static bool run_noncausal(const NalaArgs& a, const NalaKernels& kern) {
     });
   }
   constexpr int64_t kBlock = 256;
-  const int G = a.H / a.Hk;
   std::vector<int64_t> first(a.N + 1, 0);  // first block unit of each sequence
   for (int n = 0; n < a.N; n++) first[n + 1] = first[n] + (seq_of(a, n).qlen + kBlock - 1) / kBlock * a.H;
   parallel_for(first[a.N], [&](int64_t u, int) {

@@ -104,8 +104,14 @@ interface Prepared {
 
 /** A rope option: { cos, sin } of `rows` x K each. */
 function checkRope(op: string, name: string, r: unknown, rows: number, K: number): { cos: Tensor; sin: Tensor } {
-  if (typeof r !== 'object' || r === null) fail('BAD_ARGUMENT', op, name, 'to be { cos, sin } (Tensors)', describe(r));
-  checkOptions(op, r, ['cos', 'sin']);
+  if (typeof r !== 'object' || r === null || r instanceof Tensor || ArrayBuffer.isView(r) || Array.isArray(r)) {
+    fail('BAD_ARGUMENT', op, name, 'to be { cos, sin } (Tensors)', r instanceof Tensor ? 'a Tensor' : describe(r));
+  }
+  for (const key of Object.keys(r)) {
+    if (key !== 'cos' && key !== 'sin' && (r as Record<string, unknown>)[key] !== undefined) {
+      fail('BAD_ARGUMENT', op, name, 'with the keys cos and sin only', `a key '${key}'`);
+    }
+  }
   const rr = r as { cos: unknown; sin: unknown };
   const cos = checkTensor(op, `${name}.cos`, rr.cos, ROPE_DTYPES, 2);
   const sin = checkTensor(op, `${name}.sin`, rr.sin, ROPE_DTYPES, 2);
@@ -187,16 +193,16 @@ function prepare(op: string, qa: unknown, ka: unknown, va: unknown, o: NalaAtten
     checkShape(op, 'state', initial, stateShape);
     wantFinal = true;
   } else {
-    if (o.outputFinalState !== undefined && typeof o.outputFinalState !== 'boolean') {
-      fail('BAD_ARGUMENT', op, 'outputFinalState', 'to be a boolean', describe(o.outputFinalState));
-    }
-    wantFinal = o.outputFinalState === true;
-    if (!causal && wantFinal) fail('BAD_ARGUMENT', op, 'outputFinalState', 'only with causal (a state is a prefix sum)', 'true');
     if (o.initialState !== undefined) {
       if (!causal) fail('BAD_ARGUMENT', op, 'initialState', 'only with causal (a state is a prefix sum)', 'a tensor');
       initial = checkTensor(op, 'initialState', o.initialState, ['float32', 'float64'], 3);
       checkShape(op, 'initialState', initial, stateShape);
     }
+    if (o.outputFinalState !== undefined && typeof o.outputFinalState !== 'boolean') {
+      fail('BAD_ARGUMENT', op, 'outputFinalState', 'to be a boolean', describe(o.outputFinalState));
+    }
+    wantFinal = o.outputFinalState === true;
+    if (!causal && wantFinal) fail('BAD_ARGUMENT', op, 'outputFinalState', 'only with causal (a state is a prefix sum)', 'true');
   }
 
   const oShape = step ? [B, H, V] : [B, T, H, V];
