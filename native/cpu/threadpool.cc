@@ -137,9 +137,15 @@ std::mutex g_owner;  // one op at a time owns the pool
 // cancelled kernel on it, and joining the workers would make the exit wait for that kernel.
 std::unique_ptr<Pool>& g_pool = *new std::unique_ptr<Pool>();
 int g_requested = 0;
+// The size in effect, readable without g_owner: num_threads() (info(), the calibration cache's key) must not
+// wait for a kernel an async call runs on the pool.
+std::atomic<int> g_size{0};
 
 Pool& pool() {
-  if (!g_pool) g_pool = std::make_unique<Pool>(g_requested > 0 ? g_requested : default_num_threads());
+  if (!g_pool) {
+    g_pool = std::make_unique<Pool>(g_requested > 0 ? g_requested : default_num_threads());
+    g_size.store(g_pool->size());
+  }
   return *g_pool;
 }
 
@@ -156,6 +162,8 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int)>& fn) {
 }
 
 int num_threads() {
+  const int n = g_size.load();
+  if (n > 0) return n;
   std::lock_guard<std::mutex> lk(g_owner);
   return pool().size();
 }
@@ -168,6 +176,7 @@ void set_num_threads(int n) {
   // old setting stay as they were and the error reaches the caller.
   auto next = std::make_unique<Pool>(want > 0 ? want : default_num_threads());
   g_pool = std::move(next);
+  g_size.store(g_pool->size());
   g_requested = want;
 }
 
