@@ -17,7 +17,7 @@ export { attentionReference } from './reference/attention.js';
 export { hyperAttention, hyperAttentionAsync } from './ops/hyper.js';
 export {
   warmup, warmupAsync, chain, chainOps, Chain, ChainError, registerChainOp, chainBackend, calibrationsMade,
-  type ChainPlan, type ChainPlanner, type DeltaCalibration, type WarmupOptions, type WarmupResult,
+  type ChainPlan, type ChainPlanner, type ChainOpMap, type ChainOpName, type DeltaCalibration, type WarmupOptions, type WarmupResult,
 } from './runtime.js';
 export { hyperAttentionReference, hyperProjections, hyperSampleStream, hyperSamples, grayRank } from './reference/hyper.js';
 
