@@ -258,6 +258,51 @@ describe('async calls hold no libuv thread while they wait (issue 15.1)', () => 
   });
 });
 
+describe('one queue for every thread', () => {
+  it('the main thread and two workers issuing async calls at once each get their own answers', () => {
+    const body = `
+      const x = sk.randn([33, 257], { seed: SEED });
+      const want = sk.softmax(x);
+      const got = await Promise.all(Array.from({ length: 60 }, (_, i) => i % 3 === 2 ? sk.chain().op('softmax', x).run().then((r) => r[0]) : sk.softmaxAsync(x)));
+      const ok = got.every((y) => y.data.every((e, j) => Object.is(e, want.data[j])));`;
+    const r = child(`
+      const { Worker } = await import('node:worker_threads');
+      const src = (seed) => ${JSON.stringify(`import * as sk from ${JSON.stringify(dist)}; import { parentPort } from 'node:worker_threads';`)} + ${JSON.stringify(body)}.replace('SEED', String(seed)) + ' parentPort.postMessage(ok);';
+      const ws = [1, 2].map((s) => new Worker(src(s), { eval: true, type: 'module' }));
+      const fromWorkers = Promise.all(ws.map((w) => new Promise((res, rej) => { w.once('message', res); w.once('error', rej); })));
+      ${body.replace('SEED', '3')}
+      const all = [ok, ...(await fromWorkers)];
+      await Promise.all(ws.map((w) => w.terminate()));
+      console.log(JSON.stringify({ all }));`);
+    expect(r.status, said('threads', r)).toBe(0);
+    expect(JSON.parse(r.out).all).toEqual([true, true, true]);
+  });
+
+  it('terminating workers at random moments of mixed async calls and chains leaves the process alive (20 runs)', () => {
+    const start = `
+      const q = sk.randn([1, 1024, 4, 64], { seed: 1 });
+      const N = 16, H = 4, K = 128, x = (s, shape) => sk.randn(shape, { seed: s, std: 0.3 });
+      const step = () => ({ q: x(1, [N, H, K]), k: x(2, [N, H, K]), v: x(3, [N, H, K]), beta: sk.rand([N, H], { seed: 4 }), state: sk.zeros([N, H, K, K]), qkL2Norm: true });
+      sk.attentionAsync(q, q, q, { causal: true }).catch(() => {});
+      sk.softmaxAsync(sk.randn([256, 4096], { seed: 1 })).catch(() => {});
+      for (let i = 0; i < 4; i++) sk.gatedDeltaRuleStepAsync(step()).catch(() => {});
+      sk.chain().op('gatedDeltaRuleStep', step()).op('attention', q, q, q).run().catch(() => {});
+      sk.gatedDeltaRuleAsync({ q, k: q, v: q, beta: sk.rand([1, 1024, 4], { seed: 5 }), algorithm: 'auto' }).catch(() => {});`;
+    const r = child(`
+      const { Worker } = await import('node:worker_threads');
+      for (let run = 0; run < 20; run++) {
+        const w = new Worker(${JSON.stringify(`import * as sk from ${JSON.stringify(dist)}; import { parentPort } from 'node:worker_threads';`)} + ${JSON.stringify(start)} + ' parentPort.postMessage("started");', { eval: true, type: 'module' });
+        await new Promise((res, rej) => { w.once('message', res); w.once('error', rej); });
+        await new Promise((res) => setTimeout(res, (run * 7) % 40));
+        await w.terminate();
+      }
+      const y = await sk.softmaxAsync(sk.randn([2, 8], { seed: 1 }));
+      console.log(JSON.stringify({ sum: y.data.reduce((a, b) => a + b, 0) }));`, 120_000);
+    expect(r.status, said('terminate mixed', r)).toBe(0);
+    expect(JSON.parse(r.out).sum).toBeCloseTo(2, 5);
+  }, 130_000);
+});
+
 describe('warmup and the auto calibration (issue 15.3)', () => {
   it('warmup() measures the asked head dims once; warmupAsync() finds them cached', async () => {
     const w = warmup({ delta: [{ K: 20, V: 12 }] });
