@@ -3,7 +3,8 @@
 // attention decode (T = 1, S = 1024), each timed sync and async back to back, and spaced by ~1 ms of JS
 // work (a server's event loop between steps: the pool's threads and the dispatcher have gone to sleep);
 // then 8 layers of a hybrid decode step (6 delta steps + 2 attention decodes) as a chain.run(), as
-// chain.runSync(), and as the 8 sync calls. Medians of per-call wall times.
+// chain.runSync(), and as the 8 sync calls. Medians of per-call wall times; the forms compared are timed
+// interleaved, call by call.
 import { writeFileSync } from 'node:fs';
 import {
   attention, attentionAsync, chain, gatedDeltaRuleStep, gatedDeltaRuleStepAsync, info, rand, randn, setNumThreads, zeros,
@@ -32,18 +33,23 @@ function busy(ms: number): void {
   while (performance.now() < end) { /* JS work between calls */ }
 }
 
-/** Per-call times (us) of f over ~seconds, after a warm-up; `gap` ms of JS work before each timed call. */
-async function time(f: () => unknown, seconds: number, gapMs: number): Promise<{ medianUs: number; samples: number }> {
-  for (let i = 0; i < 20; i++) await f();
-  const xs: number[] = [];
-  const end = performance.now() + seconds * 1000;
-  while (performance.now() < end || xs.length < 20) {
-    if (gapMs > 0) busy(gapMs);
-    const t0 = performance.now();
-    await f();
-    xs.push((performance.now() - t0) * 1000);
+/**
+ * Per-call times (us) of each of fs over ~seconds, after a warm-up, interleaved call by call (a machine that
+ * drifts mid-run shifts them all alike); `gapMs` of JS work before each timed call.
+ */
+async function time(fs: (() => unknown)[], seconds: number, gapMs: number): Promise<{ medianUs: number; samples: number }[]> {
+  for (let i = 0; i < 20; i++) for (const f of fs) await f();
+  const xs: number[][] = fs.map(() => []);
+  const end = performance.now() + seconds * 1000 * fs.length;
+  while (performance.now() < end || xs[0].length < 20) {
+    for (let j = 0; j < fs.length; j++) {
+      if (gapMs > 0) busy(gapMs);
+      const t0 = performance.now();
+      await fs[j]();
+      xs[j].push((performance.now() - t0) * 1000);
+    }
   }
-  return { medianUs: median(xs), samples: xs.length };
+  return xs.map((x) => ({ medianUs: median(x), samples: x.length }));
 }
 
 function deltaStep(N: number, H: number, K: number, seed: number) {
@@ -71,18 +77,22 @@ export async function runAsyncBench(a: AsyncBenchArgs, out: (s: string) => void,
   // Delta decode step, N·HV = 64 (N = 8 streams, HV = H = 8), K = V = 128; the state in place.
   const d = deltaStep(8, 8, 128, 1);
   const dc = 'delta step N=8 HV=8 K=V=128';
-  add(dc, 'sync', await time(() => gatedDeltaRuleStep(d), s, 0));
-  add(dc, 'async', await time(() => gatedDeltaRuleStepAsync(d), s, 0));
-  add(dc, 'sync, 1 ms apart', await time(() => gatedDeltaRuleStep(d), s, 1));
-  add(dc, 'async, 1 ms apart', await time(() => gatedDeltaRuleStepAsync(d), s, 1));
+  const [ds, da] = await time([() => gatedDeltaRuleStep(d), () => gatedDeltaRuleStepAsync(d)], s, 0);
+  add(dc, 'sync', ds);
+  add(dc, 'async', da);
+  const [dss, dsa] = await time([() => gatedDeltaRuleStep(d), () => gatedDeltaRuleStepAsync(d)], s, 1);
+  add(dc, 'sync, 1 ms apart', dss);
+  add(dc, 'async, 1 ms apart', dsa);
 
   // Attention decode: one query against S = 1024 keys, Hq = Hk = 8, D = 128.
   const q = randn([1, 1, 8, 128], { seed: 2 }), k = randn([1, 1024, 8, 128], { seed: 3 }), v = randn([1, 1024, 8, 128], { seed: 4 });
   const ac = 'attention decode S=1024 H=8 D=128';
-  add(ac, 'sync', await time(() => attention(q, k, v), s, 0));
-  add(ac, 'async', await time(() => attentionAsync(q, k, v), s, 0));
-  add(ac, 'sync, 1 ms apart', await time(() => attention(q, k, v), s, 1));
-  add(ac, 'async, 1 ms apart', await time(() => attentionAsync(q, k, v), s, 1));
+  const [as, aa] = await time([() => attention(q, k, v), () => attentionAsync(q, k, v)], s, 0);
+  add(ac, 'sync', as);
+  add(ac, 'async', aa);
+  const [ass, asa] = await time([() => attention(q, k, v), () => attentionAsync(q, k, v)], s, 1);
+  add(ac, 'sync, 1 ms apart', ass);
+  add(ac, 'async, 1 ms apart', asa);
 
   // 8 layers of a hybrid decode step: delta, delta, delta, attention, twice; each op's own buffers.
   const layers = Array.from({ length: 6 }, (_, l) => deltaStep(8, 8, 128, 10 * l + 5));
@@ -99,11 +109,14 @@ export async function runAsyncBench(a: AsyncBenchArgs, out: (s: string) => void,
     }
   }
   const cc = 'chain of 8 (6 delta steps + 2 attention decodes)';
-  add(cc, 'sum of 8 syncs', await time(() => { for (const f of sync) f(); }, s, 0));
-  add(cc, 'chain.runSync()', await time(() => c.runSync(), s, 0));
-  add(cc, 'chain.run()', await time(() => c.run(), s, 0));
-  add(cc, 'sum of 8 syncs, 1 ms apart', await time(() => { for (const f of sync) f(); }, s, 1));
-  add(cc, 'chain.run(), 1 ms apart', await time(() => c.run(), s, 1));
+  const syncs = () => { for (const f of sync) f(); };
+  const [cs, crs, cr] = await time([syncs, () => c.runSync(), () => c.run()], s, 0);
+  add(cc, 'sum of 8 syncs', cs);
+  add(cc, 'chain.runSync()', crs);
+  add(cc, 'chain.run()', cr);
+  const [css, csr] = await time([syncs, () => c.run()], s, 1);
+  add(cc, 'sum of 8 syncs, 1 ms apart', css);
+  add(cc, 'chain.run(), 1 ms apart', csr);
 
   const get = (cs: string, m: string) => rows.find((r) => r.case === cs && r.mode === m)!.medianUs;
   const lines = [
