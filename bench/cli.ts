@@ -9,6 +9,8 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { info, setNumThreads, setSimdLevel, SeqkernError, type Info } from '../src/index.js';
 import type { BenchDType } from './formulas.js';
+import { runAsyncBench } from './async.js';
+import { warmup, type DeltaCalibration } from '../src/index.js';
 import { formatLimits, LimitProbe, limitWarnings, measureAllLimits, SIMD_LEVELS, type SimdName } from './limits.js';
 import { measure, pool, type Timing } from './measure.js';
 import {
@@ -27,10 +29,13 @@ export const USAGE = `usage: seqkern <command> [flags]
 
 commands:
   info [--json]            build, SIMD level, CPU features, threads, CUDA
+  info --calibrate          also run the one-time calibrations (warmup()) and print what they chose
   bench                    the default suite: delta, softmax, attention, hyper, nala (about five minutes on 2 cores)
   bench --suite <family>   one family of it: ${SUITES.join('|')} (default all)
   bench --op <name> ...    one case; ops: ${Object.keys(OPS).join(', ')}
   bench --limits           FP32 FMA peak per SIMD level, copy/triad/update/read bandwidth per size
+  bench --async            an Async call's cost over sync (delta step, attention decode; back to back and 1 ms
+                           apart) and a chained 8-layer decode step vs its 8 syncs [--seconds S --threads N --json F]
   help                     this text
 
 bench flags:
@@ -383,6 +388,14 @@ export function formatInfo(i: Info): string {
   return [`seqkern ${i.version}`, ...rows.map(([k, v]) => `  ${k.padEnd(14)}${v}`)].join('\n');
 }
 
+/** `seqkern info --calibrate`: the delta chunk/recurrent races run, one line each. */
+export function formatCalibrations(cs: readonly DeltaCalibration[]): string {
+  if (!cs.length) return 'calibrations: none (no native addon)';
+  return ['calibrations (delta algorithm: \'auto\', prefills of >= 64 tokens per sequence):',
+    ...cs.map((c) => `  K=${c.K} V=${c.V}: ${c.algorithm} (chunk ${(c.chunkNs / 1e6).toFixed(2)} ms, recurrent ${(c.recurrentNs / 1e6).toFixed(2)} ms; ${c.simd}, ${c.threads} threads)`),
+  ].join('\n');
+}
+
 /** Seconds per limit probe, from --seconds. */
 export function limitSeconds(seconds: number): number {
   return Math.min(1, Math.max(0.2, seconds / 2));
@@ -554,11 +567,29 @@ export async function main(argv: string[], io: IO = processIO): Promise<number> 
   try {
     switch (command) {
       case 'info': {
+        if (rest.includes('--calibrate')) {
+          // The one-time calibrations (src/runtime.ts warmup): run them and print what was chosen.
+          const { values } = strictParse(rest, { json: { type: 'boolean' }, calibrate: { type: 'boolean' } } as const);
+          const w = warmup();
+          io.out(values.json ? `${JSON.stringify({ ...info(), calibrations: w.delta }, null, 2)}\n` : `${formatInfo(info())}\n${formatCalibrations(w.delta)}\n`);
+          return 0;
+        }
         const { values } = strictParse(rest, { json: { type: 'boolean' } } as const);
         io.out(values.json ? `${JSON.stringify(info(), null, 2)}\n` : `${formatInfo(info())}\n`);
         return 0;
       }
       case 'bench': {
+        if (rest.includes('--async')) {
+          // The Async-overhead and chain cases (bench/async.ts).
+          const { values } = strictParse(rest, {
+            async: { type: 'boolean' }, seconds: { type: 'string' }, threads: { type: 'string' }, json: { type: 'string' },
+          } as const);
+          const seconds = values.seconds === undefined ? 1 : Number(values.seconds);
+          if (!(seconds > 0)) throw new UsageError(`--seconds: expected a positive number, got '${values.seconds}'`);
+          const threads = values.threads === undefined ? undefined : Number(values.threads);
+          if (threads !== undefined && !Number.isInteger(threads)) throw new UsageError(`--threads: expected an integer, got '${values.threads}'`);
+          return await runAsyncBench({ seconds, threads, json: values.json }, (t) => io.out(t), (t) => io.err(t));
+        }
         const a = parseBenchArgs(rest);
         if (a.help) {
           io.out(USAGE);

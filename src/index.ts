@@ -19,7 +19,7 @@ export { hyperAttention, hyperAttentionAsync } from './ops/hyper.js';
 export { CudaTensor, cudaInfo, toCpuAsync, type CudaInfo } from './device.js';
 export {
   warmup, warmupAsync, chain, chainOps, Chain, ChainError, registerChainOp, chainBackend, calibrationsMade,
-  type ChainPlan, type ChainPlanner, type DeltaCalibration, type WarmupOptions, type WarmupResult,
+  type ChainPlan, type ChainPlanner, type ChainOpMap, type ChainOpName, type DeltaCalibration, type WarmupOptions, type WarmupResult,
 } from './runtime.js';
 export { hyperAttentionReference, hyperProjections, hyperSampleStream, hyperSamples, grayRank } from './reference/hyper.js';
 export { attentionWithKVCache, attentionWithKVCacheAsync, type KVCacheOptions, type KVCacheResult } from './ops/kvcache.js';

@@ -5,6 +5,10 @@ import { abortError, fail, SeqkernError } from './errors.js';
 import { fromNative, native } from './backend.js';
 import type { AsyncOptions } from './types.js';
 import { checkInt, checkOptions } from './validate.js';
+import type { attention } from './ops/attention.js';
+import type { gatedDeltaRule, gatedDeltaRuleStep, kaczmarzDeltaRule, kaczmarzDeltaRuleStep } from './ops/delta.js';
+import type { hyperAttention } from './ops/hyper.js';
+import type { softmax, softmaxInto } from './ops/softmax.js';
 
 // ---- calibrations ----
 
@@ -196,6 +200,22 @@ function fromChainNative(names: string[], e: unknown, signal?: AbortSignal): unk
 }
 
 /**
+ * The chainable ops and their sync forms: op(name, ...args) takes that form's arguments and add() returns its
+ * result type. An op made chainable with registerChainOp adds its entry here.
+ */
+export interface ChainOpMap {
+  softmax: typeof softmax;
+  softmaxInto: typeof softmaxInto;
+  attention: typeof attention;
+  hyperAttention: typeof hyperAttention;
+  gatedDeltaRule: typeof gatedDeltaRule;
+  kaczmarzDeltaRule: typeof kaczmarzDeltaRule;
+  gatedDeltaRuleStep: typeof gatedDeltaRuleStep;
+  kaczmarzDeltaRuleStep: typeof kaczmarzDeltaRuleStep;
+}
+export type ChainOpName = keyof ChainOpMap;
+
+/**
  * Several ops run as one unit on seqkern's worker: one queue hop and one Promise for all of them (a decode
  * step through every layer). Build it with op(name, ...args) — the op's own arguments, validated right
  * there exactly as its sync form would, its outputs allocated there — and run it with run({ signal }) (or
@@ -212,12 +232,14 @@ export class Chain {
    * Appends an op, validating its arguments now (a SeqkernError names the op's index and name: ChainError).
    * Returns the chain; the op's result (its output tensors, written when the chain runs) is result(i).
    */
+  op<N extends ChainOpName>(name: N, ...args: Parameters<ChainOpMap[N]>): this;
   op(name: string, ...args: unknown[]): this {
-    this.add(name, ...args);
+    (this.add as (n: string, ...a: unknown[]) => unknown)(name, ...args);
     return this;
   }
 
   /** op() that returns the op's result (the output tensors it will write) instead of the chain. */
+  add<N extends ChainOpName>(name: N, ...args: Parameters<ChainOpMap[N]>): ReturnType<ChainOpMap[N]>;
   add(name: string, ...args: unknown[]): unknown {
     const i = this.plans.length;
     const planner = planners.get(name);

@@ -72,3 +72,14 @@ softmax([1, 2, 3]);
 // Tensor helpers keep their types.
 const b16: Tensor = tensor([1, 2, 3], [3]).to('bfloat16').slice(1).reshape([-1]);
 void b16;
+
+// Chained ops and warmup (src/runtime.ts): op() takes the op's own arguments, add() returns its result type.
+import { chain as chainOf, warmupAsync as warm } from '../../dist/src/index.js';
+const ch = chainOf().op('softmax', q).op('gatedDeltaRule', { q, k, v, beta });
+const chO: Tensor = ch.add('attention', q, k, v, { causal: true }).o;
+void chO;
+// @ts-expect-error gatedDeltaRule needs beta
+ch.op('gatedDeltaRule', { q, k, v });
+const chSignal: AbortSignal | undefined = undefined;
+void ch.run({ signal: chSignal });
+void warm({ delta: [{ K: 64, V: 64 }] }).then((w) => w.delta[0]?.algorithm);
