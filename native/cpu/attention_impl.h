@@ -558,6 +558,55 @@ inline void finish(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u,
   }
 }
 
+// ---- masked tiles whose hidden keys hold non-finite values. P is exactly 0 on a masked key, but 0 * NaN
+// (or 0 * Inf) in P V would still carry a NaN in V to the columns that cannot see that key, where the
+// reference skips the key. Keys of tile row j sit at pos(j) = j < na ? ja + j : jb + j - na, their V rows at
+// row(j) = j < na ? VA + j * ldv : VB + (j - na) * ldv, kv head g's slice g * Dv further.
+
+// Whether a V row of a key past lim_min (hidden from some column) holds a NaN or an Inf: x * 0 + acc is NaN
+// then, and acc stays 0 otherwise.
+template <class L>
+inline bool hidden_nonfinite(int na, int nb, int64_t ja, int64_t jb, int32_t lim_min, int nkv, int Dv,
+                             const typename L::T* VA, const typename L::T* VB, int ldv) {
+  V_ acc = Vec::zero();
+  for (int j = 0; j < na + nb; j++) {
+    const int64_t pos = j < na ? ja + j : jb + j - na;
+    if (pos <= lim_min) continue;
+    const typename L::T* v = j < na ? VA + static_cast<int64_t>(j) * ldv : VB + static_cast<int64_t>(j - na) * ldv;
+    for (int d = 0; d < nkv * Dv; d += W) {
+      const int n = nkv * Dv - d < W ? nkv * Dv - d : W;
+      acc = Vec::fma(L::loadp(v + d, n), Vec::zero(), acc);
+    }
+  }
+  const float s = Vec::hsum(acc);
+  return s != s;
+}
+
+// P V of such a tile column by column, each over only the keys it sees (pos(j) <= lim[ct]): O set (first),
+// rescaled by alpha and accumulated (rescale), or accumulated.
+template <class L>
+inline void pv_visible(int na, int nb, int64_t ja, int64_t jb, int ncols, int cols, int npad, int Dv, int dvp,
+                       const float* P, const typename L::T* VA, const typename L::T* VB, int ldv, const int32_t* lim,
+                       const float* alpha, bool first, bool rescale, float* O) {
+  for (int ct = 0; ct < ncols; ct++) {
+    float* o = O + static_cast<int64_t>(ct) * dvp;
+    const int64_t g = ct / cols;
+    if (first) std::memset(o, 0, static_cast<size_t>(dvp) * sizeof(float));
+    else if (rescale)
+      for (int d = 0; d < dvp; d += W) Vec::store(o + d, Vec::mul(Vec::set1(alpha[ct]), Vec::load(o + d)));
+    for (int j = 0; j < na + nb; j++) {
+      const int64_t pos = j < na ? ja + j : jb + j - na;
+      if (pos > lim[ct]) continue;
+      const typename L::T* v = (j < na ? VA + static_cast<int64_t>(j) * ldv : VB + static_cast<int64_t>(j - na) * ldv) + g * Dv;
+      const V_ pj = Vec::set1(P[static_cast<int64_t>(j) * npad + ct]);
+      for (int d = 0; d < Dv; d += W) {
+        const int n = Dv - d < W ? Dv - d : W;
+        Vec::store(o + d, Vec::fma(pj, L::loadp(v + d, n), Vec::load(o + d)));
+      }
+    }
+  }
+}
+
 // ---- one unit
 
 
@@ -705,7 +754,20 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
     }
     const bool rescale = masked ? softmax_tile<true>(nk, ncols, npad, w.st, w.m, w.l, w.alpha)
                                 : softmax_tile<false>(nk, ncols, npad, w.st, w.m, w.l, w.alpha);
-    if (u.nkv > 1) {  // several kv heads: key by key (pv_keys), O first set or rescaled as a whole
+    bool hidden_bad = false;  // a NaN/Inf in the V row of a key some column cannot see (see pv_visible)
+    if (masked)
+      with_loader([&](auto loader) {
+        using T = typename decltype(loader)::T;
+        hidden_bad = hidden_nonfinite<decltype(loader)>(na, nb, ja, jb, lim_min, u.nkv, Dv, static_cast<const T*>(VA),
+                                                        static_cast<const T*>(VB), ldv);
+      });
+    if (hidden_bad) {
+      with_loader([&](auto loader) {
+        using T = typename decltype(loader)::T;
+        pv_visible<decltype(loader)>(na, nb, ja, jb, ncols, cols, npad, Dv, dvp, w.st, static_cast<const T*>(VA),
+                                     static_cast<const T*>(VB), ldv, w.lim, w.alpha, first, rescale, w.o);
+      });
+    } else if (u.nkv > 1) {  // several kv heads: key by key (pv_keys), O first set or rescaled as a whole
       if (first) std::memset(w.o, 0, static_cast<size_t>(ncols) * dvp * sizeof(float));
       else if (rescale) scale_rows(ncols, dvp, w.alpha, w.o);
       with_loader([&](auto loader) {

@@ -42,9 +42,11 @@ struct Vec {
   static float hsum(T a) { return _mm512_reduce_add_ps(a); }
   // Pieces of exp() below: round to nearest, p * 2^n by an add to the exponent bits (n >= -127, p in
   // [0.7, 1.5)), and the range fix-ups (under -87.34: 0, as expf flushes; over 88.72: +Inf; NaN stays).
+  // scale2n's max takes n second, so a NaN n stays NaN (max returns its second operand then), converts to
+  // 0x80000000 and adds 0 to p's bits: a NaN p stays NaN (clamping NaN to -127 made e^NaN = 3).
   static T round(T x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static T scale2n(T p, T n) {
-    const __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(_mm512_max_ps(n, set1(-127.f))), 23);
+    const __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(_mm512_max_ps(set1(-127.f), n)), 23);
     return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e));
   }
   static T fix_range(T x, T y) {
@@ -80,7 +82,7 @@ struct Vec {
   }
   static T round(T x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static T scale2n(T p, T n) {
-    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_max_ps(n, set1(-127.f))), 23);
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_max_ps(set1(-127.f), n)), 23);
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
   }
   static T fix_range(T x, T y) {
@@ -111,7 +113,7 @@ struct Vec {
   static T round(T a) { T r; for (int i = 0; i < W; i++) r.v[i] = std::nearbyint(a.v[i]); return r; }
   static T scale2n(T p, T n) {
     T r;
-    for (int i = 0; i < W; i++) r.v[i] = std::ldexp(p.v[i], static_cast<int>(n.v[i] < -127.f ? -127.f : n.v[i]));
+    for (int i = 0; i < W; i++) r.v[i] = n.v[i] != n.v[i] ? p.v[i] : std::ldexp(p.v[i], static_cast<int>(n.v[i] < -127.f ? -127.f : n.v[i]));
     return r;
   }
   static T fix_range(T x, T y) {
