@@ -45,9 +45,10 @@ struct DeltaJob {
   std::vector<uint8_t> has_initial;
   std::vector<int64_t> snap_base;
   std::vector<float> a_log, dt_bias;
+  bool snaps_given = false;
   void run() {
     // An in-place state (the pool included), or the caller's o, must end all old or all new.
-    if (in_place || caller_out || a.pool || a.snaps) cancel_before_writing(a.cancel);
+    if (in_place || caller_out || a.pooled || snaps_given) cancel_before_writing(a.cancel);
     if (!caller_out) advise_huge_pages(a.o, static_cast<int64_t>(a.B) * a.T * a.HV * a.V * dtype_bytes(a.qkv_dtype));
     if (!in_place && a.final_state) advise_huge_pages(a.final_state, static_cast<int64_t>(a.N) * a.HV * a.K * a.V * 4);
     if (!delta_prefill(a)) throw CodedError("ABORTED", "aborted");
@@ -176,6 +177,7 @@ DeltaJob parse(const Napi::Object& o) {
     if (a.pool_dtype == DType::f16) throw CodedError("BAD_DTYPE", "expected pool dtype float32 or bfloat16, got float16");
     check_len(pool, slots * HV * K * V, "pool", dims({slots, HV, K, V}));
     a.pool = pool.data;
+    a.pooled = true;
     a.slots = static_cast<int>(slots);
     pool_bytes = slots * HV * K * V * dtype_bytes(a.pool_dtype);
     if (idx.present) {
@@ -228,6 +230,7 @@ DeltaJob parse(const Napi::Object& o) {
     }
     check_len(snaps, checked({count, HV, K, V}, "snaps"), "snaps", dims({count, HV, K, V}));
     a.snaps = snaps.data;
+    job.snaps_given = true;
     a.snap_base = job.snap_base.data();
     snap_bytes = count * HV * K * V * dtype_bytes(a.snap_dtype);
   }

@@ -69,7 +69,7 @@ bool delta_prefill(const DeltaArgs& a) {
       unit.bos = static_cast<int64_t>(n) * a.T;
       unit.len = a.T;
     }
-    if (a.pool) {
+    if (a.pooled) {
       const int slot = a.state_indices ? a.state_indices[n] : n;
       if (slot < 0) {  // padding: o rows of these heads are 0, nothing else is touched
         const int64_t es = dtype_bytes(a.qkv_dtype);

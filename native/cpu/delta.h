@@ -33,8 +33,9 @@ struct DeltaArgs {
   bool use_chunk = true;
   const int32_t* cancel = nullptr;      // non-zero: stop; checked between chunks (JS sets it on abort)
 
-  // State pool (README "Serving: the delta-state pool"): when `pool` is set, initial_state / final_state are
+  // State pool (README "Serving: the delta-state pool"): when `pooled`, initial_state / final_state are
   // unused and sequence n reads and writes slot state_indices[n] of pool [slots, HV, K, V] in place.
+  bool pooled = false;                  // the pool is in use (pool may be null when it has no slots)
   void* pool = nullptr;
   DType pool_dtype = DType::f32;        // f32 or bf16 (computed in float32, rounded on the write back)
   int slots = 0;
