@@ -110,6 +110,7 @@ export interface DeltaStepOptions extends CommonOptions {
   eta?: TensorInput | undefined;
   g?: TensorInput | undefined;
   decay?: TensorInput | undefined;
+  /** [N, HV, K, V], or the pool [slots, HV, K, V] with stateIndices; float32 or bfloat16; updated in place. */
   state: TensorInput;
   qkL2Norm?: boolean | undefined;
   scale?: number | undefined;
