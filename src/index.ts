@@ -10,7 +10,7 @@ export {
   kaczmarzDeltaRule, kaczmarzDeltaRuleAsync, kaczmarzDeltaRuleStep, kaczmarzDeltaRuleStepAsync,
 } from './ops/delta.js';
 export { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from './reference/delta.js';
-export { deltaCheckpointLayout, type DeltaCheckpointLayout } from './ops/delta.js';
+export { deltaCheckpointLayout, deltaCommitStates, type DeltaCheckpointLayout } from './ops/delta.js';
 export { softmax, softmaxInto, softmaxAsync, softmaxIntoAsync } from './ops/softmax.js';
 export { softmaxReference } from './reference/softmax.js';
 export { attention, attentionAsync } from './ops/attention.js';

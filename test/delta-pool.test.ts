@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  deltaCheckpointLayout, gatedDeltaRule, gatedDeltaRuleAsync, gatedDeltaRuleReference, gatedDeltaRuleStep, gatedDeltaRuleStepAsync,
+  deltaCheckpointLayout, deltaCommitStates, gatedDeltaRule, gatedDeltaRuleAsync, gatedDeltaRuleReference, gatedDeltaRuleStep, gatedDeltaRuleStepAsync,
   gatedDeltaRuleStepReference, kaczmarzDeltaRule, kaczmarzDeltaRuleStep, randn, rand, SeqkernError, Tensor, tensor, zeros,
   type DType, type DeltaRuleOptions, type DeltaStepOptions,
 } from '../src/index.js';
@@ -276,6 +276,23 @@ describe('speculative verify: intermediateStates[n, i] equals i + 1 steps', () =
       for (const sl of [0, 2, 3, 4]) expectSameBits(row(pool, sl), row(before, sl), `slot ${sl} untouched`);
     });
   }
+
+  it('deltaCommitStates writes the state after the accepted prefix into each slot (bfloat16 pool from float32 states)', () => {
+    const N = 3, Tq = 4;
+    const x = withoutInit(deltaInputs({ B: N, T: Tq, H, HV, K, V, seed: 75 }));
+    const pool = makePool(5, 'bfloat16', 76);
+    const before = pool.astype('bfloat16');
+    const idx = Int32Array.from([4, -1, 1]);
+    const inter = zeros([N, Tq, HV, K, V]);
+    gatedDeltaRuleStep({ ...x, state: pool, stateIndices: idx, intermediateStates: inter, updateState: false });
+    expectSameBits(pool, before, 'verify left the pool');
+    expectSeqkernError(() => deltaCommitStates({ state: pool, stateIndices: idx, intermediateStates: inter, accepted: [2, 0, 5] }), 'OUT_OF_RANGE', 'accepted', 'accepted > Tq');
+    expectSeqkernError(() => deltaCommitStates({ state: pool, stateIndices: [4, 4, 1], intermediateStates: inter, accepted: [1, 1, 1] }), 'BAD_ARGUMENT', 'stateIndices', 'repeated slot');
+    expectSameBits(pool, before, 'nothing written on error');
+    deltaCommitStates({ state: pool, stateIndices: idx, intermediateStates: inter, accepted: [2, 3, 0] });
+    expectSameBits(row(pool, 4), row(inter, 0 * Tq + 1).to('bfloat16'), 'slot 4 = state after 2 tokens');
+    for (const sl of [0, 1, 2, 3]) expectSameBits(row(pool, sl), row(before, sl), `slot ${sl} untouched (padding, accepted 0, unused)`);
+  });
 
   it('the reference backend fills intermediateStates and leaves the pool with updateState false', () => {
     const x = withoutInit(deltaInputs({ B: 2, T: 2, H, HV, K, V, seed: 81 }));

@@ -3,7 +3,7 @@
 import { abortError, fail } from '../errors.js';
 import { callNative, fromNative, native, resolveBackend, type NativeDeltaArgs } from '../backend.js';
 import { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from '../reference/delta.js';
-import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
+import { numel, Tensor, tensor, zeros, type DType, type TensorData, type TensorInput } from '../tensor.js';
 import type {
   AsyncOptions, DeltaRuleOptions, DeltaRuleResult, DeltaRuleResultWithState, DeltaStepOptions, DeltaStepResult, GatedDeltaRuleOptions,
   GatedDeltaStepOptions, KaczmarzDeltaRuleOptions, KaczmarzDeltaStepOptions,
@@ -575,4 +575,35 @@ export function kaczmarzDeltaRuleStep(opts: KaczmarzDeltaStepOptions): DeltaStep
 
 export function kaczmarzDeltaRuleStepAsync(opts: KaczmarzDeltaStepOptions, a?: AsyncOptions): Promise<DeltaStepResult> {
   return runAsync('kaczmarzDeltaRuleStepAsync', opts, true, true, a) as Promise<DeltaStepResult>;
+}
+
+/**
+ * After a speculative verify (a step over Tq tokens with intermediateStates and updateState: false): writes
+ * the state after accepted[n] tokens, intermediateStates[n, accepted[n] - 1], into slot stateIndices[n] of the
+ * pool (converted to its dtype); accepted[n] = 0 leaves the slot as it was, and padding (-1) is skipped.
+ * Everything is checked before the first slot is written.
+ */
+export function deltaCommitStates(opts: {
+  state: TensorInput; stateIndices: Int32Array | readonly number[]; intermediateStates: TensorInput; accepted: Int32Array | readonly number[];
+}): void {
+  const op = 'deltaCommitStates';
+  checkOptions(op, opts, ['state', 'stateIndices', 'intermediateStates', 'accepted']);
+  const inter = checkTensor(op, 'intermediateStates', opts.intermediateStates, STATE_DTYPES, 5);
+  const [N, Tq, HV, K, V] = inter.shape;
+  const state = checkTensor(op, 'state', opts.state, STATE_DTYPES, 4);
+  checkShape(op, 'state', state, [state.shape[0], HV, K, V]);
+  const idx = checkStateIndices(op, opts.stateIndices, N, state.shape[0], true);
+  const acc = copyInt32(op, 'accepted', opts.accepted);
+  if (acc.length !== N) fail('SHAPE_MISMATCH', op, 'accepted', `of N=${N} counts`, `${acc.length}`);
+  acc.forEach((a, n) => {
+    if (a < 0 || a > Tq) fail('OUT_OF_RANGE', op, 'accepted', `in [0, Tq=${Tq}]`, `${a} at index ${n}`);
+  });
+  if (overlaps(state.data, inter.data)) fail('BAD_ARGUMENT', op, 'intermediateStates', 'memory apart from state', 'a view overlapping state');
+  const per = HV * K * V;
+  for (let n = 0; n < N; n++) {
+    if (idx[n] < 0 || acc[n] === 0) continue;
+    const r = (n * Tq + acc[n] - 1) * per;
+    const src = new Tensor(inter.data.subarray(r, r + per), [per], inter.dtype);
+    state.data.set((src.dtype === state.dtype ? src : src.to(state.dtype)).data, idx[n] * per);
+  }
 }
