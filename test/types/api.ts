@@ -72,3 +72,18 @@ softmax([1, 2, 3]);
 // Tensor helpers keep their types.
 const b16: Tensor = tensor([1, 2, 3], [3]).to('bfloat16').slice(1).reshape([-1]);
 void b16;
+
+// The delta-state pool, checkpoints, verify and gating type-check (options may be undefined).
+const pool = randn([4, 2, 16, 16], { seed: 10 }).to('bfloat16');
+const slots: number[] | undefined = [3];
+gatedDeltaRule({ q, k, v, beta, state: pool, stateIndices: slots, hasInitialState: [true], stateDtype: 'bfloat16', checkpointEvery: undefined });
+const verify = gatedDeltaRuleStep({
+  q: randn([1, 3, 2, 16], { seed: 11 }), k: randn([1, 3, 2, 16], { seed: 12 }), v: randn([1, 3, 2, 16], { seed: 13 }),
+  beta: randn([1, 3, 2], { seed: 14 }), state: pool, stateIndices: Int32Array.of(0), updateState: false,
+  aLog: randn([2], { seed: 15 }), dtBias: undefined, betaSigmoid: true, betaScale: 2,
+});
+const ckSeq: Int32Array | undefined = gatedDeltaRule({ q, k, v, beta }).checkpointSequence;
+void verify;
+void ckSeq;
+// @ts-expect-error stateDtype is float32 or bfloat16
+gatedDeltaRule({ q, k, v, beta, state: pool, stateDtype: 'float16' });
