@@ -517,3 +517,18 @@ describe('bad input: a SeqkernError, nothing written', () => {
     expect(refused).toBeGreaterThan(100);
   });
 });
+
+describe('bench: the serving suite has the pool step beside the contiguous step', async () => {
+  const { defaultSuite } = await import('../bench/suites.js');
+  const { InputPool, OPS } = await import('../bench/registry.js');
+  it('delta-step and delta-pool-step pairs at N = 8 and 32; the pool case moves the same bytes and runs', () => {
+    const cases = defaultSuite({ dtype: 'float32', backend: 'cpu', suite: 'serving' }).filter((c) => c.op.startsWith('delta'));
+    expect(cases.map((c) => `${c.op} ${c.B}`)).toEqual(['delta-step 8', 'delta-pool-step 8', 'delta-step 32', 'delta-pool-step 32']);
+    expect(defaultSuite({ dtype: 'float32', backend: 'cpu' }).some((c) => c.op === 'delta-pool-step')).toBe(false);
+    const small = { op: 'delta-pool-step' as const, B: 3, T: 1, H: 2, HV: 4, K: 16, V: 8, dtype: 'float32' as const, algorithm: 'auto' as const, backend: 'cpu' as const };
+    expect(OPS['delta-pool-step'].traffic(small)).toEqual(OPS['delta-step'].traffic({ ...small, op: 'delta-step' }));
+    const run = OPS['delta-pool-step'].prepare(small, new InputPool([small]));
+    run();
+    run();
+  });
+});
