@@ -163,6 +163,7 @@ const OP_FLAGS: Record<OpName, readonly CaseFlag[]> = {
   hyper: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'inputs'],
   kvcache: [],
   rotary: [],
+  'delta-pool-step': ['N', 'B', 'H', 'HV', 'K', 'V'],
 };
 const DELTA_ALGORITHMS: readonly Algorithm[] = ['auto', 'chunk', 'recurrent'];
 
@@ -309,8 +310,8 @@ export function caseFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu')
       const d = OPS[a.op].defaults;
       return {
         op: a.op,
-        B: a.op === 'delta-step' ? (a.N ?? a.B ?? d.B) : (a.B ?? d.B),
-        T: a.op === 'delta-step' ? 1 : (a.T ?? d.T),
+        B: a.op === 'delta-step' || a.op === 'delta-pool-step' ? (a.N ?? a.B ?? d.B) : (a.B ?? d.B),
+        T: a.op === 'delta-step' || a.op === 'delta-pool-step' ? 1 : (a.T ?? d.T),
         H: a.H ?? d.H,
         HV: a.HV ?? d.HV,
         K: a.K ?? d.K,

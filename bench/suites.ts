@@ -144,8 +144,17 @@ export function defaultSuite(o: SuiteOptions): BenchCase[] {
   if (suite === 'all' || suite === 'attention') cases.push(...attentionSuite(o));
   if (suite === 'all' || suite === 'hyper') cases.push(...hyperSuite(o));
   if (suite === 'all' || suite === 'nala') cases.push(...nalaSuite(o));
-  if (suite === 'serving') cases.push(...servingSuite(o));
+  if (suite === 'serving') cases.push(...servingSuite(o), ...servingPoolSuite(o));
   return cases;
+}
+
+/**
+ * The serving suite's delta-state pool cases (issue 14 part 8, not in 'all'): the decode step on scattered
+ * pool slots beside the contiguous step, Qwen3-Next heads, N = 8 and 32 (the states 16 and 64 MiB).
+ */
+export function servingPoolSuite(o: SuiteOptions): DeltaCase[] {
+  return [8, 32].flatMap((N) => (['delta-step', 'delta-pool-step'] as const).map((op): DeltaCase => (
+    { op, B: N, T: 1, H: 16, HV: 32, K: 128, V: 128, dtype: o.dtype, algorithm: 'auto', backend: o.backend })));
 }
 
 /** What the comparisons need of a finished row. */

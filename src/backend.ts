@@ -32,6 +32,10 @@ export interface NativeDeltaArgs {
   initialState?: Float32Array; finalState?: Float32Array; o: ArrayBufferView; callerOut?: boolean;
   cuSeqlens?: Int32Array; qkL2Norm: boolean; scale: number; chunkSize: number;
   algorithm: 'chunk' | 'recurrent'; cancel?: Int32Array;
+  // The delta-state pool (native/binding/delta.cc): pool [slots,HV,K,V] in place, snapshots every snapEvery tokens.
+  pool?: Float32Array | Uint16Array; poolDtype?: string; slots?: number; stateIndices?: Int32Array; hasInitialState?: Uint8Array;
+  updateState?: boolean; snaps?: Float32Array | Uint16Array; snapDtype?: string; snapEvery?: number;
+  aLog?: Float32Array; dtBias?: Float32Array; betaSigmoid?: boolean; betaScale?: number;
 }
 
 /** The raw addon's softmax arguments (native/binding/softmax.cc); x and out are read/written in place. */

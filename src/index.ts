@@ -12,6 +12,7 @@ export {
 } from './ops/delta.js';
 export { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from './reference/delta.js';
 export { softmax, softmaxInto, softmaxAsync, softmaxIntoAsync, calibrateSoftmax, softmaxAutoChoice, SOFTMAX_STREAM_BYTES } from './ops/softmax.js';
+export { deltaCheckpointLayout, deltaCommitStates, type DeltaCheckpointLayout } from './ops/delta.js';
 export { softmaxReference } from './reference/softmax.js';
 export { attention, attentionAsync } from './ops/attention.js';
 export { attentionReference } from './reference/attention.js';

@@ -57,6 +57,35 @@ export interface DeltaRuleOptions extends CommonOptions {
    * before the first write (see gatedDeltaRuleAsync).
    */
   out?: TensorInput | undefined;
+  /**
+   * In-kernel gating (fla's use_gate_in_kernel, Qwen3-Next): float32 [HV]; `g` then holds the raw projection and
+   * the kernel uses g = -exp(aLog) * softplus(g + dtBias). dtBias (float32 [HV]) only with aLog.
+   */
+  aLog?: TensorInput | undefined;
+  dtBias?: TensorInput | undefined;
+  /** beta (or eta) holds logits: the kernel uses betaScale * sigmoid(beta) (fla's use_beta_sigmoid_in_kernel). */
+  betaSigmoid?: boolean | undefined;
+  /** With betaSigmoid, in [0, 2]; default 1 (2: negative eigenvalues). */
+  betaScale?: number | undefined;
+  /** Slot of sequence n in the pool `state` (Int32Array [N]); -1 = padding: skipped, its o rows set to 0. */
+  stateIndices?: Int32Array | readonly number[] | undefined;
+  /** The pool's dtype, checked against `state`: float32 (default) or bfloat16 (compute stays float32). */
+  stateDtype?: 'float32' | 'bfloat16' | undefined;
+  /**
+   * The delta-state pool [slots, HV, K, V] (float32 or bfloat16): sequence n starts from slot stateIndices[n]
+   * (or slot n without stateIndices; zeros where hasInitialState[n] is 0) and its final state is written back
+   * into that slot in place. Not with initialState / outputFinalState.
+   */
+  state?: TensorInput | undefined;
+  /** Uint8Array [N] (or booleans): 0 = start sequence n from zeros. Absent: every sequence reads its slot. */
+  hasInitialState?: Uint8Array | readonly (number | boolean)[] | undefined;
+  /**
+   * Write the state after every checkpointEvery tokens (a multiple of chunkSize) of each sequence into
+   * `checkpoints` [count, HV, K, V] (float32 or bfloat16), in the order deltaCheckpointLayout gives; the
+   * result's checkpointSequence / checkpointPosition say which row is which.
+   */
+  checkpointEvery?: number | undefined;
+  checkpoints?: TensorInput | undefined;
 }
 
 export interface DeltaRuleResult {
@@ -64,6 +93,9 @@ export interface DeltaRuleResult {
   o: Tensor;
   /** [N, HV, K, V] float32, when outputFinalState. */
   finalState?: Tensor | undefined;
+  /** With checkpoints: row r of checkpoints is the state of sequence checkpointSequence[r] after checkpointPosition[r] tokens. */
+  checkpointSequence?: Int32Array | undefined;
+  checkpointPosition?: Int32Array | undefined;
 }
 
 /**
@@ -78,6 +110,7 @@ export interface DeltaStepOptions extends CommonOptions {
   eta?: TensorInput | undefined;
   g?: TensorInput | undefined;
   decay?: TensorInput | undefined;
+  /** [N, HV, K, V], or the pool [slots, HV, K, V] with stateIndices; float32 or bfloat16; updated in place. */
   state: TensorInput;
   qkL2Norm?: boolean | undefined;
   scale?: number | undefined;
@@ -87,6 +120,27 @@ export interface DeltaStepOptions extends CommonOptions {
    * dtype, memory apart from q, k, v, beta/eta, g/decay and state. The result's `o` is this same object.
    */
   out?: TensorInput | undefined;
+  /**
+   * In-kernel gating (fla's use_gate_in_kernel, Qwen3-Next): float32 [HV]; `g` then holds the raw projection and
+   * the kernel uses g = -exp(aLog) * softplus(g + dtBias). dtBias (float32 [HV]) only with aLog.
+   */
+  aLog?: TensorInput | undefined;
+  dtBias?: TensorInput | undefined;
+  /** beta (or eta) holds logits: the kernel uses betaScale * sigmoid(beta) (fla's use_beta_sigmoid_in_kernel). */
+  betaSigmoid?: boolean | undefined;
+  /** With betaSigmoid, in [0, 2]; default 1 (2: negative eigenvalues). */
+  betaScale?: number | undefined;
+  /** Slot of sequence n in the pool `state` (Int32Array [N]); -1 = padding: skipped, its o rows set to 0. */
+  stateIndices?: Int32Array | readonly number[] | undefined;
+  /** The pool's dtype, checked against `state`: float32 (default) or bfloat16 (compute stays float32). */
+  stateDtype?: 'float32' | 'bfloat16' | undefined;
+  /**
+   * Speculative verify: with q [N, Tq, H, K] (v [N, Tq, HV, V], beta/g [N, Tq, HV], o [N, Tq, HV, V]) the state
+   * after each token i goes to intermediateStates[n, i] ([N, Tq, HV, K, V], float32 or bfloat16).
+   */
+  intermediateStates?: TensorInput | undefined;
+  /** false: the pool is only read (commit the accepted prefix from intermediateStates); default true. */
+  updateState?: boolean | undefined;
 }
 
 export interface DeltaStepResult {

@@ -205,7 +205,7 @@ function isKla(o: Opts): boolean {
 }
 
 const STEP_CASES: BadCase[] = [
-  { name: 'q of rank 4', make: (o) => ({ ...o, q: f32([2, 1, 2, 3]) }), code: 'SHAPE_MISMATCH', arg: 'q' },
+  { name: 'q of rank 5 (rank 4 is a speculative verify)', make: (o) => ({ ...o, q: f32([2, 1, 1, 2, 3]) }), code: 'SHAPE_MISMATCH', arg: 'q' },
   { name: 'k with another K', make: (o) => ({ ...o, k: f32([2, 2, 4]) }), code: 'SHAPE_MISMATCH', arg: 'k' },
   { name: 'v with another N', make: (o) => ({ ...o, v: f32([3, 4, 2]) }), code: 'SHAPE_MISMATCH', arg: 'v' },
   { name: 'beta with another HV', make: (o, b) => ({ ...o, [b]: f32([2, 3]) }), code: 'SHAPE_MISMATCH', arg: '$b' },

@@ -40,9 +40,15 @@ struct DeltaJob {
   bool in_place = false;
   bool caller_out = false;
   std::vector<std::shared_ptr<v8::BackingStore>> pinned;  // the arrays' memory, alive until the job ends
+  // Private copies of the pool's metadata (the caller's arrays may change while the job runs).
+  std::vector<int32_t> indices, cu_copy;
+  std::vector<uint8_t> has_initial;
+  std::vector<int64_t> snap_base;
+  std::vector<float> a_log, dt_bias;
+  bool snaps_given = false;
   void run() {
-    // An in-place state, or the caller's o, must end all old or all new.
-    if (in_place || caller_out) cancel_before_writing(a.cancel);
+    // An in-place state (the pool included), or the caller's o, must end all old or all new.
+    if (in_place || caller_out || a.pooled || snaps_given) cancel_before_writing(a.cancel);
     if (!caller_out) advise_huge_pages(a.o, static_cast<int64_t>(a.B) * a.T * a.HV * a.V * dtype_bytes(a.qkv_dtype));
     if (!in_place && a.final_state) advise_huge_pages(a.final_state, static_cast<int64_t>(a.N) * a.HV * a.K * a.V * 4);
     if (!delta_prefill(a)) throw CodedError("ABORTED", "aborted");
@@ -113,7 +119,26 @@ DeltaJob parse(const Napi::Object& o) {
   a.kaczmarz = get_bool(o, "kaczmarz");
   a.eps = static_cast<float>(get_number(o, "eps", 1e-6));
   if (!(a.eps > 0) || !std::isfinite(a.eps)) throw CodedError("OUT_OF_RANGE", "expected eps > 0 and finite");
-  check_values(beta.data, a.beta_dtype, beta.length, a.kaczmarz ? "eta" : "beta", 0.0, 2.0);
+  // In-kernel gating: beta (eta) may hold logits, g the raw projection; then they need only be finite.
+  a.beta_sigmoid = get_bool(o, "betaSigmoid");
+  a.beta_scale = static_cast<float>(get_number(o, "betaScale", 1.0));
+  if (!(a.beta_scale >= 0 && a.beta_scale <= 2)) throw CodedError("OUT_OF_RANGE", "expected betaScale in [0, 2]");
+  if (a.beta_scale != 1.f && !a.beta_sigmoid) throw CodedError("BAD_ARGUMENT", "expected betaScale only with betaSigmoid");
+  ArrayView alog = get_array(o, "aLog", false), dtb = get_array(o, "dtBias", false);
+  for (auto* x : {&alog, &dtb}) {
+    if (!x->present) continue;
+    const char* name = x == &alog ? "aLog" : "dtBias";
+    if (x->type != napi_float32_array) throw CodedError("BAD_DTYPE", std::string("expected ") + name + " to be a Float32Array");
+    check_len(*x, HV, name, dims({HV}));
+    const float* p = static_cast<const float*>(x->data);
+    (x == &alog ? job.a_log : job.dt_bias).assign(p, p + HV);
+    check_values(p, DType::f32, HV, name, -INFINITY, INFINITY);
+  }
+  if (dtb.present && !alog.present) throw CodedError("BAD_ARGUMENT", "expected dtBias only with aLog");
+  if (alog.present) a.a_log = job.a_log.data();
+  if (dtb.present) a.dt_bias = job.dt_bias.data();
+  if (a.beta_sigmoid) check_values(beta.data, a.beta_dtype, beta.length, a.kaczmarz ? "eta" : "beta", -INFINITY, INFINITY);
+  else check_values(beta.data, a.beta_dtype, beta.length, a.kaczmarz ? "eta" : "beta", 0.0, 2.0);
   std::string dk = o.Get("decayKind").IsString() ? o.Get("decayKind").As<Napi::String>().Utf8Value() : "none";
   if (dk == "log") a.decay_kind = DecayKind::log;
   else if (dk == "sign") a.decay_kind = DecayKind::sign;
@@ -122,10 +147,11 @@ DeltaJob parse(const Napi::Object& o) {
   if (a.decay_kind != DecayKind::none) {
     if (!g.present) throw CodedError("BAD_ARGUMENT", "expected g (or decay) with decayKind " + dk);
     check_len(g, B * T * HV, a.decay_kind == DecayKind::log ? "g" : "decay", dims({B, T, HV}));
-    if (a.decay_kind == DecayKind::log) check_values(g.data, a.g_dtype, g.length, "g", -INFINITY, 0.0);
+    if (a.decay_kind == DecayKind::log) check_values(g.data, a.g_dtype, g.length, "g", -INFINITY, a.a_log ? INFINITY : 0.0);
     else check_values(g.data, a.g_dtype, g.length, "decay", -1.0, 1.0);
     a.g = g.data;
   }
+  if (a.a_log && a.decay_kind != DecayKind::log) throw CodedError("BAD_ARGUMENT", "expected aLog only with g (decayKind log)");
   a.beta = beta.data;
   a.q = q.data, a.k = k.data, a.v = v.data, a.o = out.data;
   a.qk_l2norm = get_bool(o, "qkL2Norm");
@@ -138,6 +164,77 @@ DeltaJob parse(const Napi::Object& o) {
   if (alg != "chunk" && alg != "recurrent") throw CodedError("BAD_ARGUMENT", "expected algorithm chunk or recurrent, got " + alg);
   a.use_chunk = alg == "chunk";
 
+  // The state pool: [slots, HV, K, V] read and written in place at the slots of stateIndices.
+  ArrayView pool = get_array(o, "pool", false), idx = get_array(o, "stateIndices", false);
+  ArrayView hinit = get_array(o, "hasInitialState", false), snaps = get_array(o, "snaps", false);
+  int64_t pool_bytes = 0, snap_bytes = 0;
+  a.update_state = !(o.Get("updateState").IsBoolean() && !o.Get("updateState").As<Napi::Boolean>().Value());
+  if (pool.present) {
+    if (s0.present || sf.present) throw CodedError("BAD_ARGUMENT", "expected pool or initialState/finalState, not both");
+    const int64_t slots = get_int(o, "slots");
+    checked({slots, HV, K, V}, "pool");
+    a.pool_dtype = parse_dtype(o, "poolDtype", pool, "pool");
+    if (a.pool_dtype == DType::f16) throw CodedError("BAD_DTYPE", "expected pool dtype float32 or bfloat16, got float16");
+    check_len(pool, slots * HV * K * V, "pool", dims({slots, HV, K, V}));
+    a.pool = pool.data;
+    a.pooled = true;
+    a.slots = static_cast<int>(slots);
+    pool_bytes = slots * HV * K * V * dtype_bytes(a.pool_dtype);
+    if (idx.present) {
+      job.indices = copy_int32(idx, "stateIndices");
+      if (static_cast<int64_t>(job.indices.size()) != N)
+        throw CodedError("SHAPE_MISMATCH", "expected stateIndices of " + std::to_string(N) + " slots, got " + std::to_string(job.indices.size()));
+      std::vector<int> owner(static_cast<size_t>(slots), -1);
+      for (int64_t n = 0; n < N; n++) {
+        const int32_t sl = job.indices[n];
+        if (sl < -1 || sl >= slots)
+          throw CodedError("OUT_OF_RANGE", "expected stateIndices in [-1, " + std::to_string(slots) + "), got " + std::to_string(sl) +
+                                               " at index " + std::to_string(n));
+        if (sl < 0) continue;
+        if (a.update_state && owner[sl] >= 0)
+          throw CodedError("BAD_ARGUMENT", "expected stateIndices distinct among live sequences, got slot " + std::to_string(sl) +
+                                               " at indices " + std::to_string(owner[sl]) + " and " + std::to_string(n));
+        owner[sl] = static_cast<int>(n);
+      }
+      a.state_indices = job.indices.data();
+    } else if (slots < N) {
+      throw CodedError("SHAPE_MISMATCH", "expected a pool of at least N=" + std::to_string(N) + " slots without stateIndices, got " + std::to_string(slots));
+    }
+    if (hinit.present) {
+      if (hinit.type != napi_uint8_array) throw CodedError("BAD_DTYPE", "expected hasInitialState to be a Uint8Array");
+      check_len(hinit, N, "hasInitialState", dims({N}));
+      const uint8_t* p = static_cast<const uint8_t*>(hinit.data);
+      job.has_initial.assign(p, p + N);
+      a.has_initial = job.has_initial.data();
+    }
+  } else if (idx.present || hinit.present || !a.update_state) {
+    throw CodedError("BAD_ARGUMENT", "expected stateIndices, hasInitialState and updateState only with pool");
+  }
+  if (a.cu_seqlens) {  // the kernels read a private copy too
+    job.cu_copy.assign(a.cu_seqlens, a.cu_seqlens + N + 1);
+    a.cu_seqlens = job.cu_copy.data();
+  }
+  // Snapshots (checkpoints, intermediate states): floor(len_n / snapEvery) rows per sequence, in order.
+  if (snaps.present) {
+    a.snap_every = static_cast<int>(get_int(o, "snapEvery"));
+    if (a.snap_every < 1) throw CodedError("OUT_OF_RANGE", "expected snapEvery >= 1");
+    if (a.use_chunk && a.snap_every % a.chunk_size != 0)
+      throw CodedError("BAD_ARGUMENT", "expected snapEvery a multiple of chunkSize=" + std::to_string(a.chunk_size) + ", got " + std::to_string(a.snap_every));
+    a.snap_dtype = parse_dtype(o, "snapDtype", snaps, "snaps");
+    if (a.snap_dtype == DType::f16) throw CodedError("BAD_DTYPE", "expected snaps dtype float32 or bfloat16, got float16");
+    job.snap_base.resize(static_cast<size_t>(N));
+    int64_t count = 0;
+    for (int64_t n = 0; n < N; n++) {
+      job.snap_base[n] = count;
+      count += (a.cu_seqlens ? a.cu_seqlens[n + 1] - a.cu_seqlens[n] : T) / a.snap_every;
+    }
+    check_len(snaps, checked({count, HV, K, V}, "snaps"), "snaps", dims({count, HV, K, V}));
+    a.snaps = snaps.data;
+    job.snaps_given = true;
+    a.snap_base = job.snap_base.data();
+    snap_bytes = count * HV * K * V * dtype_bytes(a.snap_dtype);
+  }
+
   // o is written while the inputs and the state are still read (by other threads too): no overlap is safe.
   const int64_t es = dtype_bytes(a.qkv_dtype), state_bytes = N * HV * K * V * 4;
   const struct { const char* name; const void* p; int64_t bytes; } others[] = {
@@ -146,7 +243,9 @@ DeltaJob parse(const Napi::Object& o) {
       {a.decay_kind == DecayKind::sign ? "decay" : "g", a.g, a.g ? g.length * dtype_bytes(a.g_dtype) : 0},
       {"initialState", a.initial_state, a.initial_state ? state_bytes : 0},
       {"finalState", a.final_state, a.final_state ? state_bytes : 0},
-      {"cuSeqlens", a.cu_seqlens, a.cu_seqlens ? cu.length * 4 : 0},
+      {"cuSeqlens", cu.data, cu.present ? cu.length * 4 : 0},
+      {"pool", a.pool, pool_bytes},
+      {"snaps", a.snaps, snap_bytes},
   };
   for (const auto& x : others)
     if (overlap(a.o, B * T * HV * V * es, x.p, x.bytes))
@@ -164,9 +263,21 @@ DeltaJob parse(const Napi::Object& o) {
     }
   }
 
+  // The pool and the snapshots are written while the inputs are read: apart from every input and each other.
+  for (const auto& w : {others[8], others[9]}) {
+    if (!w.p) continue;
+    for (const auto& x : others) {
+      if (x.p == w.p || (x.name == std::string("pool") && w.name == std::string("snaps"))) continue;
+      if (overlap(w.p, w.bytes, x.p, x.bytes))
+        throw CodedError("BAD_ARGUMENT", std::string("expected ") + w.name + " in memory apart from the inputs, got a view overlapping " + x.name);
+    }
+  }
+  if (overlap(a.pool, pool_bytes, a.snaps, snap_bytes))
+    throw CodedError("BAD_ARGUMENT", "expected snaps in memory apart from the pool, got a view overlapping pool");
+
   a.cancel = cancel_flag(cancel);
   job.caller_out = get_bool(o, "callerOut");
-  job.pinned = pin({&q, &k, &v, &beta, &g, &s0, &out, &sf, &cu, &cancel});
+  job.pinned = pin({&q, &k, &v, &beta, &g, &s0, &out, &sf, &cu, &cancel, &pool, &snaps});
   return job;
 }
 

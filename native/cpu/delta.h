@@ -32,6 +32,27 @@ struct DeltaArgs {
   int chunk_size = 64;
   bool use_chunk = true;
   const int32_t* cancel = nullptr;      // non-zero: stop; checked between chunks (JS sets it on abort)
+
+  // State pool (README "Serving: the delta-state pool"): when `pooled`, initial_state / final_state are
+  // unused and sequence n reads and writes slot state_indices[n] of pool [slots, HV, K, V] in place.
+  bool pooled = false;                  // the pool is in use (pool may be null when it has no slots)
+  void* pool = nullptr;
+  DType pool_dtype = DType::f32;        // f32 or bf16 (computed in float32, rounded on the write back)
+  int slots = 0;
+  const int32_t* state_indices = nullptr;  // [N] slot, -1 = padding (skipped, its o rows set to 0); null: n
+  const uint8_t* has_initial = nullptr;    // [N] 0 = start from zeros; null: every sequence reads its slot
+  bool update_state = true;                // false: the pool is only read (speculative verify)
+  // Snapshots: the state after every snap_every tokens of sequence n (positions snap_every * (j + 1) <= len_n)
+  // goes to snaps + (snap_base[n] + j) * HV * K * V: prefill checkpoints, or a verify's intermediate states.
+  void* snaps = nullptr;
+  DType snap_dtype = DType::f32;
+  int snap_every = 0;
+  const int64_t* snap_base = nullptr;      // [N]
+  // In-kernel gating (fla's use_gate_in_kernel / use_beta_sigmoid_in_kernel):
+  const float* a_log = nullptr;            // [HV] with dt_bias: g = -exp(aLog) softplus(g + dtBias)
+  const float* dt_bias = nullptr;          // [HV] or null (0)
+  bool beta_sigmoid = false;               // beta (or eta) = beta_scale * sigmoid(raw)
+  float beta_scale = 1.f;
 };
 
 // One unit of work: v heads [hv0, hv0 + nh) of one sequence. Adjacent heads go together so that the v heads
@@ -48,6 +69,8 @@ struct DeltaUnit {
 struct DeltaKernels {
   bool (*chunk)(const DeltaUnit&);
   bool (*recurrent)(const DeltaUnit&);
+  void (*load)(const void* src, DType dt, int64_t off, int64_t n, float* dst);   // state rows to float32
+  void (*store)(void* dst, DType dt, int64_t off, int64_t n, const float* src);  // and back (round to nearest even)
 };
 const DeltaKernels& delta_kernels(SimdLevel l);
 namespace avx512 { extern const DeltaKernels kDeltaKernels; }

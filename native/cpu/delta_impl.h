@@ -77,9 +77,15 @@ inline void gather_v(const DeltaUnit& u, int hv, int64_t t0, int n, const float*
   for (int i = 0; i < n; i++) {
     const int64_t tok = u.bos + t0 + i;
     load_row(a.v, a.qkv_dtype, (tok * a.HV + hv) * a.V, a.V, v + static_cast<int64_t>(i) * a.V);
-    const float b = load_one(a.beta, a.beta_dtype, tok * a.HV + hv);
+    float b = load_one(a.beta, a.beta_dtype, tok * a.HV + hv);
+    if (a.beta_sigmoid) b = a.beta_scale / (1.f + std::exp(-b));
     beta[i] = a.kaczmarz ? b / (kn2[i] + a.eps) : b;
-    dec[i] = a.decay_kind == DecayKind::none ? 0.f : load_one(a.g, a.g_dtype, tok * a.HV + hv);
+    float g = a.decay_kind == DecayKind::none ? 0.f : load_one(a.g, a.g_dtype, tok * a.HV + hv);
+    if (a.a_log) {  // g = -exp(aLog) softplus(g + dtBias), softplus(x) = max(x, 0) + log1p(exp(-|x|))
+      const float x = g + (a.dt_bias ? a.dt_bias[hv] : 0.f);
+      g = -std::exp(a.a_log[hv]) * ((x > 0.f ? x : 0.f) + std::log1p(std::exp(-std::fabs(x))));
+    }
+    dec[i] = g;
   }
 }
 
@@ -356,9 +362,16 @@ bool recurrent_unit(const DeltaUnit& u) {
   return true;
 }
 
+void load_state(const void* src, DType dt, int64_t off, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; i += 1 << 20) load_row(src, dt, off + i, static_cast<int>(n - i < (1 << 20) ? n - i : 1 << 20), dst + i);
+}
+void store_state(void* dst, DType dt, int64_t off, int64_t n, const float* src) {
+  for (int64_t i = 0; i < n; i += 1 << 20) store_row(dst, dt, off + i, static_cast<int>(n - i < (1 << 20) ? n - i : 1 << 20), src + i);
+}
+
 }  // namespace
 
-extern const DeltaKernels kDeltaKernels = {chunk_unit, recurrent_unit};
+extern const DeltaKernels kDeltaKernels = {chunk_unit, recurrent_unit, load_state, store_state};
 
 }  // namespace SK_LEVEL_NS
 }  // namespace sk

@@ -3,13 +3,14 @@
 import { abortError, fail } from '../errors.js';
 import { callNative, fromNative, native, resolveBackend, type NativeDeltaArgs } from '../backend.js';
 import { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from '../reference/delta.js';
-import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
+import { numel, Tensor, tensor, zeros, type DType, type TensorData, type TensorInput } from '../tensor.js';
 import type {
   AsyncOptions, DeltaRuleOptions, DeltaRuleResult, DeltaRuleResultWithState, DeltaStepOptions, DeltaStepResult, GatedDeltaRuleOptions,
   GatedDeltaStepOptions, KaczmarzDeltaRuleOptions, KaczmarzDeltaStepOptions,
 } from '../types.js';
 import {
-  callerInt32, checkCuSeqlens, checkFinite, checkInt, checkOneOf, checkOptions, checkShape, checkTensor, checkValues, overlaps,
+  callerInt32, checkCuSeqlens, checkFinite, checkInt, checkOneOf, checkOptions, checkShape, checkTensor, checkValues, copyInt32,
+  overlaps, rankOf,
 } from '../validate.js';
 import { cachedDeltaAlgorithm, calibrateDelta, calibrateDeltaAsync, chainBackend, registerChainOp } from '../runtime.js';
 
@@ -32,6 +33,54 @@ interface Prepared {
   out?: Tensor;
   /** 'auto' needs a calibration not made yet (prepare with defer): run it, then set args.algorithm. */
   calibrate?: { K: number; V: number };
+  /** The delta-state pool and what goes with it (README "Serving: the delta-state pool"), checked. */
+  pool?: PoolPrepared;
+}
+
+interface PoolPrepared {
+  state?: Tensor;
+  stateIndices?: Int32Array;
+  hasInitialState?: Uint8Array;
+  updateState: boolean;
+  /** checkpoints (prefill) or intermediateStates (step), and the layout of their rows. */
+  snaps?: Tensor;
+  layout?: DeltaCheckpointLayout;
+}
+
+/** Which row of a `checkpoints` tensor is which: row r holds sequence[r]'s state after position[r] tokens. */
+export interface DeltaCheckpointLayout {
+  count: number;
+  sequence: Int32Array;
+  position: Int32Array;
+}
+
+/**
+ * The rows of `checkpoints` for a prefill: sequence n (of cuSeqlens, or the B rows of length T) has
+ * floor(len_n / checkpointEvery) rows, at positions checkpointEvery, 2 * checkpointEvery, ... (its length
+ * included when a multiple), in sequence order; padding sequences (slot -1) keep their rows, unwritten.
+ * Positions count this call's tokens of the sequence. Size `checkpoints` as [count, HV, K, V].
+ */
+export function deltaCheckpointLayout(opts: { T: number; B?: number; cuSeqlens?: Int32Array | readonly number[]; checkpointEvery: number }): DeltaCheckpointLayout {
+  const op = 'deltaCheckpointLayout';
+  checkOptions(op, opts, ['T', 'B', 'cuSeqlens', 'checkpointEvery']);
+  const T = checkInt(op, 'T', opts.T, 0, MAX_ELEMENTS);
+  const every = checkInt(op, 'checkpointEvery', opts.checkpointEvery, 1, MAX_ELEMENTS);
+  const lens: number[] = [];
+  if (opts.cuSeqlens !== undefined) {
+    const cu = checkCuSeqlens(op, opts.cuSeqlens, T);
+    for (let n = 0; n + 1 < cu.length; n++) lens.push(cu[n + 1] - cu[n]);
+  } else {
+    const B = opts.B === undefined ? 1 : checkInt(op, 'B', opts.B, 0, MAX_ELEMENTS);
+    for (let n = 0; n < B; n++) lens.push(T);
+  }
+  const seq: number[] = [], pos: number[] = [];
+  lens.forEach((len, n) => {
+    for (let j = 1; j * every <= len; j++) {
+      seq.push(n);
+      pos.push(j * every);
+    }
+  });
+  return { count: seq.length, sequence: Int32Array.from(seq), position: Int32Array.from(pos) };
 }
 
 /**
@@ -65,26 +114,84 @@ function autoAlgorithmCached(avgLen: number, K: number, V: number): 'chunk' | 'r
 }
 
 /** Every option the prefill and the step know (strict options: anything else is a BAD_ARGUMENT). */
-const STEP_OPTIONS = ['backend', 'q', 'k', 'v', 'beta', 'eta', 'g', 'decay', 'state', 'qkL2Norm', 'scale', 'eps', 'out'] as const;
+const GATING_OPTIONS = ['aLog', 'dtBias', 'betaSigmoid', 'betaScale'] as const;
+const STEP_OPTIONS = [
+  'backend', 'q', 'k', 'v', 'beta', 'eta', 'g', 'decay', 'state', 'qkL2Norm', 'scale', 'eps', 'out',
+  'stateIndices', 'stateDtype', 'intermediateStates', 'updateState', ...GATING_OPTIONS,
+] as const;
 const PREFILL_OPTIONS = [
   'backend', 'q', 'k', 'v', 'beta', 'eta', 'g', 'decay', 'initialState', 'outputFinalState', 'cuSeqlens', 'qkL2Norm',
   'scale', 'eps', 'algorithm', 'chunkSize', 'out',
+  'state', 'stateIndices', 'hasInitialState', 'stateDtype', 'checkpointEvery', 'checkpoints', ...GATING_OPTIONS,
 ] as const;
+const STATE_DTYPES: readonly DType[] = ['float32', 'bfloat16'];
+
+/** aLog / dtBias (float32 [HV], finite), betaSigmoid, betaScale ([0, 2], only with betaSigmoid). */
+function checkGating(op: string, o: DeltaRuleOptions | DeltaStepOptions, HV: number, hasG: boolean) {
+  const vec = (name: 'aLog' | 'dtBias') => {
+    if (o[name] === undefined) return undefined;
+    const t = checkTensor(op, name, o[name], ['float32'], 1);
+    checkShape(op, name, t, [HV]);
+    checkValues(op, name, t, -Infinity, Infinity);
+    return t.data.slice() as Float32Array; // a private copy, as the other metadata
+  };
+  const aLog = vec('aLog'), dtBias = vec('dtBias');
+  if (dtBias && !aLog) fail('BAD_ARGUMENT', op, 'dtBias', 'only with aLog', 'dtBias without aLog');
+  if (aLog && !hasG) fail('BAD_ARGUMENT', op, 'aLog', 'with g (the raw gate projection)', 'no g');
+  if (o.betaSigmoid !== undefined && typeof o.betaSigmoid !== 'boolean') fail('BAD_ARGUMENT', op, 'betaSigmoid', 'to be a boolean', typeof o.betaSigmoid);
+  const betaSigmoid = o.betaSigmoid === true;
+  let betaScale = 1;
+  if (o.betaScale !== undefined) {
+    betaScale = checkFinite(op, 'betaScale', o.betaScale);
+    if (betaScale < 0 || betaScale > 2) fail('OUT_OF_RANGE', op, 'betaScale', 'in [0, 2]', String(betaScale));
+    if (!betaSigmoid) fail('BAD_ARGUMENT', op, 'betaScale', 'only with betaSigmoid: true', 'betaScale without betaSigmoid');
+  }
+  return { aLog, dtBias, betaSigmoid, betaScale };
+}
+
+/** stateIndices: N slots in [-1, slots), the live ones distinct when the pool is written. */
+function checkStateIndices(op: string, x: unknown, N: number, slots: number, distinct: boolean): Int32Array {
+  const idx = copyInt32(op, 'stateIndices', x);
+  if (idx.length !== N) fail('SHAPE_MISMATCH', op, 'stateIndices', `of N=${N} slots`, `${idx.length}`);
+  const owner = new Map<number, number>();
+  for (let n = 0; n < N; n++) {
+    const s = idx[n];
+    if (s < -1 || s >= slots) fail('OUT_OF_RANGE', op, 'stateIndices', `in [-1, ${slots}) (the pool's slots)`, `${s} at index ${n}`);
+    if (s < 0) continue;
+    const prev = owner.get(s);
+    if (distinct && prev !== undefined) fail('BAD_ARGUMENT', op, 'stateIndices', 'distinct among live sequences', `slot ${s} at indices ${prev} and ${n}`);
+    owner.set(s, n);
+  }
+  return idx;
+}
+
+/** The pool `state` [slots, HV, K, V] (float32 | bfloat16, as stateDtype when given). */
+function checkPool(op: string, o: DeltaRuleOptions | DeltaStepOptions, HV: number, K: number, V: number): Tensor {
+  const t = checkTensor(op, 'state', o.state, STATE_DTYPES, 4);
+  if (o.stateDtype !== undefined) {
+    const want = checkOneOf(op, 'stateDtype', o.stateDtype, ['float32', 'bfloat16'] as const);
+    if (t.dtype !== want) fail('BAD_DTYPE', op, 'state', `of dtype ${want} (stateDtype)`, t.dtype);
+  }
+  checkShape(op, 'state', t, [t.shape[0], HV, K, V]);
+  return t;
+}
 
 function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean, defer = false): Prepared {
   checkOptions(op, o, step ? STEP_OPTIONS : PREFILL_OPTIONS);
-  const rank = step ? 3 : 4;
+  // A step over Tq tokens per sequence (speculative verify) takes q [N, Tq, H, K].
+  const multi = step && rankOf(o.q, 3) === 4;
+  const rank = step && !multi ? 3 : 4;
   const q = checkTensor(op, 'q', o.q, IN_DTYPES, rank);
   const k = checkTensor(op, 'k', o.k, IN_DTYPES, rank);
   const v = checkTensor(op, 'v', o.v, IN_DTYPES, rank);
   const B = q.shape[0];
-  const T = step ? 1 : q.shape[1];
+  const T = step && !multi ? 1 : q.shape[1];
   const [H, K] = q.shape.slice(-2);
   const [HV, V] = v.shape.slice(-2);
   checkShape(op, 'k', k, q.shape);
   if (k.dtype !== q.dtype) fail('BAD_DTYPE', op, 'k', `of dtype ${q.dtype} (as q)`, k.dtype);
   if (v.dtype !== q.dtype) fail('BAD_DTYPE', op, 'v', `of dtype ${q.dtype} (as q)`, v.dtype);
-  const lead = step ? [B] : [B, T];
+  const lead = step && !multi ? [B] : [B, T];
   checkShape(op, 'v', v, [...lead, HV, V]);
   if (H < 1 || K < 1) fail('SHAPE_MISMATCH', op, 'q', 'with H >= 1 and K >= 1', `[${q.shape.join(',')}]`);
   if (HV < 1 || V < 1) fail('SHAPE_MISMATCH', op, 'v', 'with HV >= 1 and V >= 1', `[${v.shape.join(',')}]`);
@@ -97,7 +204,9 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
   if (other !== undefined) fail('BAD_ARGUMENT', op, kla ? 'beta' : 'eta', `to be absent (${op} takes ${betaName})`, 'a tensor');
   const betaT = checkTensor(op, betaName, kla ? o.eta : o.beta, IN_DTYPES, lead.length + 1);
   checkShape(op, betaName, betaT, [...lead, HV]);
-  checkValues(op, betaName, betaT, 0, 2);
+  const gating = checkGating(op, o, HV, o.g !== undefined);
+  if (gating.betaSigmoid) checkValues(op, betaName, betaT, -Infinity, Infinity); // logits
+  else checkValues(op, betaName, betaT, 0, 2);
 
   if (o.g !== undefined && o.decay !== undefined) fail('BAD_ARGUMENT', op, 'g', 'or decay, not both', 'both');
   let decayKind: 'none' | 'log' | 'sign' = 'none';
@@ -105,7 +214,7 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
   if (o.g !== undefined) {
     gT = checkTensor(op, 'g', o.g, IN_DTYPES, lead.length + 1);
     checkShape(op, 'g', gT, [...lead, HV]);
-    checkValues(op, 'g', gT, -Infinity, 0);
+    checkValues(op, 'g', gT, -Infinity, gating.aLog ? Infinity : 0); // with aLog: the raw projection
     decayKind = 'log';
   } else if (o.decay !== undefined) {
     gT = checkTensor(op, 'decay', o.decay, IN_DTYPES, lead.length + 1);
@@ -136,19 +245,65 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
     chunkSize = po.chunkSize === undefined ? 64 : checkInt(op, 'chunkSize', po.chunkSize, 1, 256);
     wantFinal = po.outputFinalState === true;
     if (po.initialState !== undefined) initial = checkTensor(op, 'initialState', po.initialState, ['float32'], 4);
+  }
+  // The pool: the step's state always (in place), the prefill's when `state` is given.
+  let pool: PoolPrepared | undefined;
+  if (step) {
+    const so = o as DeltaStepOptions;
+    const state = checkPool(op, so, HV, K, V);
+    if (so.updateState !== undefined && typeof so.updateState !== 'boolean') fail('BAD_ARGUMENT', op, 'updateState', 'to be a boolean', typeof so.updateState);
+    pool = { state, updateState: so.updateState !== false };
+    if (so.stateIndices !== undefined) pool.stateIndices = checkStateIndices(op, so.stateIndices, N, state.shape[0], pool.updateState);
+    else checkShape(op, 'state', state, [N, HV, K, V]);
+    if (so.intermediateStates !== undefined) {
+      const it = checkTensor(op, 'intermediateStates', so.intermediateStates, STATE_DTYPES, 5);
+      checkShape(op, 'intermediateStates', it, [N, T, HV, K, V]);
+      pool.snaps = it;
+    }
   } else {
-    initial = checkTensor(op, 'state', (o as DeltaStepOptions).state, ['float32'], 4);
-    wantFinal = true;
+    const po = o as DeltaRuleOptions;
+    if (po.state !== undefined) {
+      if (po.initialState !== undefined) fail('BAD_ARGUMENT', op, 'initialState', 'absent with state (the pool holds the initial states)', 'a tensor');
+      if (po.outputFinalState === true) fail('BAD_ARGUMENT', op, 'outputFinalState', 'absent with state (final states go back to the pool)', 'true');
+      const state = checkPool(op, po, HV, K, V);
+      pool = { state, updateState: true };
+      if (po.stateIndices !== undefined) pool.stateIndices = checkStateIndices(op, po.stateIndices, N, state.shape[0], true);
+      else if (state.shape[0] < N) fail('SHAPE_MISMATCH', op, 'state', `of at least N=${N} slots without stateIndices`, `[${state.shape.join(',')}]`);
+      if (po.hasInitialState !== undefined) {
+        const h = po.hasInitialState as unknown;
+        if (!(h instanceof Uint8Array) && !Array.isArray(h)) fail('BAD_DTYPE', op, 'hasInitialState', 'to be a Uint8Array or an array of booleans', typeof h);
+        const arr = Uint8Array.from(h as ArrayLike<number>, (x) => (x ? 1 : 0));
+        if (arr.length !== N) fail('SHAPE_MISMATCH', op, 'hasInitialState', `of N=${N} values`, `${arr.length}`);
+        pool.hasInitialState = arr;
+      }
+    } else {
+      for (const name of ['stateIndices', 'hasInitialState', 'stateDtype'] as const) {
+        if (po[name] !== undefined) fail('BAD_ARGUMENT', op, name, 'only with state (the pool)', 'no state');
+      }
+    }
+    if ((po.checkpointEvery === undefined) !== (po.checkpoints === undefined)) {
+      fail('BAD_ARGUMENT', op, po.checkpoints === undefined ? 'checkpoints' : 'checkpointEvery', 'with checkpointEvery and checkpoints both', 'one of them');
+    }
+    if (po.checkpointEvery !== undefined) {
+      const every = checkInt(op, 'checkpointEvery', po.checkpointEvery, 1, MAX_ELEMENTS);
+      if (every % chunkSize !== 0) fail('BAD_ARGUMENT', op, 'checkpointEvery', `a multiple of chunkSize=${chunkSize}`, String(every));
+      const layout = deltaCheckpointLayout(cu ? { T, cuSeqlens: cu, checkpointEvery: every } : { T, B, checkpointEvery: every });
+      const ck = checkTensor(op, 'checkpoints', po.checkpoints, STATE_DTYPES, 4);
+      checkShape(op, 'checkpoints', ck, [layout.count, HV, K, V]);
+      pool = pool ?? { updateState: true };
+      pool.snaps = ck;
+      pool.layout = layout;
+    }
   }
   const stateShape = [N, HV, K, V];
   // Outputs are allocated here: refuse sizes past the int32 element cap before allocating (an empty input
   // can declare any B, and finalState grows with it).
-  for (const [name, shape] of [['v', v.shape], ['q', q.shape], [step ? 'state' : 'finalState', stateShape]] as const) {
+  for (const [name, shape] of [['v', v.shape], ['q', q.shape], [step ? 'state' : 'finalState', wantFinal ? stateShape : []]] as const) {
     if (numel(shape) > MAX_ELEMENTS) fail('TOO_LARGE', op, name, `of at most ${MAX_ELEMENTS} elements`, `shape [${shape.join(',')}]`);
   }
   const stateName = step ? 'state' : 'initialState';
   if (initial) checkShape(op, stateName, initial, stateShape);
-  const oShape = step ? [B, HV, V] : [B, T, HV, V];
+  const oShape = step && !multi ? [B, HV, V] : [B, T, HV, V];
 
   // A caller's output: o's shape and dtype (v's), and memory apart from every input and the state. The
   // kernel reads them while other threads already write o, so no overlap is safe. (The prefill's finalState
@@ -160,14 +315,31 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
     const decayName = o.decay !== undefined ? 'decay' : 'g';
     const inputs: [string, TensorData | Int32Array | undefined][] = [
       ['q', q.data], ['k', k.data], ['v', v.data], [betaName, betaT.data], [decayName, gT?.data], [stateName, initial?.data],
-      ['cuSeqlens', callerInt32((o as DeltaRuleOptions).cuSeqlens)],
+      ['cuSeqlens', callerInt32((o as DeltaRuleOptions).cuSeqlens)], ['state', pool?.state?.data],
+      [step ? 'intermediateStates' : 'checkpoints', pool?.snaps?.data],
     ];
     for (const [name, data] of inputs) {
       if (data && overlaps(outT.data, data)) {
-        const apart = step ? `q, k, v, ${betaName}, ${decayName}, state` : `q, k, v, ${betaName}, ${decayName}, initialState, cuSeqlens`;
+        const apart = step ? `q, k, v, ${betaName}, ${decayName}, state, intermediateStates` : `q, k, v, ${betaName}, ${decayName}, initialState, cuSeqlens, state, checkpoints`;
         fail('BAD_ARGUMENT', op, 'out', `memory apart from the inputs (${apart})`, `a view overlapping ${name}`);
       }
     }
+  }
+
+  // The pool and the snapshots are written while every input is read: apart from the inputs and each other.
+  if (pool) {
+    const snapName = step ? 'intermediateStates' : 'checkpoints';
+    const inputs: [string, ArrayBufferView | undefined][] = [
+      ['q', q.data], ['k', k.data], ['v', v.data], [betaName, betaT.data], ['g', gT?.data],
+      ['cuSeqlens', callerInt32((o as DeltaRuleOptions).cuSeqlens)], ['stateIndices', callerInt32(o.stateIndices)],
+    ];
+    for (const [wname, w] of [['state', pool.state?.data], [snapName, pool.snaps?.data]] as const) {
+      if (!w) continue;
+      for (const [name, data] of inputs) {
+        if (data && overlaps(w, data)) fail('BAD_ARGUMENT', op, wname, 'memory apart from the inputs', `a view overlapping ${name}`);
+      }
+    }
+    if (pool.state && pool.snaps && overlaps(pool.state.data, pool.snaps.data)) fail('BAD_ARGUMENT', op, snapName, 'memory apart from state (the pool)', 'a view overlapping state');
   }
 
   const float64 = q.dtype === 'float64' || betaT.dtype === 'float64' || gT?.dtype === 'float64';
@@ -186,7 +358,25 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
     o: undefined as unknown as ArrayBufferView,
     cuSeqlens: cu, qkL2Norm: o.qkL2Norm === true, scale, chunkSize, algorithm,
   };
-  const prepared: Prepared = { backend, args, N, stateShape, oShape, oDtype: v.dtype, wantFinal, out: outT };
+  if (gating.aLog) args.aLog = gating.aLog;
+  if (gating.dtBias) args.dtBias = gating.dtBias;
+  if (gating.betaSigmoid) args.betaSigmoid = true;
+  if (gating.betaScale !== 1) args.betaScale = gating.betaScale;
+  if (pool?.state) {
+    args.initialState = undefined;
+    args.pool = pool.state.data as Float32Array | Uint16Array;
+    args.poolDtype = pool.state.dtype;
+    args.slots = pool.state.shape[0];
+    if (pool.stateIndices) args.stateIndices = pool.stateIndices;
+    if (pool.hasInitialState) args.hasInitialState = pool.hasInitialState;
+    if (!pool.updateState) args.updateState = false;
+  }
+  if (pool?.snaps) {
+    args.snaps = pool.snaps.data as Float32Array | Uint16Array;
+    args.snapDtype = pool.snaps.dtype;
+    args.snapEvery = step ? 1 : (o as DeltaRuleOptions).checkpointEvery!;
+  }
+  const prepared: Prepared = { backend, args, N, stateShape, oShape, oDtype: v.dtype, wantFinal, out: outT, pool };
   if (pending) prepared.calibrate = { K, V };
   return prepared;
 }
@@ -202,7 +392,9 @@ function allocate(p: Prepared, step: boolean): { o: Tensor; finalState?: Tensor 
   p.args.o = o.data;
   p.args.callerOut = p.out !== undefined;
   let finalState: Tensor | undefined;
-  if (step) {
+  if (p.pool?.state) {
+    // the pool is read and written in place
+  } else if (step) {
     p.args.finalState = p.args.initialState; // in place
   } else if (p.wantFinal) {
     finalState = zeros(p.stateShape, 'float32');
@@ -220,18 +412,48 @@ function referenceO(r: { o: Tensor }, p: Prepared): Tensor {
   return p.out;
 }
 
+/** Rows [n * per, (n + 1) * per) of a float64 result into `dst` (in dst's dtype), for the live sequences only. */
+function copyRows(src: Tensor, dst: Tensor, per: number, rows: (n: number) => number[], N: number) {
+  const conv = tensor(src.data, src.shape, dst.dtype).data;
+  for (let n = 0; n < N; n++) {
+    for (const r of rows(n)) dst.data.set(conv.subarray(r * per, (r + 1) * per), r * per);
+  }
+}
+
 function runReference(op: string, opts: DeltaRuleOptions | DeltaStepOptions, p: Prepared, step: boolean, kla: boolean) {
   void op;
   const ref = { ...opts, beta: kla ? undefined : opts.beta, eta: kla ? opts.eta : undefined };
+  const pool = p.pool;
+  if (pool?.stateIndices) ref.stateIndices = pool.stateIndices; // the checked copies
+  if (pool?.hasInitialState) (ref as DeltaRuleOptions).hasInitialState = pool.hasInitialState;
+  const live = (n: number) => (pool?.stateIndices ? pool.stateIndices[n] >= 0 : true);
+  const { HV, K, V } = p.args;
+  const per = HV * K * V;
   if (step) {
     const r = gatedDeltaRuleStepReference(ref as DeltaStepOptions);
-    (opts as DeltaStepOptions).state.data.set(r.state.data); // in place, as the native step
+    const T = p.args.T;
+    if (pool?.updateState) copyRows(r.state, pool.state!, per, (n) => (live(n) ? [pool.stateIndices ? pool.stateIndices[n] : n] : []), p.N);
+    if (pool?.snaps && r.intermediateStates) copyRows(r.intermediateStates, pool.snaps, per, (n) => (live(n) ? Array.from({ length: T }, (_, i) => n * T + i) : []), p.N);
     return { o: referenceO(r, p) };
   }
   const r = gatedDeltaRuleReference(ref as DeltaRuleOptions);
   const out: DeltaRuleResult = { o: referenceO(r, p) };
   if (p.wantFinal) out.finalState = tensor(r.finalState.data, p.stateShape, 'float32');
-  return out;
+  if (pool?.state && r.state) copyRows(r.state, pool.state, per, (n) => (live(n) ? [pool.stateIndices ? pool.stateIndices[n] : n] : []), p.N);
+  if (pool?.snaps && pool.layout && r.checkpoints) {
+    const L = pool.layout;
+    copyRows(r.checkpoints, pool.snaps, per, (n) => (live(n) ? [...L.sequence.keys()].filter((i) => L.sequence[i] === n) : []), p.N);
+  }
+  return withLayout(out, p);
+}
+
+/** The checkpoint layout on a prefill's result, when it wrote checkpoints. */
+function withLayout(r: DeltaRuleResult, p: Prepared): DeltaRuleResult {
+  if (p.pool?.layout) {
+    r.checkpointSequence = p.pool.layout.sequence;
+    r.checkpointPosition = p.pool.layout.position;
+  }
+  return r;
 }
 
 function runSync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean) {
@@ -239,7 +461,7 @@ function runSync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: bo
   if (p.backend === 'reference') return runReference(op, opts, p, step, kla);
   const out = allocate(p, step);
   callNative(op, () => native()!.deltaRule(p.args));
-  return step ? { o: out.o } : out.finalState ? { o: out.o, finalState: out.finalState } : { o: out.o };
+  return step ? { o: out.o } : withLayout(out.finalState ? { o: out.o, finalState: out.finalState } : { o: out.o }, p);
 }
 
 async function runAsync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean, a: AsyncOptions = {}) {
@@ -269,8 +491,8 @@ async function runAsync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, s
   // A prefill with fresh outputs only: an abort that raced the last chunk still rejects (finalState included).
   // A caller's out is now completely written (the abort came after the start), so resolve with it, as the
   // step does with its state.
-  if (!step && !p.out && signal?.aborted) throw abortError(signal);
-  return step ? { o: out.o } : out.finalState ? { o: out.o, finalState: out.finalState } : { o: out.o };
+  if (!step && !p.out && !p.pool && signal?.aborted) throw abortError(signal);
+  return step ? { o: out.o } : withLayout(out.finalState ? { o: out.o, finalState: out.finalState } : { o: out.o }, p);
 }
 
 /**
@@ -357,4 +579,35 @@ for (const [name, step, kla] of [
       beforeAsync: c && (async () => { p.args.algorithm = (await calibrateDeltaAsync(c.K, c.V)).algorithm; }),
     };
   });
+}
+
+/**
+ * After a speculative verify (a step over Tq tokens with intermediateStates and updateState: false): writes
+ * the state after accepted[n] tokens, intermediateStates[n, accepted[n] - 1], into slot stateIndices[n] of the
+ * pool (converted to its dtype); accepted[n] = 0 leaves the slot as it was, and padding (-1) is skipped.
+ * Everything is checked before the first slot is written.
+ */
+export function deltaCommitStates(opts: {
+  state: TensorInput; stateIndices: Int32Array | readonly number[]; intermediateStates: TensorInput; accepted: Int32Array | readonly number[];
+}): void {
+  const op = 'deltaCommitStates';
+  checkOptions(op, opts, ['state', 'stateIndices', 'intermediateStates', 'accepted']);
+  const inter = checkTensor(op, 'intermediateStates', opts.intermediateStates, STATE_DTYPES, 5);
+  const [N, Tq, HV, K, V] = inter.shape;
+  const state = checkTensor(op, 'state', opts.state, STATE_DTYPES, 4);
+  checkShape(op, 'state', state, [state.shape[0], HV, K, V]);
+  const idx = checkStateIndices(op, opts.stateIndices, N, state.shape[0], true);
+  const acc = copyInt32(op, 'accepted', opts.accepted);
+  if (acc.length !== N) fail('SHAPE_MISMATCH', op, 'accepted', `of N=${N} counts`, `${acc.length}`);
+  acc.forEach((a, n) => {
+    if (a < 0 || a > Tq) fail('OUT_OF_RANGE', op, 'accepted', `in [0, Tq=${Tq}]`, `${a} at index ${n}`);
+  });
+  if (overlaps(state.data, inter.data)) fail('BAD_ARGUMENT', op, 'intermediateStates', 'memory apart from state', 'a view overlapping state');
+  const per = HV * K * V;
+  for (let n = 0; n < N; n++) {
+    if (idx[n] < 0 || acc[n] === 0) continue;
+    const r = (n * Tq + acc[n] - 1) * per;
+    const src = new Tensor(inter.data.subarray(r, r + per), [per], inter.dtype);
+    state.data.set((src.dtype === state.dtype ? src : src.to(state.dtype)).data, idx[n] * per);
+  }
 }

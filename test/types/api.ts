@@ -83,3 +83,18 @@ ch.op('gatedDeltaRule', { q, k, v });
 const chSignal: AbortSignal | undefined = undefined;
 void ch.run({ signal: chSignal });
 void warm({ delta: [{ K: 64, V: 64 }] }).then((w) => w.delta[0]?.algorithm);
+
+// The delta-state pool, checkpoints, verify and gating type-check (options may be undefined).
+const pool = randn([4, 2, 16, 16], { seed: 10 }).to('bfloat16');
+const slots: number[] | undefined = [3];
+gatedDeltaRule({ q, k, v, beta, state: pool, stateIndices: slots, hasInitialState: [true], stateDtype: 'bfloat16', checkpointEvery: undefined });
+const verify = gatedDeltaRuleStep({
+  q: randn([1, 3, 2, 16], { seed: 11 }), k: randn([1, 3, 2, 16], { seed: 12 }), v: randn([1, 3, 2, 16], { seed: 13 }),
+  beta: randn([1, 3, 2], { seed: 14 }), state: pool, stateIndices: Int32Array.of(0), updateState: false,
+  aLog: randn([2], { seed: 15 }), dtBias: undefined, betaSigmoid: true, betaScale: 2,
+});
+const ckSeq: Int32Array | undefined = gatedDeltaRule({ q, k, v, beta }).checkpointSequence;
+void verify;
+void ckSeq;
+// @ts-expect-error stateDtype is float32 or bfloat16
+gatedDeltaRule({ q, k, v, beta, state: pool, stateDtype: 'float16' });
