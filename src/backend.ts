@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SeqkernError, abortError } from './errors.js';
 import type { Backend } from './types.js';
+import type { NativeLinearArgs } from './ops/linear.js';
 
 /** The raw addon's own type (kept apart from the public API, as node-llama-cpp does). */
 export interface NativeInfo {
@@ -86,6 +87,8 @@ export interface NativeAddon {
   hyperRandom(args: NativeHyperRandomArgs): void;
   /** Whole-array dtype conversion (the tensor helpers): float32 / float16 / bfloat16, round to nearest even. */
   castArray(args: { src: Float32Array | Uint16Array; srcDtype: string; dst: Float32Array | Uint16Array; dstDtype: string }): void;
+  linear(args: NativeLinearArgs): void;
+  linearAsync(args: NativeLinearArgs): Promise<void>;
   /** Machine-limit probes used by `seqkern bench --limits` (present in builds that have them). */
   [probe: string]: unknown;
 }

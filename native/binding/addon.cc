@@ -73,6 +73,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_attention(env, exports);
   register_hyper(env, exports);
   register_tensor(env, exports);
+  register_linear(env, exports);
   return exports;
 }
 

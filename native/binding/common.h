@@ -314,5 +314,6 @@ void register_softmax(Napi::Env env, Napi::Object exports);
 void register_attention(Napi::Env env, Napi::Object exports);
 void register_hyper(Napi::Env env, Napi::Object exports);
 void register_tensor(Napi::Env env, Napi::Object exports);
+void register_linear(Napi::Env env, Napi::Object exports);
 
 }  // namespace sk
