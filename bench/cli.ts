@@ -50,6 +50,8 @@ bench flags:
                             time, the speedup and the relative error of HyperAttention's output against it)
   --inputs gaussian|clustered             hyper: standard normal q, k, v, or keys in tight clusters of 64 with
                             queries near them (bench/inputs.ts hyperInputs; default gaussian)
+  --rows M --K K --N N      linear: x [M, K] float32, weight [N, K] of --dtype, y [M, N] (defaults M=1 K=N=4096;
+                            M <= 8: the GEMV path, more: GEMM)
   --dtype float32|float16|bfloat16        input dtype (default float32)
   --backend cpu|reference                 (default cpu, reference when the addon is not built)
   --threads N               pool size (default: one per core)
@@ -151,6 +153,7 @@ const OP_FLAGS: Record<OpName, readonly CaseFlag[]> = {
   softmax: ['rows', 'cols', 'algorithm'],
   attention: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'gate'],
   hyper: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'inputs'],
+  linear: ['rows', 'K', 'N'],
 };
 const DELTA_ALGORITHMS: readonly Algorithm[] = ['auto', 'chunk', 'recurrent'];
 
@@ -249,6 +252,8 @@ export function caseFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu')
   if (!a.op) throw new UsageError('no --op');
   const backend = a.backend ?? defaultBackend;
   switch (a.op) {
+    case 'linear':
+      return { op: 'linear', M: a.rows ?? 1, K: a.K ?? 4096, N: a.N ?? 4096, dtype: a.dtype, backend };
     case 'softmax': {
       const cols = a.cols ?? 32768;
       const algorithm = (a.algorithm as SoftmaxAlgorithm | undefined) ?? 'two-pass';

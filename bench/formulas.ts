@@ -276,3 +276,30 @@ export function hyperWork(s: HyperShape, plan = hyperPlan(s.T, s.S, s.causal)): 
     bytes: exact.bytes, workingSet: exact.workingSet,
   };
 }
+
+// ---- linear (issue 14 part 5) ----
+
+/** linear(x [M, K] float32, weight [N, K] of `dtype`) into y [M, N] float32. */
+export interface LinearShape {
+  M: number;
+  K: number;
+  N: number;
+  /** The weights' dtype (x and y are float32). */
+  dtype: BenchDType;
+}
+
+export interface LinearWork {
+  /** 2·M·K·N (a multiply and an add per weight and row). */
+  flops: number;
+  /** Weights read once (N·K elements of the weight dtype): what a GEMV's speed is judged by. */
+  weightBytes: number;
+  /** Everything moved once: x and the weights read, y written. */
+  bytes: number;
+  workingSet: number;
+}
+
+export function linearWork(s: LinearShape): LinearWork {
+  const weightBytes = s.N * s.K * DTYPE_BYTES[s.dtype];
+  const bytes = weightBytes + 4 * s.M * s.K + 4 * s.M * s.N;
+  return { flops: 2 * s.M * s.K * s.N, weightBytes, bytes, workingSet: bytes };
+}

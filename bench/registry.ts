@@ -4,19 +4,24 @@
 // delta-step), softmax, attention; each has its own shape type (bench/formulas.ts).
 import {
   attention, gatedDeltaRule, gatedDeltaRuleStep, hyperAttention, rand, randn, softmaxInto, tensor, zeros,
+  linear,
   type AttentionOptions, type Tensor,
 } from '../src/index.js';
 import { autoAlgorithm } from '../src/ops/delta.js';
 import {
   attentionWork, deltaPrefillWork, deltaStepWork, hyperWork, softmaxWork,
+  linearWork, type LinearShape,
   type AttentionShape, type DeltaShape, type HyperShape, type SoftmaxShape, type Work,
 } from './formulas.js';
 import { attentionGate, attentionInputs, hyperInputs, softmaxInput, type HyperInputKind } from './inputs.js';
 import { relErr } from './quality.js';
 
-export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention' | 'hyper';
-export type Family = 'delta' | 'softmax' | 'attention' | 'hyper';
-export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention', 'hyper'];
+export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention' | 'hyper'
+  | 'linear';
+export type Family = 'delta' | 'softmax' | 'attention' | 'hyper'
+  | 'linear';
+export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention', 'hyper',
+  'linear'];
 /** The delta ops' algorithms. */
 export type Algorithm = 'auto' | 'chunk' | 'recurrent';
 export type SoftmaxAlgorithm = 'two-pass' | 'three-pass';
@@ -55,10 +60,21 @@ export interface HyperCase extends HyperShape {
   backend: BenchBackend;
 }
 
+/**
+ * linear(x [M, K] float32, weight [N, K] of `dtype`) into a preallocated y [M, N] float32: up to 8 rows the
+ * GEMV path (a decode step's projection), more the packed-panel GEMM.
+ */
+export interface LinearCase extends LinearShape {
+  op: 'linear';
+  backend: BenchBackend;
+}
+
 /** One benchmark case. */
-export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase | HyperCase;
+export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase | HyperCase
+  | LinearCase;
 
 export function familyOf(op: OpName): Family {
+  if (op === 'linear') return 'linear';
   return op === 'softmax' || op === 'attention' || op === 'hyper' ? op : 'delta';
 }
 
@@ -161,6 +177,25 @@ export class InputPool {
     if (keep !== 'softmax') this.softmaxSet = undefined;
     if (keep !== 'attention') this.attentionSet = this.gateSet = undefined;
     if (keep !== 'hyper') this.hyperSet = undefined;
+    if (keep !== 'linear') this.linearSet = undefined;
+  }
+
+  private linearSet?: { key: string; x: Tensor; weight: Tensor; out: Tensor };
+
+  /** x [M, K] randn float32, weight [N, K] randn/sqrt(K) of c.dtype, y [M, N] allocated once. */
+  linear(c: LinearCase): { x: Tensor; weight: Tensor; out: Tensor } {
+    this.release('linear');
+    const key = `${c.M},${c.K},${c.N},${c.dtype}`;
+    if (this.linearSet?.key !== key) {
+      this.linearSet = undefined;
+      this.linearSet = {
+        key,
+        x: randn([c.M, c.K], { seed: this.seed }),
+        weight: randn([c.N, c.K], { seed: this.seed + 1, dtype: c.dtype, std: 1 / Math.sqrt(c.K) }),
+        out: zeros([c.M, c.N]),
+      };
+    }
+    return this.linearSet;
   }
 
   /** q, k, v of c's input kind (bench/inputs.ts hyperInputs, seed), kept while consecutive cases share them. */
@@ -391,13 +426,33 @@ const hyperEntry: OpEntry<HyperCase> = {
   tooBigForReference: (c) => c.T * c.S > 1 << 22,
 };
 
+const linearEntry: OpEntry<LinearCase> = {
+  name: 'linear',
+  family: 'linear',
+  summary: 'linear x [M,K] float32 · weight [N,K]ᵀ (--dtype: the weights) into y [M,N]; GEMV for M <= 8, GEMM above',
+  test: 'test/linear.test.ts',
+  traffic: (c) => linearWork(c),
+  // The peak (GEMM is compute-bound) and a read of the weight bytes (a GEMV streams the weights once: its ceiling).
+  limits: (c) => ({ peak: true, read: linearWork(c).weightBytes }),
+  prepare(c, inputs) {
+    const { x, weight, out } = inputs.linear(c);
+    const opts = { out, backend: c.backend };
+    return () => {
+      linear(x, weight, opts);
+    };
+  },
+  tooBigForReference: (c) => linearWork(c).flops > 1e9,
+};
+
 export const OPS: {
   readonly 'gated-delta': DeltaEntry;
   readonly 'delta-step': DeltaEntry;
   readonly softmax: OpEntry<SoftmaxCase>;
   readonly attention: OpEntry<AttentionCase>;
   readonly hyper: OpEntry<HyperCase>;
-} = { 'gated-delta': gatedDelta, 'delta-step': deltaStep, softmax: softmaxEntry, attention: attentionEntry, hyper: hyperEntry };
+  readonly linear: OpEntry<LinearCase>;
+} = { 'gated-delta': gatedDelta, 'delta-step': deltaStep, softmax: softmaxEntry, attention: attentionEntry, hyper: hyperEntry,
+  linear: linearEntry };
 
 /** The entry of c's op, typed for c (TypeScript cannot correlate OPS[c.op] with c by itself). */
 export function entryOf(c: BenchCase): OpEntry {
@@ -410,6 +465,8 @@ export function entryOf(c: BenchCase): OpEntry {
  */
 export function shapeLabel(c: BenchCase): string {
   switch (c.op) {
+    case 'linear':
+      return `M${c.M} K${c.K} N${c.N}`;
     case 'softmax':
       return `R${c.rows} C${c.cols}`;
     case 'attention':
@@ -428,6 +485,7 @@ export function caseLabel(c: BenchCase): string {
     c.op === 'softmax' ? c.algorithm
     : c.op === 'attention' ? `${c.causal ? 'causal' : 'full'}${c.gate !== 'none' ? ` gate=${c.gate}` : ''}`
     : c.op === 'hyper' ? `${c.causal ? 'causal' : 'full'} ${c.inputs}`
+    : c.op === 'linear' ? (c.M <= 8 ? 'gemv' : 'gemm')
     : c.op === 'delta-step' ? 'step' : c.algorithm;
   return `${c.op} ${shapeLabel(c)} ${c.dtype} ${variant}`;
 }

@@ -3,12 +3,14 @@
 // `--json FILE`.
 import type { Info } from '../src/index.js';
 import { attentionWork, gbs, gflops, hyperWork, softmaxWork } from './formulas.js';
+import { linearWork } from './formulas.js';
 import { formatBytes, type BandwidthResult, type Limits, type PeakResult } from './limits.js';
 import type { Timing } from './measure.js';
 import {
   FAMILIES, familyOf, OPS, shapeLabel,
   type AttentionCase, type BenchCase, type Comparison, type DeltaCase, type GateKind, type HyperCase, type SoftmaxAlgorithm,
   type SoftmaxCase,
+  type LinearCase,
 } from './registry.js';
 import type { HyperInputKind } from './inputs.js';
 import type { AutoCheck, GateCheck, Scaling, SoftmaxCheck } from './suites.js';
@@ -141,7 +143,28 @@ export interface HyperRow extends RowCommon {
 }
 
 /** One row of a table and of the JSON report's `rows`. */
-export type BenchRow = DeltaRow | SoftmaxRow | AttentionRow | HyperRow;
+/** A linear row: x [M, K] float32 times weight [N, K] (dtype) into y [M, N]. */
+export interface LinearRow extends RowCommon {
+  op: 'linear';
+  M: number;
+  K: number;
+  N: number;
+  path: 'gemv' | 'gemm';
+  /** 2·M·K·N, and GFLOP/s at the median time. */
+  flops: number;
+  gflops: number;
+  peak: PeakResult | null;
+  peakRatio: number | null;
+  /** The weights once (N·K elements of dtype), and GB/s over them at the median time. */
+  weightBytes: number;
+  weightGbs: number;
+  /** Read bandwidth (a sum over one array of weightBytes), measured in this run, and weightGbs / it. */
+  read: BandwidthResult | null;
+  readRatio: number | null;
+}
+
+export type BenchRow = DeltaRow | SoftmaxRow | AttentionRow | HyperRow
+  | LinearRow;
 
 /** A case that did not run: its op is not implemented in this build (skipped) or it threw (failed). */
 export interface SkippedCase {
@@ -204,6 +227,8 @@ export function makeRow(c: BenchCase, t: Timing, env: { simd: string; threads: n
       return attentionRow(c, t, env, lim);
     case 'hyper':
       return hyperRow(c, t, env, lim, cmp);
+    case 'linear':
+      return linearRow(c, t, env, lim);
     default:
       return deltaRow(c, t, env, lim);
   }
@@ -288,6 +313,73 @@ function attentionRow(c: AttentionCase, t: Timing, env: { simd: string; threads:
     read: lim.read ?? null,
     readRatio: lim.read ? base.gbs / lim.read.gbs : null,
   };
+}
+
+function linearRow(c: LinearCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits): LinearRow {
+  const w = linearWork(c);
+  const base = common(c, t, env, w.bytes, w.workingSet);
+  const g = gflops(w.flops, t.median);
+  const wg = gbs(w.weightBytes, t.median);
+  return {
+    op: 'linear',
+    ...base,
+    M: c.M, K: c.K, N: c.N,
+    path: c.M <= 8 ? 'gemv' : 'gemm',
+    flops: w.flops,
+    gflops: g,
+    peak: lim.peak ?? null,
+    peakRatio: lim.peak ? g / lim.peak.gflops : null,
+    weightBytes: w.weightBytes,
+    weightGbs: wg,
+    read: lim.read ?? null,
+    readRatio: lim.read ? wg / lim.read.gbs : null,
+  };
+}
+
+/** The linear table. */
+export function formatLinearRows(rows: readonly LinearRow[]): string {
+  const header = ['op', 'shape', 'weights', 'path', 'simd', 'thr', 'median ms', 'min-max ms', 'GF/s', '%peak', 'peak@', 'weight GB/s', '%read', 'bw@'];
+  const body = rows.map((r) => [
+    r.op,
+    r.shape,
+    DT[r.dtype] ?? r.dtype,
+    r.path,
+    simdCell(r),
+    String(r.threads),
+    ...timeCells(r),
+    sig(r.gflops),
+    pct(r.peakRatio),
+    peakAt(r.peak),
+    sig(r.weightGbs),
+    pct(r.readRatio),
+    r.read ? formatBytes(r.read.bytes) : '-',
+  ]);
+  return formatTable(header, body);
+}
+
+/** Issue 14's targets: GEMV >= 70% of the read bandwidth over the weight bytes, GEMM >= 60% of the FP32 peak. */
+export const LINEAR_TARGETS = { gemvRead: 0.7, gemmPeak: 0.6 } as const;
+
+export function linearLegend(rows: readonly LinearRow[]): string {
+  const peaks = peakList(rows);
+  const lines = [
+    'linear(x, weight, {out}): x [M, K] float32, weight [N, K] of the listed dtype (widened to float32 as it loads),',
+    'y [M, N] float32 into a buffer allocated once. GF/s: 2·M·K·N; %peak: ÷ FP32 FMA peak at the SIMD level in effect',
+    `on the same threads${peaks ? ` (${peaks})` : ''}. weight GB/s: the weights once (N·K elements) at the median time;`,
+    '%read: ÷ read bandwidth (a sum over one array) of the weight bytes (bw@), the ceiling of a GEMV, which streams',
+    'the weights once for all its rows.',
+  ];
+  const gemv = rows.filter((r) => r.path === 'gemv' && r.K === 4096 && r.N === 4096 && r.readRatio !== null);
+  if (gemv.length) {
+    const ok = gemv.every((r) => r.readRatio! >= LINEAR_TARGETS.gemvRead);
+    lines.push(`target (issue 14), GEMV 4096 -> 4096: >= 70% of read bandwidth: ${gemv.map((r) => `${pct(r.readRatio)} (M${r.M} ${DT[r.dtype] ?? r.dtype})`).join(', ')}: ${ok ? 'met' : 'NOT met'}.`);
+  }
+  const gemm = rows.filter((r) => r.path === 'gemm' && r.M === 512 && r.K === 4096 && r.N === 4096 && r.peakRatio !== null);
+  if (gemm.length) {
+    const ok = gemm.every((r) => r.peakRatio! >= LINEAR_TARGETS.gemmPeak);
+    lines.push(`target (issue 14), GEMM 512 x 4096 x 4096: >= 60% of FP32 peak: ${gemm.map((r) => `${pct(r.peakRatio)} (${DT[r.dtype] ?? r.dtype})`).join(', ')}: ${ok ? 'met' : 'NOT met'}.`);
+  }
+  return lines.join('\n');
 }
 
 function hyperRow(c: HyperCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits, cmp?: Comparison): HyperRow {
@@ -471,7 +563,7 @@ export function hyperLegend(rows: readonly HyperRow[]): string {
   return lines.join('\n');
 }
 
-function peakList(rows: readonly (DeltaRow | AttentionRow | HyperRow)[]): string {
+function peakList(rows: readonly (DeltaRow | AttentionRow | HyperRow | LinearRow)[]): string {
   const peaks = new Map<string, PeakResult>();
   for (const r of rows) if (r.peak) peaks.set(`${r.peak.level}x${r.peak.threads}`, r.peak);
   return [...peaks.entries()].map(([k, p]) => `${k} = ${p.gflops.toFixed(1)} GFLOP/s`).join(', ');
@@ -531,6 +623,7 @@ export function formatReport(rows: readonly BenchRow[], skipped: readonly Skippe
     if (!of.length) continue;
     if (f === 'delta') blocks.push(`${formatDeltaRows(of as DeltaRow[])}\n\n${deltaLegend(of as DeltaRow[])}`);
     else if (f === 'softmax') blocks.push(`${formatSoftmaxRows(of as SoftmaxRow[])}\n\n${softmaxLegend()}`);
+    else if (f === 'linear') blocks.push(`${formatLinearRows(of as LinearRow[])}\n\n${linearLegend(of as LinearRow[])}`);
     else if (f === 'hyper') blocks.push(`${formatHyperRows(of as HyperRow[])}\n\n${hyperLegend(of as HyperRow[])}`);
     else blocks.push(`${formatAttentionRows(of as AttentionRow[])}\n\n${attentionLegend(of as AttentionRow[])}`);
   }

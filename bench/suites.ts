@@ -16,10 +16,13 @@ import {
   SOFTMAX_ALGORITHMS,
   type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type DeltaCase, type Family, type HyperCase,
   type SoftmaxAlgorithm, type SoftmaxCase,
+  type LinearCase,
 } from './registry.js';
 
-export type SuiteName = Family | 'all';
-export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'hyper', 'all'];
+export type SuiteName = Family | 'all'
+  | 'serving';
+export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'hyper', 'all',
+  'linear', 'serving'];
 
 export interface SuiteOptions {
   dtype: BenchDType;
@@ -99,6 +102,23 @@ export function attentionSuite(o: SuiteOptions): AttentionCase[] {
   return SUITE_ATTENTION.map((a) => ({ op: 'attention', ...a, dtype: o.dtype, backend: o.backend }));
 }
 
+/**
+ * The linear cases (issue 14 part 8; `--suite linear`, part of `--suite serving`): GEMV at 1 and 8 rows and
+ * GEMM at 512 rows, 4096 -> 4096, float32 and bfloat16 weights (the suite's --dtype is ignored: x and y are
+ * float32, the weights both ways).
+ */
+export const SUITE_LINEAR: readonly { M: number; K: number; N: number }[] = [
+  { M: 1, K: 4096, N: 4096 },
+  { M: 8, K: 4096, N: 4096 },
+  { M: 512, K: 4096, N: 4096 },
+];
+
+export function linearSuite(o: SuiteOptions): LinearCase[] {
+  return SUITE_LINEAR.flatMap((s) =>
+    (['float32', 'bfloat16'] as const).map((dtype): LinearCase => ({ op: 'linear', ...s, dtype, backend: o.backend })),
+  );
+}
+
 /** The suite `o.suite` names (default all: delta, softmax, attention, hyper, in that order). */
 export function defaultSuite(o: SuiteOptions): BenchCase[] {
   const suite = o.suite ?? 'all';
@@ -107,6 +127,7 @@ export function defaultSuite(o: SuiteOptions): BenchCase[] {
   if (suite === 'all' || suite === 'softmax') cases.push(...softmaxSuite(o));
   if (suite === 'all' || suite === 'attention') cases.push(...attentionSuite(o));
   if (suite === 'all' || suite === 'hyper') cases.push(...hyperSuite(o));
+  if (suite === 'all' || suite === 'linear' || suite === 'serving') cases.push(...linearSuite(o));
   return cases;
 }
 
