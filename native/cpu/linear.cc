@@ -86,7 +86,7 @@ bool linear_forward(const LinearArgs& a) {
     const int cols = kLinearPanels * k.panel;
     const int64_t rblocks = (M + kLinearMC - 1) / kLinearMC, cblocks = (N + cols - 1) / cols;
     const int threads = serial ? 1 : num_threads();
-    const int64_t pack_floats = static_cast<int64_t>(kLinearKC) * cols;
+    const int64_t pack_floats = static_cast<int64_t>(kLinearKC) * cols + static_cast<int64_t>(kLinearMC) * kLinearKC;
     std::unique_ptr<float[]> packs = uninit(pack_floats * threads);
     // Column blocks outermost: neighbouring tasks read the same weights (shared in L3) for other rows.
     run_tasks(rblocks * cblocks, serial, [&](int64_t t, int tid) {
@@ -98,7 +98,7 @@ bool linear_forward(const LinearArgs& a) {
       const int64_t r0 = rb * kLinearMC, r1 = std::min<int64_t>(M, r0 + kLinearMC);
       const int j0 = static_cast<int>(cb * cols), j1 = std::min(N, j0 + cols);
       k.gemm(x + r0 * K, static_cast<int>(r1 - r0), K, a.w, a.wdt, j0, j1, bias, y + r0 * N, N,
-             packs.get() + pack_floats * tid);
+             packs.get() + pack_floats * tid, packs.get() + pack_floats * tid + static_cast<int64_t>(kLinearKC) * cols);
     });
   }
   if (stop) return false;

@@ -42,9 +42,10 @@ struct LinearKernels {
   // y[m * ldy + j] = x_m . w_j + bias[j] for m < M (M <= kLinearGemvRows), j in [j0, j1); x float32 [M, K].
   void (*gemv)(const float* x, int M, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
                int64_t ldy);
-  // The same for `rows` rows of x (any number) through packed panels; pack: kLinearKC * kLinearPanels * panel floats.
+  // The same for `rows` (<= kLinearMC) rows of x through packed panels; pack: kLinearKC * kLinearPanels * panel
+  // floats, apack: kLinearMC * kLinearKC floats (the rows' chunk, contiguous).
   void (*gemm)(const float* x, int rows, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
-               int64_t ldy, float* pack);
+               int64_t ldy, float* pack, float* apack);
   void (*to_f32)(const void* src, DType dt, int64_t off, int n, float* dst);
   void (*from_f32)(const float* src, void* dst, DType dt, int64_t off, int n);
 };

@@ -3,6 +3,7 @@
 // GEMM tile that packs weight panels and runs gemm_impl.h's register-blocked microkernel on them.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 #include "convert_impl.h"
 #include "gemm_impl.h"
@@ -38,11 +39,18 @@ inline void gemv_block(const float* x, int K, const typename L::T* w, int j, int
   int k = k0;
   const int kend = k0 + kc;
   for (; k + W <= kend; k += W) {
-    V_ xv[M];
-    for (int m = 0; m < M; m++) xv[m] = Vec::load(x + static_cast<int64_t>(m) * K + k);
-    for (int r = 0; r < R; r++) {
-      const V_ wv = L::load(wr[r] + k);
-      for (int m = 0; m < M; m++) c[r][m] = Vec::fma(wv, xv[m], c[r][m]);
+    if constexpr (R == 1) {
+      // One feature: x straight from L1 into each FMA (a memory operand), so the M accumulators, the weight
+      // vector and nothing else hold registers (M = 8 with x preloaded would spill on AVX2's 16).
+      const V_ wv = L::load(wr[0] + k);
+      for (int m = 0; m < M; m++) c[0][m] = Vec::fma(wv, Vec::load(x + static_cast<int64_t>(m) * K + k), c[0][m]);
+    } else {
+      V_ xv[M];
+      for (int m = 0; m < M; m++) xv[m] = Vec::load(x + static_cast<int64_t>(m) * K + k);
+      for (int r = 0; r < R; r++) {
+        const V_ wv = L::load(wr[r] + k);
+        for (int m = 0; m < M; m++) c[r][m] = Vec::fma(wv, xv[m], c[r][m]);
+      }
     }
   }
   if (k < kend) {  // the last chunk's tail (chunks are whole vectors before it)
@@ -121,7 +129,7 @@ constexpr int kNR = kNV * Vec::W;
 // packed into panels (panel p: kc rows of kNR floats, feature j0 + p * kNR + c in column c) and the
 // microkernel adds x[:, chunk] . panel into y.
 void gemm_tile_rows(const float* x, int rows, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
-                    int64_t ldy, float* pack) {
+                    int64_t ldy, float* pack, float* apack) {
   for (int r = 0; r < rows; r++) {
     float* yr = y + r * ldy;
     for (int j = j0; j < j1; j++) yr[j] = bias ? bias[j] : 0.f;
@@ -135,9 +143,13 @@ void gemm_tile_rows(const float* x, int rows, int K, const void* w, DType wdt, i
       float* dst = pack + static_cast<int64_t>(c / kNR) * kc * kNR + c % kNR;
       for (int kk = 0; kk < kc; kk++) dst[kk * kNR] = row[kk];
     }
+    // The rows' chunk copied contiguously (row stride kc): rows K floats apart (16 KiB at K = 4096) would all
+    // fall in the same L1 set, and the microkernel reads MR of them at once.
+    for (int r = 0; r < rows; r++)
+      std::memcpy(apack + static_cast<int64_t>(r) * kc, x + static_cast<int64_t>(r) * K + k0, static_cast<size_t>(kc) * sizeof(float));
     for (int p = 0; p < npanels; p++) {
       const int pw = ncols - p * kNR < kNR ? ncols - p * kNR : kNR;
-      gemm(rows, pw, kc, x + k0, K, pack + static_cast<int64_t>(p) * kc * kNR, kNR, y + j0 + p * kNR,
+      gemm(rows, pw, kc, apack, kc, pack + static_cast<int64_t>(p) * kc * kNR, kNR, y + j0 + p * kNR,
            static_cast<int>(ldy), kAccumulate);
     }
   }
