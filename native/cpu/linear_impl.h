@@ -24,6 +24,8 @@ constexpr int rows_per_block() {
 #endif
 }
 
+constexpr int kPrefetchAhead = 1024;  // bytes
+
 // Output features [j, j + R) of M rows over columns [k0, k0 + kc) of x (row stride K). acc holds the
 // features' running vector sums between chunks (R x M vectors); `first` starts them at zero, `last` reduces
 // them into y (+ bias).
@@ -39,6 +41,9 @@ inline void gemv_block(const float* x, int K, const typename L::T* w, int j, int
   int k = k0;
   const int kend = k0 + kc;
   for (; k + W <= kend; k += W) {
+    // Software prefetch of each weight row 1 KiB ahead (a row is a stream of its own; with R rows in flight
+    // the hardware prefetcher alone starts each one late).
+    for (int r = 0; r < R; r++) prefetch(wr[r] + k + kPrefetchAhead / sizeof(typename L::T));
     if constexpr (R == 1) {
       // One feature: x straight from L1 into each FMA (a memory operand), so the M accumulators, the weight
       // vector and nothing else hold registers (M = 8 with x preloaded would spill on AVX2's 16).
@@ -82,9 +87,12 @@ void gemv_rows(const float* x, int K, const void* wv, int j0, int j1, const floa
   alignas(64) V_ acc[kBlockRows * M];
   for (int jb = j0; jb < j1; jb += kBlockRows) {
     const int je = j1 - jb < kBlockRows ? j1 : jb + kBlockRows;
+    // x columns per chunk: M rows of them fill at most 16 KiB of L1 (M = 1: 4096 columns, so a decode row
+    // up to 4096 wide is one chunk and each weight row streams start to end, one prefetch stream each).
+    constexpr int kChunk = kLinearChunk * kLinearGemvRows / M / 16 * 16;
     int k0 = 0;
     do {
-      const int kc = K - k0 < kLinearChunk ? K - k0 : kLinearChunk;
+      const int kc = K - k0 < kChunk ? K - k0 : kChunk;
       const bool first = k0 == 0, last = k0 + kc >= K;
       int j = jb;
       for (; j + R <= je; j += R) gemv_block<L, M, R>(x, K, w, j, k0, kc, first, last, acc + (j - jb) * M, bias, y, ldy);
