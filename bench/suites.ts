@@ -127,7 +127,7 @@ export function defaultSuite(o: SuiteOptions): BenchCase[] {
   if (suite === 'all' || suite === 'softmax') cases.push(...softmaxSuite(o));
   if (suite === 'all' || suite === 'attention') cases.push(...attentionSuite(o));
   if (suite === 'all' || suite === 'hyper') cases.push(...hyperSuite(o));
-  if (suite === 'all' || suite === 'linear' || suite === 'serving') cases.push(...linearSuite(o));
+  if (suite === 'linear' || suite === 'serving') cases.push(...linearSuite(o));
   return cases;
 }
 

@@ -57,7 +57,7 @@ describe(`linear native vs float64 reference (SIMD ${info().simd ?? 'none'})`, (
 
   it('in = 4096 at few and many rows', () => {
     let i = 0;
-    for (const M of [1, 3, 8, 9, 40]) for (const N of [1, 7, 64]) run({ M, K: 4096, N, ...dtypesOf(i++), seed: 50 + i });
+    for (const M of [1, 3, 5, 7, 8, 9, 40]) for (const N of [1, 7, 64]) run({ M, K: 4096, N, ...dtypesOf(i++), seed: 50 + i });
   });
 
   it('out = 4096 at few and many rows', () => {
