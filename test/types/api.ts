@@ -72,3 +72,13 @@ softmax([1, 2, 3]);
 // Tensor helpers keep their types.
 const b16: Tensor = tensor([1, 2, 3], [3]).to('bfloat16').slice(1).reshape([-1]);
 void b16;
+
+// linear: options typed; exactOptionalPropertyTypes takes an explicit undefined bias.
+import { linear, linearAsync, type LinearOptions } from '../../dist/src/index.js';
+const lo: LinearOptions = { bias: undefined, outDtype: 'float32' };
+const ly: Tensor = linear(like, like, lo);
+const lp: Promise<Tensor> = linearAsync(like, like, {}, { signal: new AbortController().signal });
+void ly;
+void lp;
+// @ts-expect-error an unknown option
+linear(like, like, { biass: like });
