@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SeqkernError, abortError } from './errors.js';
 import type { Backend } from './types.js';
+import type { NativeLinearArgs } from './ops/linear.js';
 
 /** The raw addon's own type (kept apart from the public API, as node-llama-cpp does). */
 export interface NativeInfo {
@@ -113,6 +114,8 @@ export interface NativeAddon {
   /** The delta chunk/recurrent race: result[0] 0 (chunk) or 1 (recurrent); times: best ns of each. */
   deltaCalibrate(args: { K: number; V: number; result: Int32Array; times?: Float64Array }): void;
   deltaCalibrateAsync(args: { K: number; V: number; result: Int32Array; times?: Float64Array }): Promise<void>;
+  linear(args: NativeLinearArgs): void;
+  linearAsync(args: NativeLinearArgs): Promise<void>;
   /** Machine-limit probes used by `seqkern bench --limits` (present in builds that have them). */
   [probe: string]: unknown;
 }

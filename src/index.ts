@@ -101,3 +101,5 @@ export function setSimdLevel(level: 'avx512' | 'avx2' | 'portable'): string {
     throw new SeqkernError((err.code ?? 'BAD_ARGUMENT') as SeqkernError['code'], `setSimdLevel: ${err.message}`, { argument: 'level' });
   }
 }
+export { linear, linearAsync, type LinearOptions } from './ops/linear.js';
+export { linearReference } from './reference/linear.js';

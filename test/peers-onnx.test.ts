@@ -10,6 +10,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error: plain JavaScript module without types
 import { attentionModel, mhaModel, softmaxModel } from '../bench/peers/onnx.mjs';
+// @ts-expect-error: plain JavaScript module without types
+import { gemmModel } from '../bench/peers/onnx.mjs';
 
 const PEERS = path.resolve(__dirname, '..', 'bench', 'peers');
 
@@ -91,6 +93,17 @@ function model(bytes: Uint8Array) {
 }
 
 describe('bench/peers/onnx.mjs: the ModelProto encoding', () => {
+  it('Gemm (the linear peer): opset 13, transB = 1, a [M, K], b [N, K] -> y [M, N]', () => {
+    const { bytes, op } = gemmModel({ M: 8, K: 4096, N: 1024 });
+    expect(op).toMatch(/Gemm \(opset 13, transB=1\)/);
+    const m = model(bytes);
+    expect(m.opsets).toEqual([{ domain: '', version: 13 }]);
+    expect(m.opType).toBe('Gemm');
+    expect(m.attrs).toEqual({ transB: 1n });
+    expect(m.graphInputs).toEqual([{ name: 'a', elemType: 1, dims: [8, 4096] }, { name: 'b', elemType: 1, dims: [1024, 4096] }]);
+    expect(m.graphOutputs).toEqual([{ name: 'y', elemType: 1, dims: [8, 1024] }]);
+  });
+
   it('Softmax: opset 13, axis -1 (a negative int64), x [rows, cols] with rows symbolic', () => {
     const { bytes, op } = softmaxModel({ cols: 1024 });
     expect(op).toMatch(/Softmax \(opset 13/);

@@ -172,3 +172,22 @@ export function mhaModel({ B, T, S, Hq, Hk, D, Dv, causal, scale, dtype = 'float
   });
   return { bytes, op: `com.microsoft MultiHeadAttention (unidirectional=${causal ? 1 : 0})` };
 }
+
+/**
+ * Gemm (opset 13) with transB = 1: Y [M, N] = A [M, K] · B [N, K]ᵀ, seqkern's linear(x, weight) with the
+ * weights in PyTorch's [out, in] layout (the same buffer feeds both). The weights are an input, not an
+ * initializer, so one model serves any weights.
+ */
+export function gemmModel({ M, K, N, dtype = 'float32' }) {
+  const bytes = oneNodeModel({
+    opType: 'Gemm',
+    opset: 13,
+    attributes: { transB: { int: 1 } },
+    inputs: [
+      { name: 'a', dtype, dims: [M, K] },
+      { name: 'b', dtype, dims: [N, K] },
+    ],
+    outputs: [{ name: 'y', dtype, dims: [M, N] }],
+  });
+  return { bytes, op: 'Gemm (opset 13, transB=1)' };
+}

@@ -34,13 +34,14 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { attentionModel, mhaModel, softmaxModel } from './onnx.mjs';
+import { gemmModel } from './onnx.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
 
 const USAGE = `usage: node run.mjs [flags]     (in bench/peers)
 
-  --suite softmax|attention|all   which cases (default all)
+  --suite softmax|attention|linear|all   which cases (default all)
   --no-big                        leave out the 1 GiB softmax batch (it needs about 4 GiB of memory)
   --threads N                     threads for both runtimes (default: one per core, ${os.availableParallelism()} here)
   --seconds S                     time per runtime and case (default 1)
@@ -91,7 +92,7 @@ function parse() {
     return Number(x);
   };
   const suite = v.suite ?? 'all';
-  if (!['softmax', 'attention', 'all'].includes(suite)) fail(`--suite: expected softmax, attention or all, got '${suite}'`);
+  if (!['softmax', 'attention', 'linear', 'all'].includes(suite)) fail(`--suite: expected softmax, attention, linear or all, got '${suite}'`);
   const seconds = v.seconds === undefined ? 1 : Number(v.seconds);
   if (!(seconds > 0 && seconds <= 600)) fail(`--seconds: expected a number in (0, 600], got '${v.seconds}'`);
   if (v.json === '') fail('--json: expected a file name');
@@ -414,6 +415,64 @@ async function attentionCases(ctx) {
   return out;
 }
 
+// linear: the float32-weight cases of seqkern's linear suite (bench/suites.ts SUITE_LINEAR: GEMV 1 and 8 rows,
+// GEMM 512 rows, 4096 -> 4096); seqkern: linear(x, weight, { out }) into a buffer allocated once; ORT: Gemm
+// with transB = 1 on the same x and weight buffers (ORT's CPU Gemm has no bfloat16).
+async function linearCases(ctx) {
+  const { ort, sk, o } = ctx;
+  const { linear, randn, zeros } = sk.api;
+  const out = [];
+  for (const s of sk.suites.SUITE_LINEAR) {
+    const c = { ...s, dtype: 'float32' };
+    const w = sk.formulas.linearWork(c);
+    const name = `linear M${c.M} K${c.K} N${c.N}`;
+    progress(`${name}: inputs ...`);
+    const x = randn([c.M, c.K], { seed: o.seed });
+    const weight = randn([c.N, c.K], { seed: o.seed + 1, std: 1 / Math.sqrt(c.K) });
+    const y = zeros([c.M, c.N]);
+    progress(`${name}: seqkern ...`);
+    const seq = await seqkernSide(() => timeIt(() => linear(x, weight, { out: y }), o));
+    const tried = [];
+    let ortTime = null;
+    let err = null;
+    const model = gemmModel(c);
+    try {
+      const session = await ortSession(ort, model.bytes, o.threads);
+      await session.release();
+      progress(`${name}: onnxruntime ${model.op} ...`);
+      const feeds = { a: new ort.Tensor('float32', x.data, [c.M, c.K]), b: new ort.Tensor('float32', weight.data, [c.N, c.K]) };
+      const yt = new ort.Tensor('float32', new Float32Array(c.M * c.N), [c.M, c.N]);
+      ortTime = await timeOrt(ort, model, feeds, { y: yt }, o);
+      err = maxNormError(ortTime.last.y.data, y.data);
+    } catch (e) {
+      tried.push(`${model.op}: ${e.message.split('\n')[0]}`);
+    }
+    const { e2e, kernel } = ortTime ?? {};
+    out.push({
+      op: 'linear',
+      name,
+      shape: c,
+      flops: w.flops,
+      bytes: w.weightBytes,
+      seqkern: { ...seq, gflops: seq.median ? w.flops / seq.median / 1e9 : null, gbs: seq.median ? w.weightBytes / seq.median / 1e9 : null },
+      ort: e2e
+        ? {
+            op: model.op,
+            ...e2e,
+            gflops: w.flops / e2e.median / 1e9,
+            gbs: w.weightBytes / e2e.median / 1e9,
+            kernel: kernel && { ...kernel, gflops: w.flops / kernel.median / 1e9, gbs: w.weightBytes / kernel.median / 1e9 },
+            tried,
+          }
+        : { op: null, failed: tried.join('; ') },
+      speedup: seq.median && e2e ? e2e.median / seq.median : null,
+      speedupKernel: seq.median && kernel ? kernel.median / seq.median : null,
+      error: { kind: 'max |ort - seqkern| / max |seqkern|', value: err },
+    });
+  }
+  return out;
+}
+
 function seqkernCell(r) {
   if (r.seqkern.skipped) return 'skipped';
   if (r.seqkern.failed) return 'FAILED';
@@ -477,6 +536,30 @@ function report(rows, o, ortVersion) {
     );
     for (const r of at) if (r.ort.failed) lines.push(`ORT failed on ${r.name}: ${r.ort.failed}`);
   }
+  const li = rows.filter((r) => r.op === 'linear');
+  if (li.length) {
+    if (lines.length) lines.push('');
+    lines.push(
+      table(
+        ['linear, float32', 'seqkern ms', 'GF/s', 'weight GB/s', 'ORT run ms', 'ORT kernel ms', 'GF/s', 'weight GB/s', 'vs run', 'vs kernel', 'max err'],
+        li.map((r) => [
+          r.name.replace(/^linear /, ''),
+          seqkernCell(r),
+          sig(r.seqkern.gflops),
+          sig(r.seqkern.gbs),
+          r.ort.failed ? 'FAILED' : ortCell(r.ort),
+          ortCell(r.ort.kernel),
+          sig(r.ort.kernel?.gflops),
+          sig(r.ort.kernel?.gbs),
+          times(r.speedup),
+          times(r.speedupKernel),
+          r.error.value === null ? '-' : r.error.value.toExponential(1),
+        ]),
+      ),
+    );
+    lines.push('seqkern: linear(x, weight, {out}); ORT: Gemm (transB = 1) on the same buffers. GF/s: 2MKN; weight GB/s: the weights once.');
+    for (const r of li) if (r.ort.failed) lines.push(`ORT failed on ${r.name}: ${r.ort.failed}`);
+  }
   lines.push(
     '',
     'ORT run: session.run awaited, as a Node caller sees it (setImmediate hop, input checks, and the output copied',
@@ -510,8 +593,9 @@ async function main() {
   const ortVersion = ort.env.versions?.node ?? ort.env.versions?.common ?? 'unknown';
   const ctx = { ort, sk, o };
   const rows = [];
-  if (o.suite !== 'attention') rows.push(...(await softmaxCases(ctx)));
-  if (o.suite !== 'softmax') rows.push(...(await attentionCases(ctx)));
+  if (o.suite === 'all' || o.suite === 'softmax') rows.push(...(await softmaxCases(ctx)));
+  if (o.suite === 'all' || o.suite === 'attention') rows.push(...(await attentionCases(ctx)));
+  if (o.suite === 'all' || o.suite === 'linear') rows.push(...(await linearCases(ctx)));
   process.stdout.write(`${report(rows, o, ortVersion)}\n`);
   if (o.json) {
     const doc = {

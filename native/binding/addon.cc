@@ -77,6 +77,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_nala(env, exports);
   register_tensor(env, exports);
   register_runtime(env, exports);
+  register_linear(env, exports);
   return exports;
 }
 

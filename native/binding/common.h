@@ -296,5 +296,6 @@ void register_rotary(Napi::Env env, Napi::Object exports);
 void register_nala(Napi::Env env, Napi::Object exports);
 void register_tensor(Napi::Env env, Napi::Object exports);
 void register_runtime(Napi::Env env, Napi::Object exports);
+void register_linear(Napi::Env env, Napi::Object exports);
 
 }  // namespace sk

@@ -98,3 +98,12 @@ void verify;
 void ckSeq;
 // @ts-expect-error stateDtype is float32 or bfloat16
 gatedDeltaRule({ q, k, v, beta, state: pool, stateDtype: 'float16' });
+// linear: options typed; exactOptionalPropertyTypes takes an explicit undefined bias.
+import { linear, linearAsync, type LinearOptions } from '../../dist/src/index.js';
+const lo: LinearOptions = { bias: undefined, outDtype: 'float32' };
+const ly: Tensor = linear(like, like, lo);
+const lp: Promise<Tensor> = linearAsync(like, like, {}, { signal: new AbortController().signal });
+void ly;
+void lp;
+// @ts-expect-error an unknown option
+linear(like, like, { biass: like });

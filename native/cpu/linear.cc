@@ -1,0 +1,115 @@
+// Driver of linear (see linear.h): converts x and the bias to float32 where they are not, picks the GEMV or
+// GEMM path, splits it into tasks over the pool, and narrows y to its dtype at the end.
+#include "linear.h"
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "threadpool.h"
+
+namespace sk {
+
+const LinearKernels& linear_kernels(SimdLevel l) {
+  switch (l) {
+    case SimdLevel::avx512: return avx512::kLinearKernels;
+    case SimdLevel::avx2: return avx2::kLinearKernels;
+    default: return portable::kLinearKernels;
+  }
+}
+
+namespace {
+
+constexpr int kGemvFeatures = 16;          // GEMV: output features per task
+constexpr int64_t kSerialFlops = 1 << 17;  // smaller calls run on the calling thread (waking the pool costs more)
+constexpr int kConvRows = 64;              // rows per conversion task
+
+bool cancelled(const int32_t* c) { return c && __atomic_load_n(c, __ATOMIC_RELAXED) != 0; }
+
+template <class F>
+void run_tasks(int64_t n, bool serial, const F& f) {
+  if (serial) {
+    for (int64_t i = 0; i < n; i++) f(i, 0);
+  } else {
+    parallel_for(n, f);
+  }
+}
+
+std::unique_ptr<float[]> uninit(int64_t n) { return std::unique_ptr<float[]>(new float[static_cast<size_t>(n > 0 ? n : 1)]); }
+
+}  // namespace
+
+bool linear_forward(const LinearArgs& a) {
+  const LinearKernels& k = linear_kernels(simd_level());
+  const int64_t M = a.M;
+  const int K = a.K, N = a.N;
+  if (M == 0 || N == 0) return true;
+  const bool serial = M * static_cast<int64_t>(N) * std::max(K, 1) <= kSerialFlops;
+  bool stop = false;
+
+  // float32 x and bias.
+  std::unique_ptr<float[]> xbuf, bbuf;
+  const float* x = static_cast<const float*>(a.x);
+  if (a.xdt != DType::f32 && K > 0) {
+    xbuf = uninit(M * K);
+    run_tasks((M + kConvRows - 1) / kConvRows, serial, [&](int64_t t, int) {
+      const int64_t r0 = t * kConvRows, r1 = std::min<int64_t>(M, r0 + kConvRows);
+      k.to_f32(a.x, a.xdt, r0 * K, static_cast<int>((r1 - r0) * K), xbuf.get() + r0 * K);
+    });
+    x = xbuf.get();
+  }
+  const float* bias = static_cast<const float*>(a.bias);
+  if (a.bias && a.bdt != DType::f32) {
+    bbuf = uninit(N);
+    k.to_f32(a.bias, a.bdt, 0, N, bbuf.get());
+    bias = bbuf.get();
+  }
+  // float32 y: the output itself, or a buffer narrowed at the end.
+  std::unique_ptr<float[]> ybuf;
+  float* y = static_cast<float*>(a.y);
+  if (a.ydt != DType::f32) {
+    ybuf = uninit(M * N);
+    y = ybuf.get();
+  }
+
+  if (M <= kLinearGemvRows) {
+    const int64_t tasks = (N + kGemvFeatures - 1) / kGemvFeatures;
+    run_tasks(tasks, serial, [&](int64_t t, int) {
+      if (cancelled(a.cancel)) {
+        stop = true;
+        return;
+      }
+      const int j0 = static_cast<int>(t * kGemvFeatures), j1 = std::min(N, j0 + kGemvFeatures);
+      k.gemv(x, static_cast<int>(M), K, a.w, a.wdt, j0, j1, bias, y, N);
+    });
+  } else {
+    const int cols = kLinearPanels * k.panel;
+    const int64_t rblocks = (M + kLinearMC - 1) / kLinearMC, cblocks = (N + cols - 1) / cols;
+    const int threads = serial ? 1 : num_threads();
+    const int64_t pack_floats = static_cast<int64_t>(kLinearKC) * cols + static_cast<int64_t>(kLinearMC) * kLinearKC;
+    std::unique_ptr<float[]> packs = uninit(pack_floats * threads);
+    // Column blocks outermost: neighbouring tasks read the same weights (shared in L3) for other rows.
+    run_tasks(rblocks * cblocks, serial, [&](int64_t t, int tid) {
+      if (cancelled(a.cancel)) {
+        stop = true;
+        return;
+      }
+      const int64_t rb = t % rblocks, cb = t / rblocks;
+      const int64_t r0 = rb * kLinearMC, r1 = std::min<int64_t>(M, r0 + kLinearMC);
+      const int j0 = static_cast<int>(cb * cols), j1 = std::min(N, j0 + cols);
+      k.gemm(x + r0 * K, static_cast<int>(r1 - r0), K, a.w, a.wdt, j0, j1, bias, y + r0 * N, N,
+             packs.get() + pack_floats * tid, packs.get() + pack_floats * tid + static_cast<int64_t>(kLinearKC) * cols);
+    });
+  }
+  if (stop) return false;
+
+  if (a.ydt != DType::f32) {
+    run_tasks((M + kConvRows - 1) / kConvRows, serial, [&](int64_t t, int) {
+      const int64_t r0 = t * kConvRows, r1 = std::min<int64_t>(M, r0 + kConvRows);
+      k.from_f32(y + r0 * N, a.y, a.ydt, r0 * N, static_cast<int>((r1 - r0) * N));
+    });
+  }
+  return true;
+}
+
+}  // namespace sk
