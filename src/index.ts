@@ -84,3 +84,10 @@ export function setSimdLevel(level: 'avx512' | 'avx2' | 'portable'): string {
     throw new SeqkernError((err.code ?? 'BAD_ARGUMENT') as SeqkernError['code'], `setSimdLevel: ${err.message}`, { argument: 'level' });
   }
 }
+export {
+  causalConv1d, causalConv1dAsync, causalConv1dUpdate, causalConv1dUpdateAsync,
+  type CausalConv1dOptions, type CausalConv1dUpdateOptions,
+} from './ops/conv.js';
+export { causalConv1dReference } from './reference/conv.js';
+export { rmsNorm, rmsNormAsync, rmsNormGated, rmsNormGatedAsync, type RmsNormOptions } from './ops/norm.js';
+export { rmsNormReference } from './reference/norm.js';

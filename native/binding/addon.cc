@@ -73,6 +73,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_attention(env, exports);
   register_hyper(env, exports);
   register_tensor(env, exports);
+  register_conv(env, exports);
+  register_norm(env, exports);
   return exports;
 }
 

@@ -314,5 +314,7 @@ void register_softmax(Napi::Env env, Napi::Object exports);
 void register_attention(Napi::Env env, Napi::Object exports);
 void register_hyper(Napi::Env env, Napi::Object exports);
 void register_tensor(Napi::Env env, Napi::Object exports);
+void register_conv(Napi::Env env, Napi::Object exports);
+void register_norm(Napi::Env env, Napi::Object exports);
 
 }  // namespace sk
