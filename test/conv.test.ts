@@ -219,3 +219,20 @@ describe('causalConv1d: async', () => {
     expect(sameBytes(p1, before)).toBe(true);
   });
 });
+
+describe('causalConv1d: by hand', () => {
+  it('D = 1, W = 3, w = [a, b, c] (oldest first), state [s1, s2]: y[t] = a x[t-2] + b x[t-1] + c x[t]', () => {
+    const x = new Tensor(Float32Array.from([1, 2, 3, 4]), [1, 4, 1], 'float32');
+    const w = new Tensor(Float32Array.from([100, 10, 1]), [1, 3], 'float32');
+    const state = new Tensor(Float32Array.from([5, 6]), [1, 1, 2], 'float32');
+    const y = causalConv1d(x, w, { convState: state });
+    expect(Array.from(y.data)).toEqual([500 + 60 + 1, 600 + 10 + 2, 100 + 20 + 3, 200 + 30 + 4]);
+    expect(Array.from(state.data)).toEqual([3, 4]);
+    const y1 = causalConv1dUpdate(new Tensor(Float32Array.from([7]), [1, 1], 'float32'), state, w, { bias: tensor([0.5], [1]) });
+    expect(Array.from(y1.data)).toEqual([300 + 40 + 7 + 0.5]);
+    expect(Array.from(state.data)).toEqual([4, 7]);
+    const short = causalConv1d(new Tensor(Float32Array.from([9]), [1, 1, 1], 'float32'), w, { convState: state });
+    expect(Array.from(short.data)).toEqual([400 + 70 + 9]);
+    expect(Array.from(state.data)).toEqual([7, 9]);
+  });
+});
