@@ -104,6 +104,7 @@ ConvJob parse(const Napi::Object& o) {
   a.D = D, a.W = static_cast<int>(W), a.N = static_cast<int>(N);
   a.x = x.data, a.y = y.data, a.w = w.data, a.bias = bias.present ? bias.data : nullptr;
   a.cu = job.cu.data();
+  a.pool = state.present;
   a.state = state.present ? state.data : nullptr;
   a.slot = slots.present ? job.slot.data() : nullptr;
   a.has_init = init.present ? job.init.data() : nullptr;

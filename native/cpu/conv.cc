@@ -52,7 +52,7 @@ bool conv_forward(const ConvArgs& a) {
   if (a.bias) kern.to_f32(a.bias, a.bdt, 0, static_cast<int>(D), bias.data());
 
   auto slot_of = [&](int n) -> int64_t { return a.slot ? a.slot[n] : n; };
-  auto init_of = [&](int n) -> bool { return a.state && slot_of(n) >= 0 && (!a.has_init || a.has_init[n] != 0); };
+  auto init_of = [&](int n) -> bool { return a.pool && P > 0 && slot_of(n) >= 0 && (!a.has_init || a.has_init[n] != 0); };
   const int64_t dblocks = (D + kConvTileD - 1) / kConvTileD;
   const int64_t es = dtype_bytes(a.sdt);
 
@@ -77,7 +77,7 @@ bool conv_forward(const ConvArgs& a) {
     const int dc = static_cast<int>(std::min<int64_t>(kConvTileD, D - d0));
     const int64_t s0 = a.cu[it.n];
     const int tc = std::min<int32_t>(kConvTileT, a.cu[it.n + 1] - a.cu[it.n] - it.t0);
-    if (a.state && slot_of(it.n) < 0) {
+    if (a.pool && slot_of(it.n) < 0) {
       for (int t = 0; t < tc; t++)
         for (int c = 0; c < dc; c++) store_scalar(a.y, a.xdt, (s0 + it.t0 + t) * D + d0 + c, 0.f);
       return;
@@ -88,7 +88,7 @@ bool conv_forward(const ConvArgs& a) {
     kern.tile(a, wT.data(), a.bias ? bias.data() : nullptr, s0, it.t0, tc, d0, dc, st, s.data());
   });
   if (stop.load()) return false;
-  if (!a.state || P == 0) return true;
+  if (!a.pool || P == 0) return true;
 
   // Final states: column i = position T - P + i of x~ (x when >= 0, else the old state's column T + i, read
   // before it is overwritten since T + i > i and i ascends; zeros without an initial state).

@@ -33,7 +33,8 @@ struct ConvArgs {
   bool silu = false;
   int N = 0;
   const int32_t* cu = nullptr;  // N + 1 offsets, validated
-  void* state = nullptr;        // [slots, D, W - 1] or null
+  bool pool = false;            // a pool is given (state may still be null: W = 1 holds no columns)
+  void* state = nullptr;        // [slots, D, W - 1]
   DType sdt = DType::f32;
   const int32_t* slot = nullptr;      // [N] (validated: in range, distinct among live) or null: slot n = n
   const uint8_t* has_init = nullptr;  // [N] or null: every initial state read from the pool
