@@ -21,6 +21,7 @@ import { formatReport, formatSummary, makeRow, type BenchReport, type BenchRow, 
 import {
   autoChecks, defaultSuite, gateChecks, scalingChecks, softmaxChecks, softmaxHotRows, softmaxSuite, SUITES, type SuiteName,
 } from './suites.js';
+import { servingSuite } from './suites.js';
 
 export const USAGE = `usage: seqkern <command> [flags]
 
@@ -33,7 +34,7 @@ commands:
   help                     this text
 
 bench flags:
-  --op gated-delta|delta-step|softmax|attention|hyper
+  --op gated-delta|delta-step|softmax|attention|hyper|conv-update|rms-norm-gated
   --B --T --H --HV --K --V  gated-delta: q,k [B,T,H,K], v [B,T,HV,V] (defaults B=1 T=4096 H=16 HV=32 K=V=128)
   --N --H --HV --K --V      delta-step: q,k [N,H,K], state [N,HV,K,V] (default N=8)
   --algorithm auto|chunk|recurrent        gated-delta (default auto)
@@ -50,6 +51,7 @@ bench flags:
                             time, the speedup and the relative error of HyperAttention's output against it)
   --inputs gaussian|clustered             hyper: standard normal q, k, v, or keys in tight clusters of 64 with
                             queries near them (bench/inputs.ts hyperInputs; default gaussian)
+  --op conv-update|rms-norm-gated  the serving suite's cases of that op (--dtype: x's, the pool's)
   --dtype float32|float16|bfloat16        input dtype (default float32)
   --backend cpu|reference                 (default cpu, reference when the addon is not built)
   --threads N               pool size (default: one per core)
@@ -151,6 +153,8 @@ const OP_FLAGS: Record<OpName, readonly CaseFlag[]> = {
   softmax: ['rows', 'cols', 'algorithm'],
   attention: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'gate'],
   hyper: ['B', 'T', 'S', 'H', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'inputs'],
+  'conv-update': [],
+  'rms-norm-gated': [],
 };
 const DELTA_ALGORITHMS: readonly Algorithm[] = ['auto', 'chunk', 'recurrent'];
 
@@ -282,6 +286,9 @@ export function caseFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu')
         inputs: a.inputs ?? 'gaussian', dtype: a.dtype, backend,
       };
     }
+    case 'conv-update':
+    case 'rms-norm-gated':
+      return casesFromArgs(a, backend)[0];
     default: {
       const d = OPS[a.op].defaults;
       return {
@@ -310,6 +317,12 @@ export function casesFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu'
     const algorithms = a.algorithm ? [a.algorithm as SoftmaxAlgorithm] : SOFTMAX_ALGORITHMS;
     if (a.rows === undefined && a.cols === undefined) return softmaxSuite({ dtype: a.dtype, backend }, algorithms);
     return algorithms.map((algorithm) => caseFromArgs({ ...a, algorithm }, backend));
+  }
+  // The serving modules alone: their suite's cases of that op (--dtype picks x's and the pool's dtype).
+  if (a.op === 'conv-update' || a.op === 'rms-norm-gated') {
+    const cases = servingSuite({ dtype: a.dtype, backend }).filter((c) => c.op === a.op);
+    const same = cases.filter((c) => c.dtype === a.dtype);
+    return same.length ? same : cases.map((c) => ({ ...c, dtype: a.dtype }) as BenchCase);
   }
   if (a.op) return [caseFromArgs(a, backend)];
   if (a.limits && !a.suite) return [];

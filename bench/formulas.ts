@@ -276,3 +276,39 @@ export function hyperWork(s: HyperShape, plan = hyperPlan(s.T, s.S, s.causal)): 
     bytes: exact.bytes, workingSet: exact.workingSet,
   };
 }
+
+// ---- serving: the causal conv update and gated RMSNorm (issue 14, modules) ----
+
+export interface ConvUpdateShape {
+  /** Sequences (one token each), their slots scattered through a pool of `slots`. */
+  N: number;
+  D: number;
+  W: number;
+  slots: number;
+  /** x, y and the pool's dtype (weights float32). */
+  dtype: BenchDType;
+}
+
+/** x read, y written, the N slots' states read and written (D·(W−1) each), the weights read once. */
+export function convUpdateWork(s: ConvUpdateShape): { tokens: number; bytes: number; workingSet: number } {
+  const e = DTYPE_BYTES[s.dtype];
+  const io = 2 * s.N * s.D * e;
+  const state = s.N * s.D * (s.W - 1) * e;
+  const w = s.D * s.W * 4 + s.D * 4;
+  return { tokens: s.N, bytes: io + 2 * state + w, workingSet: io + state + w };
+}
+
+export interface RmsNormShape {
+  rows: number;
+  H: number;
+  /** The gate is given (rmsNormGated). */
+  gated: boolean;
+  dtype: BenchDType;
+}
+
+/** x (and the gate) read, y written, the weight read once. */
+export function rmsNormWork(s: RmsNormShape): { tokens: number; bytes: number; workingSet: number } {
+  const e = DTYPE_BYTES[s.dtype];
+  const bytes = (s.gated ? 3 : 2) * s.rows * s.H * e + s.H * 4;
+  return { tokens: s.rows, bytes, workingSet: bytes };
+}

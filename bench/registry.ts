@@ -7,16 +7,23 @@ import {
   type AttentionOptions, type Tensor,
 } from '../src/index.js';
 import { autoAlgorithm } from '../src/ops/delta.js';
+import { causalConv1dUpdate } from '../src/ops/conv.js';
+import { rmsNormGated } from '../src/ops/norm.js';
 import {
   attentionWork, deltaPrefillWork, deltaStepWork, hyperWork, softmaxWork,
   type AttentionShape, type DeltaShape, type HyperShape, type SoftmaxShape, type Work,
 } from './formulas.js';
 import { attentionGate, attentionInputs, hyperInputs, softmaxInput, type HyperInputKind } from './inputs.js';
+import { convUpdateWork, rmsNormWork, type ConvUpdateShape, type RmsNormShape } from './formulas.js';
 import { relErr } from './quality.js';
 
-export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention' | 'hyper';
-export type Family = 'delta' | 'softmax' | 'attention' | 'hyper';
-export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention', 'hyper'];
+export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention' | 'hyper'
+  | 'conv-update' | 'rms-norm-gated';
+export type Family = 'delta' | 'softmax' | 'attention' | 'hyper'
+  | 'serving';
+export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention', 'hyper', 'serving'];
+/** The serving family's ops (issue 14): one table, rates over the bytes each op moves. */
+export const SERVING_OPS: readonly OpName[] = ['conv-update', 'rms-norm-gated'];
 /** The delta ops' algorithms. */
 export type Algorithm = 'auto' | 'chunk' | 'recurrent';
 export type SoftmaxAlgorithm = 'two-pass' | 'three-pass';
@@ -55,10 +62,24 @@ export interface HyperCase extends HyperShape {
   backend: BenchBackend;
 }
 
+/** causalConv1dUpdate(x [N, D], convState [slots, D, W - 1], weight [D, W], { stateIndices, activation: 'silu' }). */
+export interface ConvUpdateCase extends ConvUpdateShape {
+  op: 'conv-update';
+  backend: BenchBackend;
+}
+
+/** rmsNormGated(x [rows, H], gate [rows, H], weight [H], { out }) into a preallocated out. */
+export interface RmsNormGatedCase extends RmsNormShape {
+  op: 'rms-norm-gated';
+  backend: BenchBackend;
+}
+
 /** One benchmark case. */
-export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase | HyperCase;
+export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase | HyperCase
+  | ConvUpdateCase | RmsNormGatedCase;
 
 export function familyOf(op: OpName): Family {
+  if (SERVING_OPS.includes(op)) return 'serving';
   return op === 'softmax' || op === 'attention' || op === 'hyper' ? op : 'delta';
 }
 
@@ -391,13 +412,72 @@ const hyperEntry: OpEntry<HyperCase> = {
   tooBigForReference: (c) => c.T * c.S > 1 << 22,
 };
 
+// ---- serving: the causal conv update and gated RMSNorm (issue 14, modules)
+
+/** A fixed scattered order of N slots in a pool of `slots` (an LCG's Fisher–Yates, the first N). */
+function scatteredSlots(N: number, slots: number, seed: number): Int32Array {
+  const perm = Array.from({ length: slots }, (_, i) => i);
+  let s = (seed * 2654435761) >>> 0;
+  for (let i = slots - 1; i > 0; i--) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const j = s % (i + 1);
+    [perm[i], perm[j]] = [perm[j], perm[i]];
+  }
+  return Int32Array.from(perm.slice(0, N));
+}
+
+const convUpdateEntry: OpEntry<ConvUpdateCase> = {
+  name: 'conv-update',
+  family: 'serving',
+  summary: "causalConv1dUpdate decode: x [N,D], the pool [slots,D,W-1] in place at scattered slots, weight [D,W] float32, silu",
+  test: 'test/conv.test.ts',
+  traffic: (c) => convUpdateWork(c),
+  // Reads x and the states, writes y and the states: copy over the same bytes.
+  limits: (c) => ({ peak: false, copy: convUpdateWork(c).bytes }),
+  prepare(c, inputs) {
+    const x = randn([c.N, c.D], { seed: inputs.seed, dtype: c.dtype });
+    const pool = randn([c.slots, c.D, c.W - 1], { seed: inputs.seed + 1, dtype: c.dtype });
+    const weight = randn([c.D, c.W], { seed: inputs.seed + 2, std: 0.5 });
+    const opts = { stateIndices: scatteredSlots(c.N, c.slots, inputs.seed), activation: 'silu' as const, backend: c.backend };
+    return () => {
+      causalConv1dUpdate(x, pool, weight, opts);
+    };
+  },
+  tooBigForReference: (c) => c.N * c.D > 1 << 20,
+};
+
+const rmsNormGatedEntry: OpEntry<RmsNormGatedCase> = {
+  name: 'rms-norm-gated',
+  family: 'serving',
+  summary: 'rmsNormGated x, gate [rows,H], weight [H] float32 -> out (allocated once)',
+  test: 'test/norm.test.ts',
+  traffic: (c) => rmsNormWork(c),
+  limits: (c) => ({ peak: false, copy: rmsNormWork(c).bytes }),
+  prepare(c, inputs) {
+    const x = randn([c.rows, c.H], { seed: inputs.seed, dtype: c.dtype });
+    const gate = randn([c.rows, c.H], { seed: inputs.seed + 1, dtype: c.dtype });
+    const weight = randn([c.H], { seed: inputs.seed + 2, mean: 1, std: 0.2 });
+    const opts = { out: zeros([c.rows, c.H], c.dtype), backend: c.backend };
+    return () => {
+      rmsNormGated(x, gate, weight, opts);
+    };
+  },
+  tooBigForReference: (c) => c.rows * c.H > 1 << 22,
+};
+
 export const OPS: {
   readonly 'gated-delta': DeltaEntry;
   readonly 'delta-step': DeltaEntry;
   readonly softmax: OpEntry<SoftmaxCase>;
   readonly attention: OpEntry<AttentionCase>;
   readonly hyper: OpEntry<HyperCase>;
-} = { 'gated-delta': gatedDelta, 'delta-step': deltaStep, softmax: softmaxEntry, attention: attentionEntry, hyper: hyperEntry };
+  readonly 'conv-update': OpEntry<ConvUpdateCase>;
+  readonly 'rms-norm-gated': OpEntry<RmsNormGatedCase>;
+} = {
+  'gated-delta': gatedDelta, 'delta-step': deltaStep, softmax: softmaxEntry, attention: attentionEntry, hyper: hyperEntry,
+  'conv-update': convUpdateEntry,
+  'rms-norm-gated': rmsNormGatedEntry,
+};
 
 /** The entry of c's op, typed for c (TypeScript cannot correlate OPS[c.op] with c by itself). */
 export function entryOf(c: BenchCase): OpEntry {
@@ -410,6 +490,10 @@ export function entryOf(c: BenchCase): OpEntry {
  */
 export function shapeLabel(c: BenchCase): string {
   switch (c.op) {
+    case 'conv-update':
+      return `N${c.N} D${c.D} W${c.W} slots${c.slots}`;
+    case 'rms-norm-gated':
+      return `R${c.rows} H${c.H}`;
     case 'softmax':
       return `R${c.rows} C${c.cols}`;
     case 'attention':
@@ -428,6 +512,8 @@ export function caseLabel(c: BenchCase): string {
     c.op === 'softmax' ? c.algorithm
     : c.op === 'attention' ? `${c.causal ? 'causal' : 'full'}${c.gate !== 'none' ? ` gate=${c.gate}` : ''}`
     : c.op === 'hyper' ? `${c.causal ? 'causal' : 'full'} ${c.inputs}`
+    : c.op === 'conv-update' ? 'silu'
+    : c.op === 'rms-norm-gated' ? 'gated'
     : c.op === 'delta-step' ? 'step' : c.algorithm;
   return `${c.op} ${shapeLabel(c)} ${c.dtype} ${variant}`;
 }

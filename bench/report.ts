@@ -11,6 +11,8 @@ import {
   type SoftmaxCase,
 } from './registry.js';
 import type { HyperInputKind } from './inputs.js';
+import { convUpdateWork, rmsNormWork } from './formulas.js';
+import type { ConvUpdateCase, RmsNormGatedCase } from './registry.js';
 import type { AutoCheck, GateCheck, Scaling, SoftmaxCheck } from './suites.js';
 
 /** Fields every row has. Times in milliseconds, rates per second. */
@@ -140,8 +142,26 @@ export interface HyperRow extends RowCommon {
   relErr: number | null;
 }
 
+/**
+ * A row of the serving family (issue 14): one table for its ops, each credited the bytes it moves
+ * (bench/formulas.ts) and compared with the copy probe over those bytes.
+ */
+export interface ServingRow extends RowCommon {
+  op: 'conv-update' | 'rms-norm-gated';
+  variant: string;
+  /** Sequences (conv-update) or rows (rms-norm-gated) per second. */
+  tokensPerSecond: number;
+  flops: number | null;
+  gflops: number | null;
+  read: BandwidthResult | null;
+  readRatio: number | null;
+  copy: BandwidthResult | null;
+  copyRatio: number | null;
+}
+
 /** One row of a table and of the JSON report's `rows`. */
-export type BenchRow = DeltaRow | SoftmaxRow | AttentionRow | HyperRow;
+export type BenchRow = DeltaRow | SoftmaxRow | AttentionRow | HyperRow
+  | ServingRow;
 
 /** A case that did not run: its op is not implemented in this build (skipped) or it threw (failed). */
 export interface SkippedCase {
@@ -204,6 +224,9 @@ export function makeRow(c: BenchCase, t: Timing, env: { simd: string; threads: n
       return attentionRow(c, t, env, lim);
     case 'hyper':
       return hyperRow(c, t, env, lim, cmp);
+    case 'conv-update':
+    case 'rms-norm-gated':
+      return servingModulesRow(c, t, env, lim);
     default:
       return deltaRow(c, t, env, lim);
   }
@@ -311,6 +334,23 @@ function hyperRow(c: HyperCase, t: Timing, env: { simd: string; threads: number 
     pairedMs: cmp ? cmp.pairedMs : null,
     speedup: cmp ? cmp.medianMs / cmp.pairedMs : null,
     relErr: cmp ? cmp.relErr : null,
+  };
+}
+
+function servingModulesRow(c: ConvUpdateCase | RmsNormGatedCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits): ServingRow {
+  const w = c.op === 'conv-update' ? convUpdateWork(c) : rmsNormWork(c);
+  const base = common(c, t, env, w.bytes, w.workingSet);
+  return {
+    op: c.op,
+    ...base,
+    variant: c.op === 'conv-update' ? 'silu' : 'gated',
+    tokensPerSecond: w.tokens / t.median,
+    flops: null,
+    gflops: null,
+    read: lim.read ?? null,
+    readRatio: lim.read ? base.gbs / lim.read.gbs : null,
+    copy: lim.copy ?? null,
+    copyRatio: lim.copy ? base.gbs / lim.copy.gbs : null,
   };
 }
 
@@ -523,6 +563,26 @@ export function attentionLegend(rows: readonly AttentionRow[]): string {
   ].join('\n');
 }
 
+/** The serving table (issue 14). */
+export function formatServingRows(rows: readonly ServingRow[]): string {
+  const header = ['op', 'shape', 'dtype', 'variant', 'simd', 'thr', 'median ms', 'min-max ms', 'tok/s', 'GF/s', 'GB/s', '%read', '%copy', 'bw@'];
+  const body = rows.map((r) => [
+    r.op, r.shape, DT[r.dtype] ?? r.dtype, r.variant, simdCell(r), String(r.threads), ...timeCells(r), si(r.tokensPerSecond),
+    r.gflops === null ? '-' : sig(r.gflops), sig(r.gbs), pct(r.readRatio), pct(r.copyRatio), r.copy ? formatBytes(r.copy.bytes) : '-',
+  ]);
+  return formatTable(header, body);
+}
+
+export function servingLegend(): string {
+  return [
+    'conv-update: causalConv1dUpdate(x [N, D], pool, weight [D, W], {stateIndices, silu}): one token per sequence, the',
+    "slots scattered through the pool; GB/s: x read + y written + each slot's D x (W - 1) state read and written +",
+    'the weights; rms-norm-gated: rmsNormGated(x, gate, weight, {out}) into an out allocated once; GB/s: x and gate',
+    "read + out written + the weight. %copy: GB/s ÷ copy bandwidth over the same bytes (the issue's target: >= 60%",
+    'out of cache).',
+  ].join('\n');
+}
+
 /** Every family's table followed by its legend, then the cases that did not run. */
 export function formatReport(rows: readonly BenchRow[], skipped: readonly SkippedCase[] = []): string {
   const blocks: string[] = [];
@@ -532,6 +592,7 @@ export function formatReport(rows: readonly BenchRow[], skipped: readonly Skippe
     if (f === 'delta') blocks.push(`${formatDeltaRows(of as DeltaRow[])}\n\n${deltaLegend(of as DeltaRow[])}`);
     else if (f === 'softmax') blocks.push(`${formatSoftmaxRows(of as SoftmaxRow[])}\n\n${softmaxLegend()}`);
     else if (f === 'hyper') blocks.push(`${formatHyperRows(of as HyperRow[])}\n\n${hyperLegend(of as HyperRow[])}`);
+    else if (f === 'serving') blocks.push(`${formatServingRows(of as ServingRow[])}\n\n${servingLegend()}`);
     else blocks.push(`${formatAttentionRows(of as AttentionRow[])}\n\n${attentionLegend(of as AttentionRow[])}`);
   }
   if (skipped.length) blocks.push(formatSkipped(skipped));

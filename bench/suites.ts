@@ -17,9 +17,10 @@ import {
   type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type DeltaCase, type Family, type HyperCase,
   type SoftmaxAlgorithm, type SoftmaxCase,
 } from './registry.js';
+import type { ConvUpdateCase, RmsNormGatedCase } from './registry.js';
 
 export type SuiteName = Family | 'all';
-export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'hyper', 'all'];
+export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'hyper', 'serving', 'all'];
 
 export interface SuiteOptions {
   dtype: BenchDType;
@@ -99,6 +100,27 @@ export function attentionSuite(o: SuiteOptions): AttentionCase[] {
   return SUITE_ATTENTION.map((a) => ({ op: 'attention', ...a, dtype: o.dtype, backend: o.backend }));
 }
 
+// ---- serving (issue 14; `--suite serving`, not part of `all`): each serving op adds its cases here.
+
+/**
+ * The causal conv update at Qwen3-Next's conv width (hidden 2048: D = 2·2048 + 4096 = 8192 channels, W = 4)
+ * for a decode batch of 8 (in cache) and 256 sequences (x, y and 256 slots' states: 40 MiB float32, out of
+ * cache), slots scattered through a pool twice as large; gated RMSNorm over heads of 128 (Qwen3-Next's
+ * output norm) for 256 rows (B = 8 × 32 heads, in cache) and 131072 rows (192 MiB float32, out of cache).
+ */
+export function servingModulesSuite(o: SuiteOptions): BenchCase[] {
+  const cases: BenchCase[] = [];
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    for (const N of [8, 256]) cases.push({ op: 'conv-update', N, D: 8192, W: 4, slots: 2 * N, dtype, backend: o.backend } satisfies ConvUpdateCase);
+    for (const rows of [256, 131072]) cases.push({ op: 'rms-norm-gated', rows, H: 128, gated: true, dtype, backend: o.backend } satisfies RmsNormGatedCase);
+  }
+  return cases;
+}
+
+export function servingSuite(o: SuiteOptions): BenchCase[] {
+  return [...servingModulesSuite(o)];
+}
+
 /** The suite `o.suite` names (default all: delta, softmax, attention, hyper, in that order). */
 export function defaultSuite(o: SuiteOptions): BenchCase[] {
   const suite = o.suite ?? 'all';
@@ -107,6 +129,7 @@ export function defaultSuite(o: SuiteOptions): BenchCase[] {
   if (suite === 'all' || suite === 'softmax') cases.push(...softmaxSuite(o));
   if (suite === 'all' || suite === 'attention') cases.push(...attentionSuite(o));
   if (suite === 'all' || suite === 'hyper') cases.push(...hyperSuite(o));
+  if (suite === 'serving') cases.push(...servingSuite(o));
   return cases;
 }
 

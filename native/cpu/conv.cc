@@ -85,7 +85,11 @@ bool conv_forward(const ConvArgs& a) {
     std::vector<float>& s = scratch[tid];
     if (s.size() < static_cast<size_t>(tile_floats)) s.resize(tile_floats);
     const void* st = init_of(it.n) ? static_cast<const char*>(a.state) + slot_of(it.n) * D * P * es : nullptr;
-    kern.tile(a, wT.data(), a.bias ? bias.data() : nullptr, s0, it.t0, tc, d0, dc, st, s.data());
+    // A sequence of one tile (every decode update) writes its final state in the tile; longer ones after all
+    // tiles (the first tile reads the block the last one would write).
+    const bool single = a.cu[it.n + 1] - a.cu[it.n] <= kConvTileT;
+    void* out_st = a.pool && P > 0 && single ? static_cast<char*>(a.state) + slot_of(it.n) * D * P * es : nullptr;
+    kern.tile(a, wT.data(), a.bias ? bias.data() : nullptr, s0, it.t0, tc, d0, dc, st, out_st, s.data());
   });
   if (stop.load()) return false;
   if (!a.pool || P == 0) return true;
@@ -94,7 +98,7 @@ bool conv_forward(const ConvArgs& a) {
   // before it is overwritten since T + i > i and i ascends; zeros without an initial state).
   parallel_for(static_cast<int64_t>(a.N) * dblocks, [&](int64_t i, int) {
     const int n = static_cast<int>(i / dblocks);
-    if (slot_of(n) < 0) return;
+    if (slot_of(n) < 0 || (a.cu[n + 1] - a.cu[n] > 0 && a.cu[n + 1] - a.cu[n] <= kConvTileT)) return;  // done by its tile
     const int64_t d0 = (i % dblocks) * kConvTileD, d1 = std::min<int64_t>(D, d0 + kConvTileD);
     const int64_t s0 = a.cu[n], T = a.cu[n + 1] - a.cu[n];
     const bool init = init_of(n);

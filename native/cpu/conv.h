@@ -49,9 +49,10 @@ struct ConvKernels {
   // One tile: tc tokens of channels [d0, d0 + dc) starting at row r0 of x (token t0 of a sequence whose
   // first row is s0); wT [W][D] and bias [D] float32; the initial state of the tile (positions < 0) from
   // `state` (the slot's [D, W - 1] block, already offset) or zeros when null. scratch: (W - 1 + tc) * 64 +
-  // tc * 64 floats.
+  // tc * 64 floats. state_out (a sequence that fits one tile: the slot's block, or null): the final state is
+  // written there after the tile is computed (no other tile reads that block).
   void (*tile)(const ConvArgs& a, const float* wT, const float* bias, int64_t s0, int64_t t0, int tc, int64_t d0, int dc,
-               const void* state, float* scratch);
+               const void* state, void* state_out, float* scratch);
   void (*to_f32)(const void* src, DType dt, int64_t off, int n, float* dst);
 };
 const ConvKernels& conv_kernels(SimdLevel l);

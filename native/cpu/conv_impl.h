@@ -16,8 +16,34 @@ namespace {
 constexpr int LD = kConvTileD;  // channels per scratch row (a multiple of every level's vector width)
 static_assert(LD % Vec::W == 0, "tile rows hold whole vectors");
 
+// Column col of channels [d0, d0 + dc) of a [D, P] state block, as float32 (the dtype switch outside the loop).
+void gather_column(const void* st, DType dt, int64_t d0, int dc, int P, int col, float* row) {
+  const int64_t base = d0 * P + col;
+  if (dt == DType::f32) {
+    const float* p = static_cast<const float*>(st) + base;
+    for (int c = 0; c < dc; c++) row[c] = p[static_cast<int64_t>(c) * P];
+  } else {
+    const uint16_t* p = static_cast<const uint16_t*>(st) + base;
+    if (dt == DType::bf16) for (int c = 0; c < dc; c++) row[c] = bf16_to_float(p[static_cast<int64_t>(c) * P]);
+    else for (int c = 0; c < dc; c++) row[c] = half_to_float(p[static_cast<int64_t>(c) * P]);
+  }
+}
+
+// The reverse: row[0 .. dc) into column col of the state block, rounded to its dtype.
+void scatter_column(void* st, DType dt, int64_t d0, int dc, int P, int col, const float* row) {
+  const int64_t base = d0 * P + col;
+  if (dt == DType::f32) {
+    float* p = static_cast<float*>(st) + base;
+    for (int c = 0; c < dc; c++) p[static_cast<int64_t>(c) * P] = row[c];
+  } else {
+    uint16_t* p = static_cast<uint16_t*>(st) + base;
+    if (dt == DType::bf16) for (int c = 0; c < dc; c++) p[static_cast<int64_t>(c) * P] = float_to_bf16(row[c]);
+    else for (int c = 0; c < dc; c++) p[static_cast<int64_t>(c) * P] = float_to_half(row[c]);
+  }
+}
+
 void tile(const ConvArgs& a, const float* wT, const float* bias, int64_t s0, int64_t t0, int tc, int64_t d0, int dc,
-          const void* state, float* scratch) {
+          const void* state, void* state_out, float* scratch) {
   const int W = a.W, P = W - 1;
   const int64_t D = a.D;
   float* in = scratch;                                   // (P + tc) rows: positions t0 - P .. t0 + tc - 1
@@ -29,7 +55,7 @@ void tile(const ConvArgs& a, const float* wT, const float* bias, int64_t s0, int
       load_row(a.x, a.xdt, (s0 + pos) * D + d0, dc, row);
     } else if (state) {
       const int col = static_cast<int>(pos + P);  // state column of position pos (pos in [-P, 0))
-      for (int c = 0; c < dc; c++) row[c] = load_one(state, a.sdt, (d0 + c) * P + col);
+      gather_column(state, a.sdt, d0, dc, P, col, row);
     } else {
       for (int c = 0; c < dc; c++) row[c] = 0.f;
     }
@@ -40,8 +66,9 @@ void tile(const ConvArgs& a, const float* wT, const float* bias, int64_t s0, int
     const int c = v * Vec::W;
     const int m = dc - c < Vec::W ? dc - c : Vec::W;
     V_ wv[kConvMaxWidth];
-    for (int j = 0; j < W; j++) wv[j] = Vec::loadp(wT + j * D + d0 + c, m);
-    const V_ b = bias ? Vec::loadp(bias + d0 + c, m) : Vec::zero();
+    const bool full = m == Vec::W;  // masked loads only on the block's last, partial vector
+    for (int j = 0; j < W; j++) wv[j] = full ? Vec::load(wT + j * D + d0 + c) : Vec::loadp(wT + j * D + d0 + c, m);
+    const V_ b = !bias ? Vec::zero() : full ? Vec::load(bias + d0 + c) : Vec::loadp(bias + d0 + c, m);
     for (int t = 0; t < tc; t++) {
       V_ acc = b;
       const float* col = in + static_cast<int64_t>(t) * LD + c;
@@ -51,6 +78,10 @@ void tile(const ConvArgs& a, const float* wT, const float* bias, int64_t s0, int
     }
   }
   for (int t = 0; t < tc; t++) store_row(a.y, a.xdt, (s0 + t0 + t) * D + d0, dc, out + static_cast<int64_t>(t) * LD);
+  // The whole sequence in this tile: its final state is rows tc .. tc + P - 1 of `in` (positions T - P .. T - 1,
+  // the initial state's columns where T < P), written over the block just read.
+  if (state_out)
+    for (int i = 0; i < P; i++) scatter_column(state_out, a.sdt, d0, dc, P, i, in + static_cast<int64_t>(tc + i) * LD);
 }
 
 void to_f32(const void* src, DType dt, int64_t off, int n, float* dst) { load_row(src, dt, off, n, dst); }
