@@ -236,3 +236,35 @@ describe('causalConv1d: by hand', () => {
     expect(Array.from(state.data)).toEqual([7, 9]);
   });
 });
+
+describe('causalConv1d: the reference backend and metadata copies', () => {
+  it("backend 'reference' with a bfloat16 pool writes the same rounded states as the native call", () => {
+    const x = randn([1, 40, 21], { seed: 41, dtype: 'bfloat16' });
+    const w = randn([21, 5], { seed: 42 });
+    const pool = randn([4, 21, 4], { seed: 43, dtype: 'bfloat16' });
+    const opts = { cuSeqlens: [0, 3, 3, 40], stateIndices: [3, 0, 1], hasInitialState: [true, false, true], activation: 'silu' as const };
+    const pc = clone(pool);
+    const pr = clone(pool);
+    const yc = causalConv1d(x, w, { ...opts, convState: pc });
+    const yr = causalConv1d(x, w, { ...opts, convState: pr, backend: 'reference' });
+    expectClose(yc, yr, TOL_LOW, 'y');
+    expectSameBits(pc, pr, 'pool (copies of inputs, rounded the same)');
+    const out = randn([1, 40, 21], { seed: 44, dtype: 'bfloat16' });
+    expect(causalConv1d(x, w, { ...opts, convState: clone(pool), backend: 'reference', out })).toBe(out);
+    expectSameBits(out, yr, 'reference into out');
+  });
+
+  it('stateIndices and cuSeqlens are copied at the call (changed while an async call runs: no effect)', async () => {
+    const x = randn([1, 300, 64], { seed: 45 });
+    const w = randn([64, 4], { seed: 46 });
+    const pool = randn([6, 64, 3], { seed: 47 });
+    const slots = Int32Array.from([5, 1, 3]);
+    const cu = Int32Array.from([0, 100, 250, 300]);
+    const want = causalConv1d(x, w, { cuSeqlens: cu, convState: clone(pool), stateIndices: slots });
+    const p = clone(pool);
+    const pending = causalConv1dAsync(x, w, { cuSeqlens: cu, convState: p, stateIndices: slots });
+    slots.set([0, 0, 0]);
+    cu.set([0, 1, 2, 300]);
+    expectSameBits(await pending, want, 'y');
+  });
+});

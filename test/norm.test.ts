@@ -125,3 +125,14 @@ describe('rmsNorm: by hand', () => {
     expect(Array.from(gr)).toEqual([1, 2]);
   });
 });
+
+describe("rmsNorm: backend 'reference'", () => {
+  it('gives the native result to float32 rounding, into out too', () => {
+    const x = randn([5, 48], { seed: 15, dtype: 'float16' });
+    const g = randn([5, 48], { seed: 16 });
+    const w = randn([48], { seed: 17, dtype: 'bfloat16' });
+    const out = randn([5, 48], { seed: 18 });
+    expect(rmsNormGated(x, g, w, { backend: 'reference', out, groupSize: 16 })).toBe(out);
+    expectClose(rmsNormGated(x, g, w, { groupSize: 16, out: zeros([5, 48]) }), out, TOL, 'cpu vs reference');
+  });
+});
