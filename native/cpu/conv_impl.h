@@ -2,6 +2,7 @@
 // inputs (W - 1 earlier positions, then its tokens) converted to float32 rows of 64 channels, W fused
 // multiply-adds per output vector in j order (the same order at every level), silu, then stored in x's dtype.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "conv.h"
@@ -42,9 +43,82 @@ void scatter_column(void* st, DType dt, int64_t d0, int dc, int P, int col, cons
   }
 }
 
+// A scalar multiply-add that rounds as Vec::fma does at this level (fused where the level has FMA), so the
+// decode path below gives the tile's bits.
+inline float sfma(float a, float b, float c) {
+#if defined(__FMA__)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// State element i of a channel's [P] window in dtype SD (1 float32, 2 bfloat16, 3 float16).
+template <int SD>
+inline float sload(const void* p, int64_t i) {
+  if (SD == 1) return static_cast<const float*>(p)[i];
+  const uint16_t h = static_cast<const uint16_t*>(p)[i];
+  return SD == 2 ? bf16_to_float(h) : half_to_float(h);
+}
+template <int SD>
+inline void sstore(void* p, int64_t i, float v) {
+  if (SD == 1) static_cast<float*>(p)[i] = v;
+  else static_cast<uint16_t*>(p)[i] = SD == 2 ? float_to_bf16(v) : float_to_half(v);
+}
+
+// A sequence of one token (the decode update): each channel's window read straight from its P contiguous
+// state values (no transposed tile), W multiply-adds in j order as the tile, the window shifted back in place.
+template <int P, int SD>
+void decode(const ConvArgs& a, const float* wT, const float* bias, int64_t row, int64_t d0, int dc, const void* state,
+            void* state_out, float* scratch) {
+  const int64_t D = a.D;
+  float* xr = scratch;
+  float* acc = scratch + LD;
+  load_row(a.x, a.xdt, row * D + d0, dc, xr);
+  for (int c = 0; c < dc; c++) {
+    const int64_t d = d0 + c;
+    float win[P + 1];
+    for (int i = 0; i < P; i++) win[i] = state ? sload<SD>(state, d * P + i) : 0.f;
+    win[P] = xr[c];
+    float s = bias ? bias[d] : 0.f;
+    for (int j = 0; j <= P; j++) s = sfma(wT[j * D + d], win[j], s);
+    acc[c] = s;
+    if (state_out)
+      for (int i = 0; i < P; i++) sstore<SD>(state_out, d * P + i, win[i + 1]);
+  }
+  if (a.silu) {
+    for (int c = dc; c < LD; c++) acc[c] = 0.f;
+    for (int c = 0; c < dc; c += Vec::W) Vec::store(acc + c, vsilu(Vec::load(acc + c)));
+  }
+  store_row(a.y, a.xdt, row * D + d0, dc, acc);
+}
+
+template <int P>
+void decode_p(const ConvArgs& a, const float* wT, const float* bias, int64_t row, int64_t d0, int dc, const void* state,
+              void* state_out, float* scratch) {
+  switch (a.sdt) {
+    case DType::f32: decode<P, 1>(a, wT, bias, row, d0, dc, state, state_out, scratch); break;
+    case DType::bf16: decode<P, 2>(a, wT, bias, row, d0, dc, state, state_out, scratch); break;
+    default: decode<P, 3>(a, wT, bias, row, d0, dc, state, state_out, scratch); break;
+  }
+}
+
 void tile(const ConvArgs& a, const float* wT, const float* bias, int64_t s0, int64_t t0, int tc, int64_t d0, int dc,
           const void* state, void* state_out, float* scratch) {
   const int W = a.W, P = W - 1;
+  // One token of a one-token sequence (the decode update): the direct path.
+  if (tc == 1 && t0 == 0 && (state_out || !a.pool)) {
+    switch (P) {
+      case 0: return decode_p<0>(a, wT, bias, s0, d0, dc, state, state_out, scratch);
+      case 1: return decode_p<1>(a, wT, bias, s0, d0, dc, state, state_out, scratch);
+      case 2: return decode_p<2>(a, wT, bias, s0, d0, dc, state, state_out, scratch);
+      case 3: return decode_p<3>(a, wT, bias, s0, d0, dc, state, state_out, scratch);
+      case 4: return decode_p<4>(a, wT, bias, s0, d0, dc, state, state_out, scratch);
+      case 5: return decode_p<5>(a, wT, bias, s0, d0, dc, state, state_out, scratch);
+      case 6: return decode_p<6>(a, wT, bias, s0, d0, dc, state, state_out, scratch);
+      default: return decode_p<7>(a, wT, bias, s0, d0, dc, state, state_out, scratch);
+    }
+  }
   const int64_t D = a.D;
   float* in = scratch;                                   // (P + tc) rows: positions t0 - P .. t0 + tc - 1
   float* out = scratch + static_cast<int64_t>(P + tc) * LD;  // tc rows
