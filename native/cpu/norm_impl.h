@@ -19,10 +19,18 @@ void rows(const NormArgs& a, const float* w32, int64_t r0, int64_t r1, float* sc
   float* xr = scratch;
   float* gr = scratch + H;
   for (int64_t r = r0; r < r1; r++) {
-    load_row(a.x, a.xdt, r * H, static_cast<int>(H), xr);
-    if (a.gate) load_row(a.gate, a.gdt, r * H, static_cast<int>(H), gr);
+    // float32 rows are read (and y written) in place; others converted into the scratch rows. Each element
+    // is read before its own index is written, so y may be x or the gate.
+    const float* xrow = xr;
+    if (a.xdt == DType::f32) xrow = static_cast<const float*>(a.x) + r * H;
+    else load_row(a.x, a.xdt, r * H, static_cast<int>(H), xr);
+    const float* grow = gr;
+    if (a.gate && a.gdt == DType::f32) grow = static_cast<const float*>(a.gate) + r * H;
+    else if (a.gate) load_row(a.gate, a.gdt, r * H, static_cast<int>(H), gr);
+    float* yrow = a.ydt == DType::f32 ? static_cast<float*>(a.y) + r * H : xr;
     for (int64_t g0 = 0; g0 < H; g0 += G) {
-      float* x = xr + g0;
+      const float* x = xrow + g0;
+      float* yo = yrow + g0;
       const int n = static_cast<int>(G);
       V_ s0 = Vec::zero(), s1 = Vec::zero();
       int i = 0;
@@ -39,15 +47,21 @@ void rows(const NormArgs& a, const float* w32, int64_t r0, int64_t r1, float* sc
       const float ss = Vec::hsum(Vec::add(s0, s1));
       const V_ scale = Vec::set1(1.f / std::sqrt(ss / static_cast<float>(n) + a.eps));
       const float* w = w32 + g0;
-      const float* gt = gr + g0;
-      for (i = 0; i < n; i += Vec::W) {
-        const int m = n - i < Vec::W ? n - i : Vec::W;
+      const float* gt = grow + g0;
+      // Full vectors with plain loads and stores (AVX2's masked store is microcoded on AMD), the tail masked.
+      for (i = 0; i + Vec::W <= n; i += Vec::W) {
+        V_ y = Vec::mul(Vec::mul(Vec::load(x + i), scale), Vec::load(w + i));
+        if (a.gate) y = Vec::mul(y, vsilu(Vec::load(gt + i)));
+        Vec::store(yo + i, y);
+      }
+      if (i < n) {
+        const int m = n - i;
         V_ y = Vec::mul(Vec::mul(Vec::loadp(x + i, m), scale), Vec::loadp(w + i, m));
         if (a.gate) y = Vec::mul(y, vsilu(Vec::loadp(gt + i, m)));
-        Vec::storep(x + i, y, m);
+        Vec::storep(yo + i, y, m);
       }
     }
-    store_row(a.y, a.ydt, r * H, static_cast<int>(H), xr);
+    if (a.ydt != DType::f32) store_row(a.y, a.ydt, r * H, static_cast<int>(H), xr);
   }
 }
 
