@@ -103,3 +103,10 @@ export function setSimdLevel(level: 'avx512' | 'avx2' | 'portable'): string {
 }
 export { linear, linearAsync, type LinearOptions } from './ops/linear.js';
 export { linearReference } from './reference/linear.js';
+export {
+  causalConv1d, causalConv1dAsync, causalConv1dUpdate, causalConv1dUpdateAsync,
+  type CausalConv1dOptions, type CausalConv1dUpdateOptions,
+} from './ops/conv.js';
+export { causalConv1dReference } from './reference/conv.js';
+export { rmsNorm, rmsNormAsync, rmsNormGated, rmsNormGatedAsync, type RmsNormOptions } from './ops/norm.js';
+export { rmsNormReference } from './reference/norm.js';

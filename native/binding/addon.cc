@@ -78,6 +78,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_tensor(env, exports);
   register_runtime(env, exports);
   register_linear(env, exports);
+  register_conv(env, exports);
+  register_norm(env, exports);
   return exports;
 }
 

@@ -297,5 +297,7 @@ void register_nala(Napi::Env env, Napi::Object exports);
 void register_tensor(Napi::Env env, Napi::Object exports);
 void register_runtime(Napi::Env env, Napi::Object exports);
 void register_linear(Napi::Env env, Napi::Object exports);
+void register_conv(Napi::Env env, Napi::Object exports);
+void register_norm(Napi::Env env, Napi::Object exports);
 
 }  // namespace sk
