@@ -4,8 +4,8 @@
 import { abortError, fail } from './errors.js';
 import { CudaTensor, checkSameDevice, cudaCall, emptyCuda, fromCuda, requireCuda, toCpu, toCuda } from './device.js';
 import { numel, Tensor, type DType } from './tensor.js';
-import type { AsyncOptions, SoftmaxOptions } from './types.js';
-import { checkOneOf, checkOptions, checkShape, checkTensor } from './validate.js';
+import type { AsyncOptions, AttentionOptions, AttentionResult, SoftmaxOptions } from './types.js';
+import { checkFinite, checkOffsets, checkOneOf, checkOptions, checkShape, checkTensor, rankOf } from './validate.js';
 
 const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16'];
 
@@ -130,4 +130,113 @@ export function softmaxCuda(op: string, x: unknown, out: unknown, opts: unknown,
     }
   }
   return settle(op, st, a.cudaSoftmaxAsync(args), as?.signal, result);
+}
+
+// ---- attention ----
+
+const ATTENTION_OPTIONS = ['backend', 'causal', 'scale', 'gate', 'gateType', 'cuSeqlens', 'cuSeqlensK', 'returnLse', 'out'] as const;
+const CUDA_MAX_HEAD_DIM = 256;
+
+export function attentionCuda(op: string, q: unknown, k: unknown, v: unknown, opts: AttentionOptions, async: false): AttentionResult;
+export function attentionCuda(op: string, q: unknown, k: unknown, v: unknown, opts: AttentionOptions, async: true, a?: AsyncOptions): Promise<AttentionResult>;
+export function attentionCuda(op: string, q: unknown, k: unknown, v: unknown, opts: AttentionOptions, async: boolean, as?: AsyncOptions): AttentionResult | Promise<AttentionResult> {
+  checkOptions(op, opts, ATTENTION_OPTIONS);
+  const o = opts ?? {};
+  const qT = checkAny(op, 'q', q, DTYPES, 4);
+  const device = qT instanceof CudaTensor ? 'cuda' : 'cpu';
+  checkBackend(op, o.backend, device);
+  const kT = checkAny(op, 'k', k, DTYPES, 4);
+  const vT = checkAny(op, 'v', v, DTYPES, 4);
+  checkSameDevice(op, device, { k: kT, v: vT, gate: o.gate, out: o.out });
+  const [B, T, Hq, D] = qT.shape;
+  const [, S, Hk] = kT.shape;
+  const Dv = vT.shape[3];
+  if (Hq < 1 || D < 1) fail('SHAPE_MISMATCH', op, 'q', 'with Hq >= 1 and D >= 1', `[${qT.shape.join(',')}]`);
+  if (Hk < 1) fail('SHAPE_MISMATCH', op, 'k', 'with Hk >= 1', `[${kT.shape.join(',')}]`);
+  checkShape(op, 'k', kT, [B, S, Hk, D]);
+  checkShape(op, 'v', vT, [B, S, Hk, Dv]);
+  if (Dv < 1) fail('SHAPE_MISMATCH', op, 'v', 'with Dv >= 1', `[${vT.shape.join(',')}]`);
+  if (Hq % Hk !== 0) fail('SHAPE_MISMATCH', op, 'k', `with Hk dividing Hq=${Hq} (grouped heads)`, `Hk=${Hk}`);
+  if (kT.dtype !== qT.dtype) fail('BAD_DTYPE', op, 'k', `of dtype ${qT.dtype} (as q)`, kT.dtype);
+  if (vT.dtype !== qT.dtype) fail('BAD_DTYPE', op, 'v', `of dtype ${qT.dtype} (as q)`, vT.dtype);
+  if (D > CUDA_MAX_HEAD_DIM || Dv > CUDA_MAX_HEAD_DIM) fail('TOO_LARGE', op, 'q/v', `head dims D, Dv <= ${CUDA_MAX_HEAD_DIM} on backend 'cuda'`, `D=${D}, Dv=${Dv}`);
+  if (o.causal !== undefined && typeof o.causal !== 'boolean') fail('BAD_ARGUMENT', op, 'causal', 'to be a boolean', typeof o.causal);
+  if (o.returnLse !== undefined && typeof o.returnLse !== 'boolean') fail('BAD_ARGUMENT', op, 'returnLse', 'to be a boolean', typeof o.returnLse);
+  const scale = o.scale === undefined ? 1 / Math.sqrt(D) : checkFinite(op, 'scale', o.scale);
+  let gateKind: 'none' | 'elementwise' | 'headwise' = 'none';
+  let gT: Tensor | undefined;
+  if (o.gate !== undefined) {
+    const requested = o.gateType === undefined ? undefined : checkOneOf(op, 'gateType', o.gateType, ['elementwise', 'headwise'] as const);
+    const rank = rankOf(o.gate, 0);
+    gateKind = requested ?? (rank === 3 ? 'headwise' : 'elementwise');
+    const want = gateKind === 'elementwise' ? [B, T, Hq, Dv] : [B, T, Hq];
+    gT = checkAny(op, 'gate', o.gate, DTYPES, want.length);
+    checkShape(op, 'gate', gT, want);
+  } else if (o.gateType !== undefined) {
+    fail('BAD_ARGUMENT', op, 'gateType', 'only together with a gate', String(o.gateType));
+  }
+  let cu: Int32Array | undefined;
+  let cuK: Int32Array | undefined;
+  if (o.cuSeqlens !== undefined) {
+    cu = checkOffsets(op, 'cuSeqlens', o.cuSeqlens, T, 'T');
+    if (B !== 1) fail('SHAPE_MISMATCH', op, 'q', 'with B = 1 when cuSeqlens packs the sequences', `B=${B}`);
+    if (o.cuSeqlensK !== undefined) {
+      cuK = checkOffsets(op, 'cuSeqlensK', o.cuSeqlensK, S, 'S');
+      if (cuK.length !== cu.length) fail('SHAPE_MISMATCH', op, 'cuSeqlensK', `of ${cu.length} offsets (as cuSeqlens)`, `${cuK.length}`);
+    } else if (S !== T) {
+      fail('SHAPE_MISMATCH', op, 'k', `with S = T = ${T} when cuSeqlens is given without cuSeqlensK`, `S=${S}`);
+    }
+  } else if (o.cuSeqlensK !== undefined) {
+    fail('BAD_ARGUMENT', op, 'cuSeqlensK', 'only together with cuSeqlens', typeof o.cuSeqlensK);
+  }
+  const oShape = [B, T, Hq, Dv];
+  let outT: Tensor | undefined;
+  if (o.out !== undefined) {
+    outT = checkAny(op, 'out', o.out, [vT.dtype], 4);
+    checkShape(op, 'out', outT, oShape);
+    for (const [name, t] of [['q', qT], ['k', kT], ['v', vT], ['gate', gT]] as const) {
+      if (t && t === outT) fail('BAD_ARGUMENT', op, 'out', 'memory apart from the inputs (q, k, v, gate)', `${name} itself`);
+    }
+  }
+  const a = requireCuda(op);
+  if (as?.signal?.aborted) return Promise.reject(abortError(as.signal));
+  const st = new Staging(op);
+  let args: Record<string, unknown>;
+  let od: CudaTensor;
+  let lseD: CudaTensor | undefined;
+  try {
+    const qd = st.dev(qT), kd = st.dev(kT), vd = st.dev(vT), gd = gT ? st.dev(gT) : undefined;
+    od = outT ? st.dev(outT) : st.fresh(oShape, vT.dtype);
+    lseD = o.returnLse ? st.fresh([B, Hq, T], 'float32') : undefined;
+    args = {
+      B, T, S, Hq, Hk, D, Dv, dtype: qT.dtype, causal: o.causal === true, scale,
+      q: qd.handleFor(op, 'q'), k: kd.handleFor(op, 'k'), v: vd.handleFor(op, 'v'), o: od.handleFor(op, 'out'),
+      lse: lseD?.handleFor(op, 'lse'), gate: gd?.handleFor(op, 'gate'), gateDtype: gT?.dtype, gateKind,
+      cuSeqlens: cu, cuSeqlensK: cuK,
+    };
+  } catch (e) {
+    st.end();
+    throw e;
+  }
+  const result = (): AttentionResult => {
+    if (device === 'cuda') {
+      const r: AttentionResult = { o: outT ?? st.keep(od) };
+      if (lseD) r.lse = st.keep(lseD);
+      return r;
+    }
+    const oc = toCpu(od, op);
+    if (outT) outT.data.set(oc.data as never);
+    const r: AttentionResult = { o: outT ?? oc };
+    if (lseD) r.lse = toCpu(lseD, op);
+    return r;
+  };
+  if (!async) {
+    try {
+      cudaCall(op, () => a.cudaAttention(args));
+      return result();
+    } finally {
+      st.end();
+    }
+  }
+  return settle(op, st, a.cudaAttentionAsync(args), as?.signal, result);
 }

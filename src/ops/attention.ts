@@ -7,6 +7,7 @@ import { attentionReference } from '../reference/attention.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, AttentionOptions, AttentionResult } from '../types.js';
 import { callerInt32, checkFinite, checkOffsets, checkOneOf, checkOptions, checkShape, checkTensor, overlaps, rankOf } from '../validate.js';
+import { attentionCuda, wantsCuda } from '../cuda.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_HEAD_DIM = 1024;
@@ -175,6 +176,7 @@ const addon = () => native()!;
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): AttentionResult {
   const op = 'attention';
+  if (wantsCuda(opts?.backend, q, k, v, opts?.gate, opts?.out)) return attentionCuda(op, q, k, v, opts, false);
   const p = prepare(op, q, k, v, opts);
   if (p.backend === 'reference') return runReference(p);
   const out = allocate(p);
@@ -193,6 +195,7 @@ export async function attentionAsync(q: Tensor, k: Tensor, v: Tensor, opts: Atte
   const op = 'attentionAsync';
   const signal = a?.signal;
   if (signal?.aborted) throw abortError(signal);
+  if (wantsCuda(opts?.backend, q, k, v, opts?.gate, opts?.out)) return attentionCuda(op, q, k, v, opts, true, a);
   const p = prepare(op, q, k, v, opts);
   // Again after prepare, which may run caller code (option getters), and before out is touched.
   if (signal?.aborted) throw abortError(signal);
