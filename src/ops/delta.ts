@@ -8,6 +8,10 @@ import type { AsyncOptions, DeltaRuleOptions, DeltaRuleResult, DeltaStepOptions,
 import {
   callerInt32, checkCuSeqlens, checkFinite, checkInt, checkOneOf, checkOptions, checkShape, checkTensor, checkValues, overlaps,
 } from '../validate.js';
+import { deltaCuda, wantsCuda } from '../cuda.js';
+
+const wantsCudaDelta = (o: DeltaRuleOptions | DeltaStepOptions): boolean =>
+  wantsCuda(o?.backend, o?.q, o?.k, o?.v, o?.beta, o?.eta, o?.g, o?.decay, (o as DeltaStepOptions)?.state, (o as DeltaRuleOptions)?.initialState, o?.out);
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_DIM = 1024;
@@ -251,6 +255,7 @@ function runReference(op: string, opts: DeltaRuleOptions | DeltaStepOptions, p: 
 }
 
 function runSync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean) {
+  if (wantsCudaDelta(opts)) return deltaCuda(op, opts, step, kla, false) as DeltaRuleResult;
   const p = prepare(op, opts, step, kla);
   if (p.backend === 'reference') return runReference(op, opts, p, step, kla);
   const out = allocate(p, step);
@@ -261,6 +266,7 @@ function runSync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: bo
 async function runAsync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean, a: AsyncOptions = {}) {
   const signal = a.signal;
   if (signal?.aborted) throw abortError(signal);
+  if (wantsCudaDelta(opts)) return deltaCuda(op, opts, step, kla, true, a);
   const p = prepare(op, opts, step, kla);
   // Again after prepare, which may run caller code (option getters), and before out or the state is touched.
   if (signal?.aborted) throw abortError(signal);
