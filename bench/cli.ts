@@ -542,6 +542,17 @@ export async function main(argv: string[], io: IO = processIO): Promise<number> 
         }
         return await runBench(a, argv, io);
       }
+      case 'check': {
+        // Every op on every available backend (or --backend cpu|cuda) against the float64 reference.
+        const { values } = strictParse(rest, { backend: { type: 'string' }, json: { type: 'string' } } as const);
+        const only = values.backend === undefined ? undefined : [oneOf('backend', values.backend, ['cpu', 'cuda'] as const) as string];
+        const { runChecks, formatLine } = await import('./check.js');
+        const lines = runChecks(only, (l) => io.out(`${formatLine(l)}\n`));
+        const bad = lines.filter((l) => !l.ok).length;
+        io.out(`${lines.length - bad} of ${lines.length} checks passed\n`);
+        if (values.json) (await import('node:fs')).writeFileSync(values.json, `${JSON.stringify({ info: info(), lines }, null, 2)}\n`);
+        return bad === 0 && lines.length > 0 ? 0 : 1;
+      }
       case undefined:
       case 'help':
       case '--help':

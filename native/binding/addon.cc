@@ -12,6 +12,12 @@
 #define SEQKERN_BUILD_SYSTEM "unknown"
 #endif
 
+#ifdef SEQKERN_HAS_CUDA
+namespace sk_cuda {
+void register_cuda(Napi::Env env, Napi::Object exports);  // cuda/binding.cc
+}
+#endif
+
 namespace sk {
 namespace {
 
