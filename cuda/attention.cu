@@ -80,6 +80,7 @@ __device__ __forceinline__ void write_row(const AttentionArgs& a, const Row& r, 
   const float inv = any ? 1.0f / l : 0.0f;
   const int64_t oo = (static_cast<int64_t>(r.tok) * a.Hq + h) * a.Dv;
   const float hg = a.gate_kind == 2 ? gate_value(a, static_cast<int64_t>(r.tok) * a.Hq + h) : 1.0f;
+#pragma unroll
   for (int j = 0; j < VC; j++) {
     const int c = lane + 32 * j;
     if (c >= a.Dv) break;
@@ -119,6 +120,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_rows(AttentionArgs a, float*
   for (int d = lane; d < a.D; d += 32) qs[d] = to_f(q[d]) * a.scale;
   __syncwarp();
   float acc[VC];
+#pragma unroll
   for (int j = 0; j < VC; j++) acc[j] = 0.0f;
   const float inf = __int_as_float(0x7f800000);
   float m = -inf, l = 0.0f;
@@ -137,11 +139,13 @@ __global__ void __launch_bounds__(kWarps * 32) attn_rows(AttentionArgs a, float*
     const float alpha = expf(m - mn);          // 0 at the first tile (m = -inf)
     const float p = s < s1 ? expf(sc - mn) : 0.0f;
     l = l * alpha + warp_sum(p);
+#pragma unroll
     for (int j = 0; j < VC; j++) acc[j] *= alpha;
     const int cnt = s1 - base < 32 ? s1 - base : 32;
     for (int i = 0; i < cnt; i++) {
       const float pi = __shfl_sync(kFull, p, i);
       const T* vr = vp + (static_cast<int64_t>(r.kbase + base + i) * a.Hk + hk) * a.Dv;
+#pragma unroll
       for (int j = 0; j < VC; j++) {
         const int c = lane + 32 * j;
         if (c < a.Dv) acc[j] += pi * to_f(vr[c]);
@@ -193,7 +197,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_merge(AttentionArgs a, const
 // Query rows per block (16 per warp): 64 at HD = 64, 32 at HD = 128, so the tiles fit 48 KiB of static
 // shared memory (at HD = 128: q 8 KiB, k 8, v 8, scores 4, p 2, o 16).
 template <int HD>
-constexpr int bm() { return HD == 128 ? 32 : 64; }
+__host__ __device__ constexpr int bm() { return HD == 128 ? 32 : 64; }
 constexpr int kBN = 32;  // keys per tile
 
 template <class T, int HD>

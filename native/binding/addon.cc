@@ -79,6 +79,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_attention(env, exports);
   register_hyper(env, exports);
   register_tensor(env, exports);
+#ifdef SEQKERN_HAS_CUDA
+  sk_cuda::register_cuda(env, exports);
+#endif
   return exports;
 }
 
