@@ -158,6 +158,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_rows(AttentionArgs a, float*
     return;
   }
   float* w = work + (static_cast<int64_t>(split) * rows + row) * (a.Dv + 2);
+#pragma unroll
   for (int j = 0; j < VC; j++) {
     const int c = lane + 32 * j;
     if (c < a.Dv) w[2 + c] = acc[j];
@@ -178,12 +179,14 @@ __global__ void __launch_bounds__(kWarps * 32) attn_merge(AttentionArgs a, const
   float M = -inf;
   for (int s = 0; s < splits; s++) M = fmaxf(M, work[(static_cast<int64_t>(s) * rows + row) * (a.Dv + 2)]);
   float l = 0.0f, acc[VC];
+#pragma unroll
   for (int j = 0; j < VC; j++) acc[j] = 0.0f;
   for (int s = 0; s < splits; s++) {
     const float* w = work + (static_cast<int64_t>(s) * rows + row) * (a.Dv + 2);
     if (w[1] == 0.0f) continue;  // a split with no visible key
     const float f = expf(w[0] - M);
     l += w[1] * f;
+#pragma unroll
     for (int j = 0; j < VC; j++) {
       const int c = lane + 32 * j;
       if (c < a.Dv) acc[j] += w[2 + c] * f;
