@@ -142,6 +142,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_rows(AttentionArgs a, float*
 #pragma unroll
     for (int j = 0; j < VC; j++) acc[j] *= alpha;
     const int cnt = s1 - base < 32 ? s1 - base : 32;
+#pragma unroll 1  // unrolled, the float16 instance spills on sm_90
     for (int i = 0; i < cnt; i++) {
       const float pi = __shfl_sync(kFull, p, i);
       const T* vr = vp + (static_cast<int64_t>(r.kbase + base + i) * a.Hk + hk) * a.Dv;
