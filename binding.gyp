@@ -38,7 +38,7 @@
       "target_name": "seqkern_sim",
       "sources": ["<!@(node -p \"require('./sources.json').cudaSim.join(' ')\")"],
       "include_dirs": ["cuda", "cuda/sim"],
-      "cflags_cc": ["-O2", "-fno-strict-aliasing"],
+      "cflags_cc": ["-O2", "-fno-strict-aliasing", "-Wno-unknown-pragmas"],
       "defines": ["SEQKERN_CUDA_SIM=1"],
       "libraries": ["-pthread"]
     }

@@ -60,7 +60,8 @@ bench flags:
                             queries near them (bench/inputs.ts hyperInputs; default gaussian)
   --op kvcache|rotary       the serving suite's cases of that op (kvcache: the caches' dtype from --dtype, q float32)
   --dtype float32|float16|bfloat16        input dtype (default float32)
-  --backend cpu|reference                 (default cpu, reference when the addon is not built)
+  --backend cpu|reference|cuda            (default cpu, reference when the addon is not built; cuda: the GPU
+                            suite of bench/gpu.ts with the GPU's copy and mma limits, --json FILE for its results)
   --threads N               pool size (default: one per core)
   --simd avx512|avx2|portable             force a SIMD level the CPU has
   --seconds S               Benchmark.js max time per case (default 1); limit probes take min(1, max(0.2, S/2))
@@ -222,7 +223,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     inputs: oneOf('inputs', v.inputs, ['gaussian', 'clustered'] as const),
     dtype: oneOf('dtype', v.dtype, ['float32', 'float16', 'bfloat16'] as const) ?? 'float32',
     algorithm: oneOf('algorithm', v.algorithm, op === 'softmax' ? [...SOFTMAX_ALGORITHMS, 'auto'] : op === 'gated-delta' || !op ? DELTA_ALGORITHMS : [...DELTA_ALGORITHMS, ...SOFTMAX_ALGORITHMS]),
-    backend: oneOf('backend', v.backend, ['cpu', 'reference'] as const),
+    backend: oneOf('backend', v.backend, ['cpu', 'reference', 'cuda'] as const) as BenchBackend | undefined,
     threads: positiveInt('threads', v.threads, 1024),
     simd: oneOf('simd', v.simd, SIMD_LEVELS),
     json: v.json,
@@ -596,7 +597,19 @@ export async function main(argv: string[], io: IO = processIO): Promise<number> 
           io.out(USAGE);
           return 0;
         }
+        if ((a.backend as string) === 'cuda') return (await import('./gpu.js')).runGpuBench(a.json, (s) => io.out(s));
         return await runBench(a, argv, io);
+      }
+      case 'check': {
+        // Every op on every available backend (or --backend cpu|cuda) against the float64 reference.
+        const { values } = strictParse(rest, { backend: { type: 'string' }, json: { type: 'string' } } as const);
+        const only = values.backend === undefined ? undefined : [oneOf('backend', values.backend, ['cpu', 'cuda'] as const) as string];
+        const { runChecks, formatLine } = await import('./check.js');
+        const lines = runChecks(only, (l) => io.out(`${formatLine(l)}\n`));
+        const bad = lines.filter((l) => !l.ok).length;
+        io.out(`${lines.length - bad} of ${lines.length} checks passed\n`);
+        if (values.json) (await import('node:fs')).writeFileSync(values.json, `${JSON.stringify({ info: info(), lines }, null, 2)}\n`);
+        return bad === 0 && lines.length > 0 ? 0 : 1;
       }
       case undefined:
       case 'help':

@@ -477,6 +477,39 @@ Napi::Value Delta(const Napi::CallbackInfo& info, bool async) {
 Napi::Value DeltaSync(const Napi::CallbackInfo& info) { return Delta(info, false); }
 Napi::Value DeltaAsync(const Napi::CallbackInfo& info) { return Delta(info, true); }
 
+// cudaLimits({ copyBytes, reps, mmaBlocks, mmaIters }) -> { copyMs, mmaMs, sms }: the caller turns them into
+// GB/s (2 copyBytes reps / copyMs) and FLOP/s (mmaBlocks 4 warps 4 chains 2 16^3 mmaIters / mmaMs).
+Napi::Value Limits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const std::string op = "limits";
+    Napi::Object o = args_of(info);
+    cudaStream_t s = stream(op);
+    const int64_t bytes = get_int(o, "copyBytes") / 16 * 16;
+    const int reps = static_cast<int>(get_int(o, "reps"));
+    const int mb = static_cast<int>(get_int(o, "mmaBlocks")), iters = static_cast<int>(get_int(o, "mmaIters"));
+    cudaDeviceProp p;
+    cudaGetDeviceProperties(&p, 0);
+    void *src = nullptr, *dst = nullptr, *out = nullptr;
+    check(cudaMalloc(&src, bytes), op);
+    check(cudaMalloc(&dst, bytes), op);
+    check(cudaMalloc(&out, static_cast<size_t>(mb) * 4 * 256 * sizeof(float)), op);
+    cudaMemsetAsync(src, 0, bytes, s);
+    float copy_ms = 0, mma_ms = 0;
+    const cudaError_t e1 = limits_copy(src, dst, bytes, reps, p.multiProcessorCount * 8, s, &copy_ms);
+    const cudaError_t e2 = e1 == cudaSuccess ? limits_mma(static_cast<float*>(out), mb, iters, s, &mma_ms) : e1;
+    cudaFree(src);
+    cudaFree(dst);
+    cudaFree(out);
+    check(e2, op);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("copyMs", copy_ms);
+    r.Set("mmaMs", mma_ms);
+    r.Set("sms", p.multiProcessorCount);
+    return r;
+  });
+}
+
 }  // namespace
 
 void register_cuda(Napi::Env env, Napi::Object exports) {
@@ -493,6 +526,7 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaAttentionAsync", Napi::Function::New(env, AttentionAsync));
   exports.Set("cudaDelta", Napi::Function::New(env, DeltaSync));
   exports.Set("cudaDeltaAsync", Napi::Function::New(env, DeltaAsync));
+  exports.Set("cudaLimits", Napi::Function::New(env, Limits));
 }
 
 }  // namespace sk_cuda

@@ -42,6 +42,7 @@ enum class DT { f32, f16, bf16 };
 
 constexpr unsigned kFull = 0xffffffffu;
 
+#if defined(__CUDACC__) || defined(SEQKERN_CUDA_SIM)  // device code: not for the host compiler's glue
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
   return v;
@@ -50,5 +51,6 @@ __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFull, v, o));
   return v;
 }
+#endif
 
 }  // namespace sk_cuda

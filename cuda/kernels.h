@@ -50,4 +50,8 @@ struct DeltaArgs {
 };
 cudaError_t delta(const DeltaArgs& a, cudaStream_t s);
 
+// limits.cu: milliseconds of `reps` copies of `bytes` (HBM bandwidth), and of an mma loop (tensor-core peak).
+cudaError_t limits_copy(const void* src, void* dst, int64_t bytes, int reps, int blocks, cudaStream_t s, float* ms);
+cudaError_t limits_mma(float* out, int blocks, int iters, cudaStream_t s, float* ms);
+
 }  // namespace sk_cuda

@@ -25,6 +25,7 @@ export interface CudaAddon {
   cudaAttentionAsync(args: object): Promise<void>;
   cudaDelta(args: object): void;
   cudaDeltaAsync(args: object): Promise<void>;
+  cudaLimits(args: { copyBytes: number; reps: number; mmaBlocks: number; mmaIters: number }): { copyMs: number; mmaMs: number; sms: number };
   /** Simulator only. */
   simSetSchedules?(spec?: string): string;
   simLastFault?(): string;

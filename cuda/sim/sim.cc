@@ -96,6 +96,75 @@ std::string describe_address(uintptr_t addr) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Fiber contexts. On x86-64 a switch saves the callee-saved registers on the old stack and loads the new
+// stack pointer (MXCSR and the x87 control word are left alone: kernels never change them) (no system call: ucontext's swapcontext changes the signal mask
+// on every switch, ~100x slower, which a kernel with a shuffle per key pays millions of times). Elsewhere
+// ucontext.
+
+#if defined(__x86_64__) && !defined(SEQKERN_SIM_UCONTEXT)
+struct Ctx {
+  void* sp = nullptr;
+};
+extern "C" void sk_sim_switch(Ctx* from, Ctx* to);
+asm(R"(
+  .text
+  .globl sk_sim_switch
+  .hidden sk_sim_switch
+  .type sk_sim_switch, @function
+sk_sim_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq (%rsi), %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size sk_sim_switch, .-sk_sim_switch
+)");
+inline void ctx_switch(Ctx* from, Ctx* to) { sk_sim_switch(from, to); }
+[[noreturn]] inline void ctx_jump(Ctx* to) {
+  Ctx dead;
+  sk_sim_switch(&dead, to);
+  __builtin_unreachable();
+}
+// A fresh context that starts `entry` on [stack, stack + size): the return slot 16-aligned (so entry sees
+// the stack as after a call), under it six zeroed registers.
+inline void ctx_make(Ctx* c, char* stack, size_t size, void (*entry)()) {
+  uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + size) & ~uintptr_t{15};
+  uintptr_t* ret = reinterpret_cast<uintptr_t*>(top - 16);
+  ret[1] = 0;  // entry's own return address: it never returns
+  ret[0] = reinterpret_cast<uintptr_t>(entry);
+  uintptr_t* regs = ret - 6;
+  for (int i = 0; i < 6; i++) regs[i] = 0;
+  c->sp = regs;
+}
+#else
+struct Ctx {
+  ucontext_t uc;
+};
+inline void ctx_switch(Ctx* from, Ctx* to) { swapcontext(&from->uc, &to->uc); }
+[[noreturn]] inline void ctx_jump(Ctx* to) {
+  setcontext(&to->uc);
+  __builtin_unreachable();
+}
+inline void ctx_make(Ctx* c, char* stack, size_t size, void (*entry)()) {
+  getcontext(&c->uc);
+  c->uc.uc_stack.ss_sp = stack;
+  c->uc.uc_stack.ss_size = size;
+  c->uc.uc_link = nullptr;
+  makecontext(&c->uc, entry, 0);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------------
 // Fibers and the block scheduler.
 
 enum class St { ready, barrier, warp, done, dead };
@@ -103,7 +172,7 @@ enum class St { ready, barrier, warp, done, dead };
 struct Fiber {
   Thread t;
   int linear = 0;
-  ucontext_t ctx;
+  Ctx ctx;
   char* stack = nullptr;
   St st = St::ready;
   const char* bar_file = nullptr;
@@ -118,7 +187,7 @@ constexpr size_t kStack = 128 << 10;
 
 struct Worker {  // per OS thread that executes launches
   std::vector<Fiber> fibers;
-  ucontext_t sched;
+  Ctx sched;
   Fiber* cur = nullptr;
   const std::function<void()>* body = nullptr;
   std::string fault;
@@ -136,7 +205,7 @@ void fiber_entry() {
   Worker* w = t_worker;
   (*w->body)();
   w->cur->st = St::done;
-  swapcontext(&w->cur->ctx, &w->sched);
+  ctx_switch(&w->cur->ctx, &w->sched);
 }
 
 struct sigaction g_old_segv, g_old_bus;
@@ -147,7 +216,7 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
     w->segv = true;
     w->segv_addr = reinterpret_cast<uintptr_t>(info->si_addr);
     w->cur->st = St::dead;
-    setcontext(&w->sched);  // back to the scheduler; the fiber is abandoned
+    ctx_jump(&w->sched);  // back to the scheduler; the fiber is abandoned
   }
   const struct sigaction& old = sig == SIGBUS ? g_old_bus : g_old_segv;
   if (old.sa_flags & SA_SIGINFO) {
@@ -235,11 +304,7 @@ void run_block(Worker& w, Block& blk, const std::vector<int>& order) {
     f.linear = i;
     f.t.thread_idx = {i % blk.block_dim.x, (i / blk.block_dim.x) % blk.block_dim.y, i / (blk.block_dim.x * blk.block_dim.y)};
     f.st = St::ready;
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack;
-    f.ctx.uc_stack.ss_size = kStack;
-    f.ctx.uc_link = nullptr;
-    makecontext(&f.ctx, fiber_entry, 0);
+    ctx_make(&f.ctx, f.stack, kStack, fiber_entry);
   }
   for (auto& r : w.shared) std::memset(r.first, 0xff, r.second);
   t_block = &blk;
@@ -249,7 +314,7 @@ void run_block(Worker& w, Block& blk, const std::vector<int>& order) {
       if (f.st != St::ready) continue;
       w.cur = &f;
       t_thread = &f.t;
-      swapcontext(&w.sched, &f.ctx);
+      ctx_switch(&w.sched, &f.ctx);
       w.cur = nullptr;
       if (w.segv) {
         w.segv = false;
@@ -430,7 +495,7 @@ void syncthreads(const char* file, int line) {
   f->st = St::barrier;
   f->bar_file = file;
   f->bar_line = line;
-  swapcontext(&f->ctx, &w->sched);
+  ctx_switch(&f->ctx, &w->sched);
 }
 
 void warp_collective(unsigned mask, const char* what, void* mine, CollectiveFn fn) {
@@ -441,7 +506,7 @@ void warp_collective(unsigned mask, const char* what, void* mine, CollectiveFn f
   f->what = what;
   f->post = mine;
   f->fn = fn;
-  swapcontext(&f->ctx, &w->sched);
+  ctx_switch(&f->ctx, &w->sched);
 }
 
 void shared_region(void* p, size_t bytes) {
@@ -459,7 +524,7 @@ void fault(const std::string& message) {
   if (w && w->cur) {
     w->fault = message;
     w->cur->st = St::dead;
-    setcontext(&w->sched);
+    ctx_jump(&w->sched);
   }
   throw SimFault{message};
 }

@@ -12,6 +12,12 @@
 #define SEQKERN_BUILD_SYSTEM "unknown"
 #endif
 
+#ifdef SEQKERN_HAS_CUDA
+namespace sk_cuda {
+void register_cuda(Napi::Env env, Napi::Object exports);  // cuda/binding.cc
+}
+#endif
+
 namespace sk {
 namespace {
 
@@ -80,6 +86,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_linear(env, exports);
   register_conv(env, exports);
   register_norm(env, exports);
+#ifdef SEQKERN_HAS_CUDA
+  sk_cuda::register_cuda(env, exports);
+#endif
   return exports;
 }
 

@@ -9,6 +9,7 @@ import type { AsyncOptions, AttentionOptions, AttentionResult, AttentionResultWi
 import type { TensorInput } from '../tensor.js';
 import { callerInt32, checkFinite, checkOffsets, checkOneOf, checkOptions, checkShape, checkTensor, overlaps, rankOf } from '../validate.js';
 import { chainBackend, registerChainOp } from '../runtime.js';
+import { attentionCuda, wantsCuda } from '../cuda.js';
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_HEAD_DIM = 1024;
@@ -179,6 +180,7 @@ export function attention(q: TensorInput, k: TensorInput, v: TensorInput, opts: 
 export function attention(q: TensorInput, k: TensorInput, v: TensorInput, opts?: AttentionOptions): AttentionResult;
 export function attention(q: TensorInput, k: TensorInput, v: TensorInput, opts: AttentionOptions = {}): AttentionResult {
   const op = 'attention';
+  if (wantsCuda(opts?.backend, q, k, v, opts?.gate, opts?.out)) return attentionCuda(op, q, k, v, opts, false);
   const p = prepare(op, q, k, v, opts);
   if (p.backend === 'reference') return runReference(p);
   const out = allocate(p);
@@ -199,6 +201,7 @@ export async function attentionAsync(q: TensorInput, k: TensorInput, v: TensorIn
   const op = 'attentionAsync';
   const signal = a?.signal;
   if (signal?.aborted) throw abortError(signal);
+  if (wantsCuda(opts?.backend, q, k, v, opts?.gate, opts?.out)) return attentionCuda(op, q, k, v, opts, true, a);
   const p = prepare(op, q, k, v, opts);
   // Again after prepare, which may run caller code (option getters), and before out is touched.
   if (signal?.aborted) throw abortError(signal);

@@ -13,6 +13,10 @@ import {
   overlaps, rankOf,
 } from '../validate.js';
 import { cachedDeltaAlgorithm, calibrateDelta, calibrateDeltaAsync, chainBackend, registerChainOp } from '../runtime.js';
+import { deltaCuda, wantsCuda } from '../cuda.js';
+
+const wantsCudaDelta = (o: DeltaRuleOptions | DeltaStepOptions): boolean =>
+  wantsCuda(o?.backend, o?.q, o?.k, o?.v, o?.beta, o?.eta, o?.g, o?.decay, (o as DeltaStepOptions)?.state, (o as DeltaRuleOptions)?.initialState, o?.out);
 
 const IN_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_DIM = 1024;
@@ -457,6 +461,7 @@ function withLayout(r: DeltaRuleResult, p: Prepared): DeltaRuleResult {
 }
 
 function runSync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean) {
+  if (wantsCudaDelta(opts)) return deltaCuda(op, opts, step, kla, false) as DeltaRuleResult;
   const p = prepare(op, opts, step, kla);
   if (p.backend === 'reference') return runReference(op, opts, p, step, kla);
   const out = allocate(p, step);
@@ -467,6 +472,7 @@ function runSync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: bo
 async function runAsync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean, a: AsyncOptions = {}) {
   const signal = a.signal;
   if (signal?.aborted) throw abortError(signal);
+  if (wantsCudaDelta(opts)) return deltaCuda(op, opts, step, kla, true, a);
   const p = prepare(op, opts, step, kla, true);
   // 'auto' that needs its one-time race: run it on the worker first (the event loop keeps running).
   if (p.calibrate) p.args.algorithm = (await calibrateDeltaAsync(p.calibrate.K, p.calibrate.V)).algorithm;
