@@ -15,9 +15,12 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist', 'src', 'index.js');
 
 /** Runs an ES module body in a fresh node; `sk` is the package. Returns status, signal and the last line. */
+// Under the sanitizer run (npm run test:sanitize) node starts and the kernels run several times slower.
+const SLOW = process.env.SEQKERN_SANITIZE === '1' ? 5 : 1;
+
 function child(body: string, timeoutMs = 60_000) {
   const src = `import * as sk from ${JSON.stringify(dist)};\n${body}`;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', src], { encoding: 'utf8', timeout: timeoutMs });
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', src], { encoding: 'utf8', timeout: timeoutMs * SLOW });
   const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
   return { status: r.status, signal: r.signal, out: last, stderr: r.stderr ?? '' };
 }
