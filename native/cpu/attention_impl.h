@@ -758,13 +758,13 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
     if (masked)
       with_loader([&](auto loader) {
         using T = typename decltype(loader)::T;
-        hidden_bad = hidden_nonfinite<decltype(loader)>(na, nb, ja, jb, lim_min, u.nkv, Dv, static_cast<const T*>(VA),
+        hidden_bad = hidden_nonfinite<decltype(loader)>(na, nb, xa, xb, lim_min, u.nkv, Dv, static_cast<const T*>(VA),
                                                         static_cast<const T*>(VB), ldv);
       });
     if (hidden_bad) {
       with_loader([&](auto loader) {
         using T = typename decltype(loader)::T;
-        pv_visible<decltype(loader)>(na, nb, ja, jb, ncols, cols, npad, Dv, dvp, w.st, static_cast<const T*>(VA),
+        pv_visible<decltype(loader)>(na, nb, xa, xb, ncols, cols, npad, Dv, dvp, w.st, static_cast<const T*>(VA),
                                      static_cast<const T*>(VB), ldv, w.lim, w.alpha, first, rescale, w.o);
       });
     } else if (u.nkv > 1) {  // several kv heads: key by key (pv_keys), O first set or rescaled as a whole
