@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { kvcacheWork, rotaryWork } from '../bench/formulas.js';
 import { InputPool, OPS, caseLabel, familyOf, type KVCacheCase, type RotaryCase } from '../bench/registry.js';
-import { SUITE_KVCACHE_LENS, servingSuite } from '../bench/suites.js';
+import { SUITE_KVCACHE_LENS, servingPoolSuite, servingSuite } from '../bench/suites.js';
 import { casesFromArgs, parseBenchArgs } from '../bench/cli.js';
 import { formatReport, makeRow } from '../bench/report.js';
 
@@ -36,7 +36,8 @@ describe('serving bench', () => {
     expect(s.filter((c) => c.op === 'rotary').length).toBe(4);
     expect(familyOf('kvcache')).toBe('serving');
     expect(familyOf('rotary')).toBe('serving');
-    expect(casesFromArgs(parseBenchArgs(['--suite', 'serving']))).toHaveLength(s.length);
+    // (and the delta-state pool's step cases, bench/suites.ts servingPoolSuite)
+    expect(casesFromArgs(parseBenchArgs(['--suite', 'serving']))).toHaveLength(s.length + servingPoolSuite({ dtype: 'float32', backend: 'cpu' }).length);
     expect(casesFromArgs(parseBenchArgs(['--op', 'kvcache', '--dtype', 'bfloat16'])).map((c) => (c as KVCacheCase).paged)).toEqual([0, 64]);
     expect(() => parseBenchArgs(['--op', 'kvcache', '--B', '4'])).toThrow(/does not apply/);
   });
