@@ -26,7 +26,8 @@ function run(c: Case): void {
   const y = linear(x, w, { bias, outDtype, backend: 'cpu' });
   expect(y.dtype).toBe(outDtype);
   const what = `M=${c.M},K=${c.K},N=${c.N} x=${c.x} w=${c.w} bias=${c.b ?? 'none'} y=${outDtype} seed=${c.seed}`;
-  expectClose(y, linearReference(x, w, { bias }), TOL[outDtype], what);
+  // A float32 sum of K products carries ~sqrt(K) roundings (the portable kernel adds them in one chain).
+  expectClose(y, linearReference(x, w, { bias }), TOL[outDtype] * Math.max(1, Math.sqrt(c.K / 256)), what);
 }
 
 /** Cycles through the dtype combinations so that every shape list covers all of them. */
