@@ -254,6 +254,24 @@ export function callNative<R>(op: string, f: () => R): R {
   }
 }
 
+/**
+ * Runs an op's native async entry point with a cancel flag in its arguments that the signal sets (the
+ * worker polls it between chunks), turning a native failure into a SeqkernError or an AbortError.
+ */
+export async function callNativeAsync(op: string, args: { cancel?: Int32Array }, signal: AbortSignal | undefined, f: () => Promise<void>): Promise<void> {
+  const cancel = new Int32Array(1);
+  args.cancel = cancel;
+  const onAbort = () => Atomics.store(cancel, 0, 1);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await f();
+  } catch (e) {
+    throw fromNative(op, e, signal);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
 export function fromNative(op: string, e: unknown, signal?: AbortSignal): Error {
   const err = e as { code?: string; message?: string };
   if (err && err.code === 'ABORTED') return abortError(signal);

@@ -2,7 +2,7 @@
 // runs the native CPU kernels (or the float64 reference when asked, for float64 inputs, or when the addon is
 // missing).
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend, type NativeAttentionArgs } from '../backend.js';
+import { callNative, callNativeAsync, fromNative, native, resolveBackend, type NativeAttentionArgs } from '../backend.js';
 import { attentionReference } from '../reference/attention.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, AttentionOptions, AttentionResult, AttentionResultWithLse } from '../types.js';
@@ -209,17 +209,7 @@ export async function attentionAsync(q: TensorInput, k: TensorInput, v: TensorIn
   const out = allocate(p);
   // The worker polls this flag between key tiles; setting it makes the call reject with an AbortError. With
   // a caller's out (callerOut), the worker reads it once before its first write and then drops it.
-  const cancel = new Int32Array(1);
-  p.args.cancel = cancel;
-  const onAbort = () => Atomics.store(cancel, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await addon().attentionAsync(p.args);
-  } catch (e) {
-    throw fromNative(op, e, signal);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
+  await callNativeAsync(op, p.args, signal, () => addon().attentionAsync(p.args));
   // Fresh outputs: an abort that raced the last tile still rejects. A caller's out is now completely
   // written (the abort came after the start), so resolve with it.
   if (!p.out && signal?.aborted) throw abortError(signal);

@@ -2,7 +2,7 @@
 // Validates in TypeScript, then runs the native CPU driver (native/cpu/conv.cc) or the float64 reference.
 // Both the prefill and the decode update read and write a conv-state pool [slots, D, W - 1] in place.
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend } from '../backend.js';
+import { callNative, callNativeAsync, fromNative, native, resolveBackend } from '../backend.js';
 import { causalConv1dReference } from '../reference/conv.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorInput } from '../tensor.js';
 import type { AsyncOptions, CommonOptions } from '../types.js';
@@ -211,17 +211,7 @@ async function runAsync(op: string, p: Prepared, signal?: AbortSignal): Promise<
   if (p.backend === 'reference') return runReference(p);
   const y = output(p);
   const args = nativeArgs(p, y);
-  const cancel = new Int32Array(1);
-  args.cancel = cancel;
-  const onAbort = () => Atomics.store(cancel, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await (native()! as unknown as Record<string, (a: unknown) => Promise<void>>).causalConv1dAsync(args);
-  } catch (e) {
-    throw fromNative(op, e, signal);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
+  await callNativeAsync(op, args, signal, () => (native()! as unknown as Record<string, (a: unknown) => Promise<void>>).causalConv1dAsync(args));
   return y;
 }
 

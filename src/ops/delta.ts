@@ -1,7 +1,7 @@
 // Gated delta rule family: public ops (DESIGN.md 6.1). Validates in TypeScript, then runs the native CPU
 // kernels (or the float64 reference when asked or when the addon is missing).
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend, type NativeDeltaArgs } from '../backend.js';
+import { callNative, callNativeAsync, fromNative, native, resolveBackend, type NativeDeltaArgs } from '../backend.js';
 import { gatedDeltaRuleReference, gatedDeltaRuleStepReference } from '../reference/delta.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData, type TensorInput } from '../tensor.js';
 import type {
@@ -483,17 +483,7 @@ async function runAsync(op: string, opts: DeltaRuleOptions | DeltaStepOptions, s
   // The worker polls this flag between chunks; setting it makes the call reject with an AbortError. With an
   // in-place state (the step) or a caller's out, the worker reads it once before its first write and then
   // drops it.
-  const cancel = new Int32Array(1);
-  p.args.cancel = cancel;
-  const onAbort = () => Atomics.store(cancel, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await native()!.deltaRuleAsync(p.args);
-  } catch (e) {
-    throw fromNative(op, e, signal);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
+  await callNativeAsync(op, p.args, signal, () => native()!.deltaRuleAsync(p.args));
   // A prefill with fresh outputs only: an abort that raced the last chunk still rejects (finalState included).
   // A caller's out is now completely written (the abort came after the start), so resolve with it, as the
   // step does with its state.

@@ -2,7 +2,7 @@
 // CPU driver (native/cpu/hyper.cc, on the flash attention kernel) or the float64 reference (when asked, for
 // float64 inputs, or when the addon is missing).
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend, type NativeHyperArgs } from '../backend.js';
+import { callNative, callNativeAsync, fromNative, native, resolveBackend, type NativeHyperArgs } from '../backend.js';
 import { hyperAttentionReference } from '../reference/hyper.js';
 import { numel, Tensor, tensor, zeros, type DType } from '../tensor.js';
 import type { AsyncOptions, HyperAttentionOptions, HyperAttentionResult, HyperAttentionResultWithLse } from '../types.js';
@@ -247,17 +247,7 @@ export async function hyperAttentionAsync(
   if (signal?.aborted) throw abortError(signal);
   if (p.backend === 'reference') return runReference(p);
   const out = allocate(p);
-  const cancel = new Int32Array(1);
-  p.args.cancel = cancel;
-  const onAbort = () => Atomics.store(cancel, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await addon().hyperAttentionAsync(p.args);
-  } catch (e) {
-    throw fromNative(op, e, signal);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
+  await callNativeAsync(op, p.args, signal, () => addon().hyperAttentionAsync(p.args));
   if (!p.out && signal?.aborted) throw abortError(signal);
   return out;
 }

@@ -2,7 +2,7 @@
 // public op. Validates in TypeScript (every check before anything is written), then runs the native driver
 // (native/cpu/kvcache.cc, on the attention kernels) or the float64 reference.
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend } from '../backend.js';
+import { callNative, callNativeAsync, fromNative, native, resolveBackend } from '../backend.js';
 import { attentionWithKVCacheReference } from '../reference/kvcache.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, Backend, CommonOptions } from '../types.js';
@@ -293,16 +293,6 @@ export async function attentionWithKVCacheAsync(q: Tensor, kCache: Tensor, vCach
   if (signal?.aborted) throw abortError(signal);
   if (p.backend === 'reference') return runReference(p);
   const out = allocate(p);
-  const cancel = new Int32Array(1);
-  p.args.cancel = cancel;
-  const onAbort = () => Atomics.store(cancel, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await addon().attentionWithKVCacheAsync(p.args);
-  } catch (e) {
-    throw fromNative(op, e, signal);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
+  await callNativeAsync(op, p.args, signal, () => addon().attentionWithKVCacheAsync(p.args));
   return out;
 }

@@ -2,7 +2,7 @@
 // a few rows, packed-panel GEMM for many; native/cpu/linear.h) or the float64 reference when asked, for
 // float64 inputs, or when the addon is missing.
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend } from '../backend.js';
+import { callNative, callNativeAsync, fromNative, native, resolveBackend } from '../backend.js';
 import { linearReference } from '../reference/linear.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorInput } from '../tensor.js';
 import type { AsyncOptions, CommonOptions } from '../types.js';
@@ -140,17 +140,7 @@ export async function linearAsync(x: TensorInput, weight: TensorInput, opts: Lin
   const p = prepare(op, x, weight, opts);
   if (p.backend === 'reference') return runReference(p);
   const { y, args } = allocate(p);
-  const cancel = new Int32Array(1);
-  args.cancel = cancel;
-  const onAbort = () => Atomics.store(cancel, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await addon().linearAsync(args);
-  } catch (e) {
-    throw fromNative(op, e, signal);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
+  await callNativeAsync(op, args, signal, () => addon().linearAsync(args));
   if (!p.out && signal?.aborted) throw abortError(signal);
   return y;
 }

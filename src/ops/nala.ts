@@ -2,7 +2,7 @@
 // then runs the native CPU kernels (native/cpu/nala.h) or the float64 reference (when asked, for float64
 // inputs, or when the addon is missing).
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend, type NativeNalaArgs } from '../backend.js';
+import { callNative, callNativeAsync, fromNative, native, resolveBackend, type NativeNalaArgs } from '../backend.js';
 import { nalaAttentionReference, nalaAttentionStepReference, nalaStateLength } from '../reference/nala.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, CommonOptions } from '../types.js';
@@ -308,17 +308,7 @@ async function runAsync(op: string, make: () => Prepared, a: AsyncOptions = {}):
   const out = allocate(p);
   // The worker polls this flag between chunks; with an in-place state (the step) or a caller's out it reads
   // it once, before its first write, and then drops it.
-  const cancel = new Int32Array(1);
-  p.args.cancel = cancel;
-  const onAbort = () => Atomics.store(cancel, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await addon().nalaAsync(p.args);
-  } catch (e) {
-    throw fromNative(op, e, signal);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
+  await callNativeAsync(op, p.args, signal, () => addon().nalaAsync(p.args));
   if (!p.step && !p.out && signal?.aborted) throw abortError(signal);
   return p.step || !out.finalState ? { o: out.o } : out;
 }

@@ -1,7 +1,7 @@
 // RMSNorm and gated RMSNorm (fla's FusedRMSNormGated; issue 14 part 4): public ops. Validates in TypeScript,
 // then runs the native CPU driver (native/cpu/norm.cc) or the float64 reference.
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend } from '../backend.js';
+import { callNative, callNativeAsync, fromNative, native, resolveBackend } from '../backend.js';
 import { rmsNormReference } from '../reference/norm.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorInput } from '../tensor.js';
 import type { AsyncOptions, CommonOptions } from '../types.js';
@@ -102,17 +102,7 @@ async function runAsync(op: string, p: Prepared, signal?: AbortSignal): Promise<
   if (p.backend === 'reference') return runReference(p);
   const y = output(p);
   const args = nativeArgs(p, y);
-  const cancel = new Int32Array(1);
-  args.cancel = cancel;
-  const onAbort = () => Atomics.store(cancel, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await ((native()! as unknown as Raw).rmsNormAsync(args) as Promise<void>);
-  } catch (e) {
-    throw fromNative(op, e, signal);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
+  await callNativeAsync(op, args, signal, () => ((native()! as unknown as Raw).rmsNormAsync(args) as Promise<void>));
   if (!p.out && signal?.aborted) throw abortError(signal);
   return y;
 }

@@ -1,7 +1,7 @@
 // Rotary position embedding (RoPE; DESIGN.md 6.6, issue 14 part 4): public op. Validates in TypeScript, then
 // runs the native row kernel (native/cpu/rotary.cc) or the float64 reference.
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend } from '../backend.js';
+import { callNative, callNativeAsync, fromNative, native, resolveBackend } from '../backend.js';
 import { rotaryReference } from '../reference/rotary.js';
 import { numel, Tensor, tensor, zeros, type DType } from '../tensor.js';
 import type { AsyncOptions, Backend, CommonOptions } from '../types.js';
@@ -151,16 +151,6 @@ export async function rotaryAsync(x: Tensor, opts: RotaryOptions, a: AsyncOption
   if (signal?.aborted) throw abortError(signal);
   if (p.backend === 'reference') return runReference(p);
   const out = allocate(p);
-  const cancel = new Int32Array(1);
-  p.args.cancel = cancel;
-  const onAbort = () => Atomics.store(cancel, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await addon().rotaryAsync(p.args);
-  } catch (e) {
-    throw fromNative(op, e, signal);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
+  await callNativeAsync(op, p.args, signal, () => addon().rotaryAsync(p.args));
   return out;
 }

@@ -1,7 +1,7 @@
 // Softmax over the last axis (DESIGN.md 6.2): public ops. Validates in TypeScript, then runs the native CPU
 // kernels (or the float64 reference when asked, for float64 inputs, or when the addon is missing).
 import { abortError, fail } from '../errors.js';
-import { callNative, fromNative, native, resolveBackend, type NativeSoftmaxArgs } from '../backend.js';
+import { callNative, callNativeAsync, fromNative, native, resolveBackend, type NativeSoftmaxArgs } from '../backend.js';
 import { softmaxReference } from '../reference/softmax.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData, type TensorInput } from '../tensor.js';
 import type { AsyncOptions, SoftmaxOptions } from '../types.js';
@@ -142,17 +142,7 @@ async function runAsync(op: string, x: unknown, out: unknown, opts: unknown, as:
   const y = output(p, out as Tensor | undefined);
   const args = nativeArgs(p, y);
   // The worker polls this flag between blocks of rows; setting it makes the call reject with an AbortError.
-  const cancel = new Int32Array(1);
-  args.cancel = cancel;
-  const onAbort = () => Atomics.store(cancel, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await native()!.softmaxAsync(args);
-  } catch (e) {
-    throw fromNative(op, e, signal);
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
+  await callNativeAsync(op, args, signal, () => native()!.softmaxAsync(args));
   // In place, x was rewritten completely (the abort came after the start): resolve with it, as the
   // in-place decode step does. Otherwise an abort that raced the last rows still rejects.
   if (!p.inPlace && signal?.aborted) throw abortError(signal);
