@@ -19,11 +19,13 @@ import {
   type SoftmaxAlgorithm,
 } from './registry.js';
 import type { HyperInputKind } from './inputs.js';
-import { formatReport, formatSummary, makeRow, type BenchReport, type BenchRow, type CaseLimits, type SkippedCase } from './report.js';
+import {
+  formatReport, formatSummary, makeRow, type BenchReport, type BenchRow, type CaseLimits, type PartTiming, type SkippedCase,
+} from './report.js';
 import {
   autoChecks, defaultSuite, gateChecks, scalingChecks, softmaxChecks, softmaxHotRows, softmaxSuite, SUITES, type SuiteName,
 } from './suites.js';
-import { servingSuite } from './suites.js';
+import { QWEN3_NEXT_ATTN, QWEN3_NEXT_GDN, servingSuite, SUITE_ATTN_LAYER_LENS } from './suites.js';
 
 export const USAGE = `usage: seqkern <command> [flags]
 
@@ -39,7 +41,8 @@ commands:
   help                     this text
 
 bench flags:
-  --op gated-delta|delta-step|softmax|attention|hyper|nala|kvcache|rotary
+  --op gated-delta|delta-step|softmax|attention|hyper|nala|kvcache|rotary|delta-pool-step|linear|conv-update|
+       rms-norm-gated|gdn-layer|attn-layer
   --B --T --H --HV --K --V  gated-delta: q,k [B,T,H,K], v [B,T,HV,V] (defaults B=1 T=4096 H=16 HV=32 K=V=128)
   --N --H --HV --K --V      delta-step: q,k [N,H,K], state [N,HV,K,V] (default N=8)
   --algorithm auto|chunk|recurrent        gated-delta (default auto)
@@ -59,6 +62,14 @@ bench flags:
                             K=V=64), no rope; non-causal unless --causal
                             queries near them (bench/inputs.ts hyperInputs; default gaussian)
   --op kvcache|rotary       the serving suite's cases of that op (kvcache: the caches' dtype from --dtype, q float32)
+  --op linear|conv-update|rms-norm-gated|gdn-layer|attn-layer   with no shape flags: the serving suite's cases
+                            of that op in --dtype (linear, the layers: the weights' dtype; x, y float32)
+  --rows M --K IN --N OUT   linear: x [M, IN] float32, weight [OUT, IN] (defaults M=1 IN=OUT=4096; M <= 8: GEMV)
+  --N --D --W               conv-update: x [N, D], weight [D, W], pool of 2N slots (defaults N=8 D=1048576 W=4)
+  --rows --H                rms-norm-gated: x, gate [rows, H], weight [H] (defaults rows=131072 H=128)
+  --B                       gdn-layer: B tokens (default 8), Qwen3-Next heads at hidden 2048, pools of 2B slots
+  --B --S                   attn-layer: B sequences (default 8) with caches of S tokens each (default: the
+                            suite's lengths, 4096,1000,2048,3000,8192,512,6000,100, cycled to B)
   --dtype float32|float16|bfloat16        input dtype (default float32)
   --backend cpu|reference|cuda            (default cpu, reference when the addon is not built; cuda: the GPU
                             suite of bench/gpu.ts with the GPU's copy and mma limits, --json FILE for its results)
@@ -99,6 +110,8 @@ export interface BenchArgs {
   Hk?: number;
   D?: number;
   Dv?: number;
+  /** conv-update: the kernel width. */
+  W?: number;
   /** attention: true with --causal, absent otherwise. */
   causal?: boolean;
   gate?: GateKind;
@@ -136,6 +149,7 @@ const BENCH_OPTIONS = {
   Hk: { type: 'string' },
   D: { type: 'string' },
   Dv: { type: 'string' },
+  W: { type: 'string' },
   causal: { type: 'boolean' },
   gate: { type: 'string' },
   inputs: { type: 'string' },
@@ -153,8 +167,8 @@ const BENCH_OPTIONS = {
 } as const;
 
 /** The flags that select a case, and which ops take each. */
-type CaseFlag = 'B' | 'N' | 'T' | 'H' | 'HV' | 'K' | 'V' | 'rows' | 'cols' | 'S' | 'Hq' | 'Hk' | 'D' | 'Dv' | 'causal' | 'gate' | 'algorithm' | 'inputs';
-const CASE_FLAGS: readonly CaseFlag[] = ['B', 'N', 'T', 'H', 'HV', 'K', 'V', 'rows', 'cols', 'S', 'Hq', 'Hk', 'D', 'Dv', 'causal', 'gate', 'algorithm', 'inputs'];
+type CaseFlag = 'B' | 'N' | 'T' | 'H' | 'HV' | 'K' | 'V' | 'rows' | 'cols' | 'S' | 'Hq' | 'Hk' | 'D' | 'Dv' | 'W' | 'causal' | 'gate' | 'algorithm' | 'inputs';
+const CASE_FLAGS: readonly CaseFlag[] = ['B', 'N', 'T', 'H', 'HV', 'K', 'V', 'rows', 'cols', 'S', 'Hq', 'Hk', 'D', 'Dv', 'W', 'causal', 'gate', 'algorithm', 'inputs'];
 const OP_FLAGS: Record<OpName, readonly CaseFlag[]> = {
   'gated-delta': ['B', 'T', 'H', 'HV', 'K', 'V', 'algorithm'],
   'delta-step': ['N', 'B', 'H', 'HV', 'K', 'V'],
@@ -165,7 +179,14 @@ const OP_FLAGS: Record<OpName, readonly CaseFlag[]> = {
   kvcache: [],
   rotary: [],
   'delta-pool-step': ['N', 'B', 'H', 'HV', 'K', 'V'],
+  linear: ['rows', 'K', 'N'],
+  'conv-update': ['N', 'D', 'W'],
+  'rms-norm-gated': ['rows', 'H'],
+  'gdn-layer': ['B'],
+  'attn-layer': ['B', 'S'],
 };
+/** The serving ops whose --op with no shape flags runs the serving suite's cases of that op. */
+const SERVING_SUITE_OPS: readonly OpName[] = ['kvcache', 'rotary', 'linear', 'conv-update', 'rms-norm-gated', 'gdn-layer', 'attn-layer'];
 const DELTA_ALGORITHMS: readonly Algorithm[] = ['auto', 'chunk', 'recurrent'];
 
 function strictParse<O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O) {
@@ -218,6 +239,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     Hk: positiveInt('Hk', v.Hk),
     D: positiveInt('D', v.D),
     Dv: positiveInt('Dv', v.Dv),
+    W: positiveInt('W', v.W, 8),
     causal: v.causal === true ? true : undefined,
     gate: oneOf('gate', v.gate, ['none', 'elementwise', 'headwise'] as const),
     inputs: oneOf('inputs', v.inputs, ['gaussian', 'clustered'] as const),
@@ -307,6 +329,23 @@ export function caseFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu')
     case 'kvcache':
     case 'rotary':
       return casesFromArgs(a, backend)[0];
+    case 'linear':
+      return { op: 'linear', M: a.rows ?? 1, K: a.K ?? 4096, N: a.N ?? 4096, dtype: a.dtype, backend };
+    case 'conv-update': {
+      const N = a.N ?? 8;
+      return { op: 'conv-update', N, D: a.D ?? 1 << 20, W: a.W ?? 4, slots: 2 * N, dtype: a.dtype, backend };
+    }
+    case 'rms-norm-gated':
+      return { op: 'rms-norm-gated', rows: a.rows ?? 131072, H: a.H ?? 128, dtype: a.dtype, backend };
+    case 'gdn-layer': {
+      const B = a.B ?? 8;
+      return { op: 'gdn-layer', B, ...QWEN3_NEXT_GDN, slots: 2 * B, dtype: a.dtype, backend };
+    }
+    case 'attn-layer': {
+      const B = a.B ?? 8;
+      const lens = Array.from({ length: B }, (_, b) => a.S ?? SUITE_ATTN_LAYER_LENS[b % SUITE_ATTN_LAYER_LENS.length]);
+      return { op: 'attn-layer', lens, ...QWEN3_NEXT_ATTN, dtype: a.dtype, backend };
+    }
     default: {
       const d = OPS[a.op].defaults;
       return {
@@ -336,11 +375,16 @@ export function casesFromArgs(a: BenchArgs, defaultBackend: BenchBackend = 'cpu'
     if (a.rows === undefined && a.cols === undefined) return softmaxSuite({ dtype: a.dtype, backend }, algorithms);
     return algorithms.map((algorithm) => caseFromArgs({ ...a, algorithm }, backend));
   }
-  // The serving ops alone: their suite's cases of that op (--dtype picks the kvcache caches' and rotary's dtype).
-  if (a.op === 'kvcache' || a.op === 'rotary') {
+  // The serving ops alone: their suite's cases of that op (--dtype picks the kvcache caches' and rotary's dtype,
+  // linear's and the layers' weights'); a shape flag makes one case of the op instead (not kvcache, rotary).
+  const shaped = a.op !== undefined && OP_FLAGS[a.op].some((f) => a[f] !== undefined);
+  if (a.op && SERVING_SUITE_OPS.includes(a.op) && !shaped) {
     const cases = servingSuite({ dtype: a.dtype, backend }).filter((c) => c.op === a.op);
     const same = cases.filter((c) => c.dtype === a.dtype);
-    return same.length ? same : cases.map((c) => ({ ...c, dtype: a.dtype }) as BenchCase);
+    if (same.length) return same;
+    // No suite case in that dtype: the cases of the suite's first dtype, in this one.
+    const first = cases.filter((c) => c.dtype === cases[0].dtype);
+    return first.map((c) => ({ ...c, dtype: a.dtype }) as BenchCase);
   }
   if (a.op) return [caseFromArgs(a, backend)];
   if (a.limits && !a.suite) return [];
@@ -435,7 +479,7 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
     progress.clear();
     io.out(`${formatLimits(probe.results())}\n`);
   }
-  const finished: { c: BenchCase; t: Timing; lim: CaseLimits; cmp?: Comparison }[] = [];
+  const finished: { c: BenchCase; t: Timing; lim: CaseLimits; cmp?: Comparison; parts?: PartTiming[] }[] = [];
   const skipped: SkippedCase[] = [];
   const skip = (c: BenchCase, status: SkippedCase['status'], reason: string) =>
     skipped.push({ op: c.op, shape: shapeLabel(c), label: caseLabel(c), status, reason });
@@ -521,13 +565,28 @@ async function runBench(a: BenchArgs, argv: string[], io: IO): Promise<number> {
             continue;
           }
         }
-        finished.push({ c: m.c, t: pool(m.parts), lim: limitsOf(m.c, m.label), cmp });
+        // A case made of other ops (the decode layers): each component timed on its own, right after the whole.
+        let parts: PartTiming[] | undefined;
+        if (entry.parts) {
+          try {
+            const ps = entry.parts(m.c);
+            parts = [];
+            for (const p of ps) {
+              progress.show(`${m.label} part ${p.name} ...`);
+              parts.push({ name: p.name, ms: 1e3 * (await measure(p.fn, { seconds: a.seconds / Math.max(1, ps.length) })).median });
+            }
+          } catch (e) {
+            fail(m.c, e);
+            continue;
+          }
+        }
+        finished.push({ c: m.c, t: pool(m.parts), lim: limitsOf(m.c, m.label), cmp, parts });
       }
       i = end;
     }
     progress.clear();
   }
-  const rows: BenchRow[] = finished.map(({ c, t, lim, cmp }) => makeRow(c, t, envOf(c), lim, cmp));
+  const rows: BenchRow[] = finished.map(({ c, t, lim, cmp, parts }) => makeRow(c, t, envOf(c), lim, cmp, parts));
   if (rows.length || skipped.length) {
     if (a.limits) io.out('\n');
     io.out(`${formatReport(rows, skipped)}\n`);

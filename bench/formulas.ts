@@ -398,3 +398,168 @@ export function nalaWork(s: NalaShape, C = CHUNK): NalaWork {
   const bytes = e * BT * (s.H * s.K + s.Hk * (s.K + s.V) + s.H * s.V);
   return { tokens: BT, flops, bytes, workingSet: bytes };
 }
+
+// ---- serving: linear, conv update, gated norm, decode layers (issue 14 part 8) ----
+
+export interface LinearShape {
+  /** Rows of x [M, K] (float32); 1..8 run the GEMV, more the GEMM. */
+  M: number;
+  /** in features. */
+  K: number;
+  /** out features. */
+  N: number;
+  /** The weight's dtype (x and y are float32). */
+  dtype: BenchDType;
+}
+
+export interface LinearWork {
+  /** Rows per call (a decode: one token per row). */
+  tokens: number;
+  /** 2·M·K·N (multiply + add). */
+  flops: number;
+  /** The weight [N, K] in its dtype: what a GEMV streams once, and the size its read limit is measured at. */
+  weightBytes: number;
+  /** weightBytes + x [M, K] read + y [M, N] written (float32). */
+  bytes: number;
+  workingSet: number;
+}
+
+export function linearWork(s: LinearShape): LinearWork {
+  const weightBytes = DTYPE_BYTES[s.dtype] * s.N * s.K;
+  const bytes = weightBytes + 4 * s.M * (s.K + s.N);
+  return { tokens: s.M, flops: 2 * s.M * s.K * s.N, weightBytes, bytes, workingSet: bytes };
+}
+
+export interface ConvUpdateShape {
+  /** Sequences, one token each: x [N, D]. */
+  N: number;
+  /** Channels. */
+  D: number;
+  /** Kernel width (the state holds W - 1 columns per channel). */
+  W: number;
+  /** Slots of the conv-state pool [slots, D, W - 1] (the N sequences at scattered slots). */
+  slots: number;
+  /** x, y and the pool's dtype (weight [D, W] and bias [D] float32). */
+  dtype: BenchDType;
+}
+
+/**
+ * causalConv1dUpdate: x [N, D] read, y [N, D] written, each sequence's window [D, W - 1] read and written in
+ * place, weight [D, W] and bias [D] (float32) read. 2·W FLOPs per output (the silu not counted).
+ */
+export function convUpdateWork(s: ConvUpdateShape): { tokens: number; flops: number; bytes: number; workingSet: number } {
+  const e = DTYPE_BYTES[s.dtype];
+  const state = e * s.N * s.D * (s.W - 1);
+  const params = 4 * s.D * (s.W + 1);
+  const io = 2 * e * s.N * s.D;
+  return { tokens: s.N, flops: 2 * s.W * s.N * s.D, bytes: io + 2 * state + params, workingSet: io + state + params };
+}
+
+export interface RmsNormGatedShape {
+  /** Rows normalised (tokens × heads). */
+  rows: number;
+  /** Row length (the group: Qwen3-Next's value head dim 128); weight [H] shared by all rows. */
+  H: number;
+  /** x, gate and y's dtype (weight float32). */
+  dtype: BenchDType;
+}
+
+/** rmsNormGated: x and gate read, y written (rows·H each), the weight [H] float32 once. */
+export function rmsNormGatedWork(s: RmsNormGatedShape): { tokens: number; bytes: number; workingSet: number } {
+  const bytes = 3 * DTYPE_BYTES[s.dtype] * s.rows * s.H + 4 * s.H;
+  return { tokens: s.rows, bytes, workingSet: bytes };
+}
+
+/**
+ * A Qwen3-Next Gated DeltaNet decode layer (bench/layers.ts gdnLayer), B sequences of one token: in-projection
+ * hidden -> q, k (H·K each), v and z (HV·V each), b and a (HV each); conv update (width W) over the q, k, v
+ * channels on a conv-state pool; the gated delta step (in-kernel gating) on a float32 state pool; rmsNormGated
+ * of o with z (groups of V); out-projection HV·V -> hidden. The pools have `slots` slots, B of them live.
+ */
+export interface GdnLayerShape {
+  B: number;
+  hidden: number;
+  H: number;
+  HV: number;
+  K: number;
+  V: number;
+  W: number;
+  slots: number;
+  /** The projections' weight dtype (activations, pools and norms float32). */
+  dtype: BenchDType;
+}
+
+export interface LayerWork {
+  /** Tokens per call: B. */
+  tokens: number;
+  /** Projections 2·B·(weights' elements), + the mixer's (the step's 6KV per v-head, or attention's pairs). */
+  flops: number;
+  /** The projections' weights (their dtype) read once. */
+  weightBytes: number;
+  /** The recurrent/cache state moved: pools read and written (GDN), or the K and V attended (attention). */
+  stateBytes: number;
+  /** weightBytes + stateBytes + the activations each op reads and writes (float32). */
+  bytes: number;
+  workingSet: number;
+}
+
+/** The in-projection's out features of a GDN layer: q, k, v, z, b, a. */
+export function gdnInFeatures(s: GdnLayerShape): { qk: number; v: number; conv: number; total: number } {
+  const qk = s.H * s.K;
+  const v = s.HV * s.V;
+  return { qk, v, conv: 2 * qk + v, total: 2 * qk + 2 * v + 2 * s.HV };
+}
+
+export function gdnLayerWork(s: GdnLayerShape): LayerWork {
+  const e = DTYPE_BYTES[s.dtype];
+  const f = gdnInFeatures(s);
+  const vOut = s.HV * s.V;
+  const weights = s.hidden * f.total + vOut * s.hidden;
+  const weightBytes = e * weights;
+  const delta = 4 * s.B * s.HV * s.K * s.V;
+  const conv = 4 * s.B * f.conv * (s.W - 1);
+  const stateBytes = 2 * (delta + conv);
+  // Activations, float32: x (read by each of the 4 in-projection calls) and their outputs; the conv's x, y and the split copy of q, k, v (in
+  // and out); the step's q, k, v, b, a read and o written; the norm's o, z read and y written; the
+  // out-projection's y read and output written; conv weight [D, W] + bias, aLog, dtBias, norm weight.
+  const act = 4 * s.B * (4 * s.hidden + f.total + 2 * f.conv + 2 * f.conv + (f.conv + 2 * s.HV + vOut) + 3 * vOut + vOut + s.hidden);
+  const params = 4 * (f.conv * (s.W + 1) + 2 * s.HV + s.V);
+  const bytes = weightBytes + stateBytes + act + params;
+  const flops = 2 * s.B * weights + s.B * s.HV * recurrentFlops(1, s.K, s.V) + 2 * s.W * s.B * f.conv;
+  return { tokens: s.B, flops, weightBytes, stateBytes, bytes, workingSet: weightBytes + stateBytes / 2 + act + params };
+}
+
+/**
+ * A Qwen3-Next gated-attention decode layer (bench/layers.ts attnLayer), B sequences of one token over caches
+ * of `lens` tokens: q, gate (Hq·D each), k, v (Hk·D each) projections; q/k RMSNorm per head; partial rotary
+ * (rotaryDim of D) and the KV-cache decode with the elementwise gate in one attentionWithKVCache call (kNew,
+ * vNew appended); out-projection Hq·D -> hidden. Caches float32, contiguous.
+ */
+export interface AttnLayerShape {
+  lens: readonly number[];
+  hidden: number;
+  Hq: number;
+  Hk: number;
+  D: number;
+  rotaryDim: number;
+  /** The projections' weight dtype. */
+  dtype: BenchDType;
+}
+
+export function attnLayerWork(s: AttnLayerShape): LayerWork {
+  const e = DTYPE_BYTES[s.dtype];
+  const B = s.lens.length;
+  const qOut = s.Hq * s.D;
+  const kvOut = s.Hk * s.D;
+  const weights = s.hidden * (2 * qOut + 2 * kvOut) + qOut * s.hidden;
+  const weightBytes = e * weights;
+  const kv = kvcacheWork({ lens: s.lens, Tq: 1, Hq: s.Hq, Hk: s.Hk, D: s.D, Dv: s.D, paged: 0, dtype: 'float32' });
+  // Activations, float32: x (read by each of the 4 projections) and their outputs; the norms' q, k in and out; the gate read by the
+  // attention (q, kNew, vNew, o are in kvcacheWork's small bytes); its o read by the out-projection and the
+  // output written; the norm weights and the rotary tables' rows at B positions.
+  const act = 4 * B * (4 * s.hidden + 2 * qOut + 2 * kvOut + 2 * (qOut + kvOut) + qOut + qOut + s.hidden);
+  const params = 4 * (2 * s.D + B * s.rotaryDim);
+  const bytes = weightBytes + kv.bytes + act + params;
+  const flops = 2 * B * weights + kv.flops;
+  return { tokens: B, flops, weightBytes, stateBytes: kv.cacheBytes, bytes, workingSet: bytes };
+}

@@ -14,17 +14,22 @@ import {
   type AttentionShape, type DeltaShape, type HyperShape, type NalaShape, type SoftmaxShape, type Work,
 } from './formulas.js';
 import { kvcacheWork, rotaryWork, type KVCacheShape, type RotaryShape } from './formulas.js';
+import {
+  attnLayerWork, convUpdateWork, gdnLayerWork, linearWork, rmsNormGatedWork,
+  type AttnLayerShape, type ConvUpdateShape, type GdnLayerShape, type LinearShape, type RmsNormGatedShape,
+} from './formulas.js';
+import { attnLayer, convUpdateSetup, gdnLayer, linearSetup, normGatedSetup, scatteredSlots, type LayerPart } from './serving.js';
 import { attentionGate, attentionInputs, hyperInputs, nalaInputs, softmaxInput, type HyperInputKind } from './inputs.js';
 import { fillUniform, uniformTensor, ATTENTION_RANGE } from './inputs.js';
 import { relErr } from './quality.js';
 
 export type OpName = 'gated-delta' | 'delta-step' | 'softmax' | 'attention' | 'hyper' | 'nala'
-  | 'kvcache' | 'rotary' | 'delta-pool-step';
+  | 'kvcache' | 'rotary' | 'delta-pool-step' | 'linear' | 'conv-update' | 'rms-norm-gated' | 'gdn-layer' | 'attn-layer';
 export type Family = 'delta' | 'softmax' | 'attention' | 'hyper' | 'nala'
   | 'serving';
 export const FAMILIES: readonly Family[] = ['delta', 'softmax', 'attention', 'hyper', 'nala', 'serving'];
 /** The serving family's ops (issue 14): one table, rates over the bytes each op moves. */
-export const SERVING_OPS: readonly OpName[] = ['kvcache', 'rotary'];
+export const SERVING_OPS: readonly OpName[] = ['kvcache', 'rotary', 'linear', 'conv-update', 'rms-norm-gated', 'gdn-layer', 'attn-layer'];
 /** The delta ops' algorithms. */
 export type Algorithm = 'auto' | 'chunk' | 'recurrent';
 export type SoftmaxAlgorithm = 'auto' | 'two-pass' | 'three-pass';
@@ -79,7 +84,36 @@ export interface RotaryCase extends RotaryShape {
   backend: BenchBackend;
 }
 
-/** One benchmark case. */
+/** linear(x [M, K] float32, weight [N, K] of `dtype`, { out }) into a preallocated y [M, N] float32. */
+export interface LinearCase extends LinearShape {
+  op: 'linear';
+  backend: BenchBackend;
+}
+
+/** causalConv1dUpdate(x [N, D], pool [slots, D, W - 1], weight [D, W], { silu, stateIndices, out }), scattered slots. */
+export interface ConvUpdateCase extends ConvUpdateShape {
+  op: 'conv-update';
+  backend: BenchBackend;
+}
+
+/** rmsNormGated(x [rows, H], gate [rows, H], weight [H], { out }). */
+export interface RmsNormGatedCase extends RmsNormGatedShape {
+  op: 'rms-norm-gated';
+  backend: BenchBackend;
+}
+
+/** One Qwen3-Next Gated DeltaNet decode layer step of B tokens (bench/serving.ts gdnLayer). */
+export interface GdnLayerCase extends GdnLayerShape {
+  op: 'gdn-layer';
+  backend: BenchBackend;
+}
+
+/** One Qwen3-Next gated-attention decode layer step over caches of `lens` (bench/serving.ts attnLayer). */
+export interface AttnLayerCase extends AttnLayerShape {
+  op: 'attn-layer';
+  backend: BenchBackend;
+}
+
 /** nalaAttention(q [B,T,H,K], k [B,T,Hk,K], v [B,T,Hk,V], { causal }), no rope (bench/inputs.ts nalaInputs). */
 export interface NalaCase extends NalaShape {
   op: 'nala';
@@ -88,7 +122,7 @@ export interface NalaCase extends NalaShape {
 
 /** One benchmark case. */
 export type BenchCase = DeltaCase | SoftmaxCase | AttentionCase | HyperCase | NalaCase
-  | KVCacheCase | RotaryCase;
+  | KVCacheCase | RotaryCase | LinearCase | ConvUpdateCase | RmsNormGatedCase | GdnLayerCase | AttnLayerCase;
 
 export function familyOf(op: OpName): Family {
   if (SERVING_OPS.includes(op)) return 'serving';
@@ -148,6 +182,11 @@ export interface OpEntry<C extends BenchCase = BenchCase> {
   tooBigForReference(c: C): boolean;
   /** After timing: the comparison with the op this one approximates, within about `seconds` (at least one call). */
   compare?(c: C, inputs: InputPool, seconds: number): Comparison;
+  /**
+   * After timing (ops made of other ops: the decode layers): the component calls of the case `prepare` last
+   * built, each timed on its own so the report can set their sum beside the whole call.
+   */
+  parts?(c: C): LayerPart[];
 }
 
 export interface DeltaEntry extends OpEntry<DeltaCase> {
@@ -377,14 +416,7 @@ const deltaPoolStep: DeltaEntry = {
   prepare(c, inputs) {
     const { state, ...rest } = inputs.step(c);
     const N = c.B, per = c.HV * c.K * c.V;
-    const order = Array.from({ length: 2 * N }, (_, i) => i);
-    let r = 12345;
-    for (let i = order.length - 1; i > 0; i--) {
-      r = (Math.imul(r, 1103515245) + 12345) >>> 0;
-      const j = r % (i + 1);
-      [order[i], order[j]] = [order[j], order[i]];
-    }
-    const stateIndices = Int32Array.from(order.slice(0, N));
+    const stateIndices = scatteredSlots(N, 2 * N);
     const pool = zeros([2 * N, c.HV, c.K, c.V]);
     for (let n = 0; n < N; n++) pool.data.set(state.data.subarray(n * per, (n + 1) * per), stateIndices[n] * per);
     const opts = { ...rest, state: pool, stateIndices, qkL2Norm: true, backend: c.backend };
@@ -594,6 +626,102 @@ const rotaryEntry: OpEntry<RotaryCase> = {
   tooBigForReference: (c) => c.B * c.T * c.H * c.D > 1 << 22,
 };
 
+/**
+ * linear: the GEMV (M <= 8) streams the weight once, so its ceiling is the read probe over the weight's bytes;
+ * the GEMM (more rows) is compute-bound: the FP32 peak.
+ */
+const linearEntry: OpEntry<LinearCase> = {
+  name: 'linear',
+  family: 'serving',
+  summary: 'linear x [M,K] float32, weight [N,K] float32/bfloat16/float16 -> y [M,N] float32 (GEMV for M <= 8, GEMM above)',
+  test: 'test/linear.test.ts',
+  traffic: (c) => linearWork(c),
+  limits: (c) => (c.M <= 8 ? { peak: false, read: linearWork(c).weightBytes } : { peak: true }),
+  prepare(c, inputs) {
+    const { run } = linearSetup(c, inputs.seed, c.backend);
+    return () => {
+      run();
+    };
+  },
+  tooBigForReference: (c) => linearWork(c).flops > 2e9,
+};
+
+const convUpdateEntry: OpEntry<ConvUpdateCase> = {
+  name: 'conv-update',
+  family: 'serving',
+  summary: 'causalConv1dUpdate x [N,D] on a conv-state pool [slots,D,W-1] at scattered stateIndices, weight [D,W], silu',
+  test: 'test/conv.test.ts',
+  traffic: (c) => convUpdateWork(c),
+  // Reads x and the windows, writes y and the windows: copy over the same bytes (the issue's yardstick).
+  limits: (c) => ({ peak: false, copy: convUpdateWork(c).bytes }),
+  prepare(c, inputs) {
+    const { run } = convUpdateSetup(c, inputs.seed, c.backend);
+    return () => {
+      run();
+    };
+  },
+  tooBigForReference: (c) => c.N * c.D > 1 << 22,
+};
+
+const rmsNormGatedEntry: OpEntry<RmsNormGatedCase> = {
+  name: 'rms-norm-gated',
+  family: 'serving',
+  summary: 'rmsNormGated x, gate [rows,H] -> out, weight [H] shared (Qwen3-Next: H = value head dim 128)',
+  test: 'test/norm.test.ts',
+  traffic: (c) => rmsNormGatedWork(c),
+  // Two reads and a write per element: copy over the same bytes (the issue's yardstick).
+  limits: (c) => ({ peak: false, copy: rmsNormGatedWork(c).bytes }),
+  prepare(c, inputs) {
+    const { run } = normGatedSetup(c, inputs.seed, c.backend);
+    return () => {
+      run();
+    };
+  },
+  tooBigForReference: (c) => c.rows * c.H > 1 << 22,
+};
+
+/** The layer `prepare` built last, for `parts` (the layers' setups hold hundreds of MiB: one at a time). */
+let lastLayer: { c: BenchCase; parts: LayerPart[] } | undefined;
+
+/** A decode layer reads its weights, states or caches once per step: the read probe over its bytes, and copy. */
+const gdnLayerEntry: OpEntry<GdnLayerCase> = {
+  name: 'gdn-layer',
+  family: 'serving',
+  summary: 'Qwen3-Next Gated DeltaNet decode layer, B tokens: in-projection, conv update, gated delta step on a pool, gated norm, out-projection',
+  test: 'test/serving-bench.test.ts',
+  traffic: (c) => gdnLayerWork(c),
+  limits: (c) => ({ peak: false, read: gdnLayerWork(c).bytes, copy: gdnLayerWork(c).bytes }),
+  prepare(c, inputs) {
+    lastLayer = undefined;
+    const layer = gdnLayer(c, inputs.seed, c.backend);
+    lastLayer = { c, parts: layer.parts };
+    return () => {
+      layer.run();
+    };
+  },
+  parts: (c) => (lastLayer?.c === c ? lastLayer.parts : []),
+  tooBigForReference: (c) => gdnLayerWork(c).flops > 2e8,
+};
+
+const attnLayerEntry: OpEntry<AttnLayerCase> = {
+  name: 'attn-layer',
+  family: 'serving',
+  summary: 'Qwen3-Next gated-attention decode layer, B tokens: q/gate/k/v projections, q/k norm, partial rotary + KV-cache decode with gate, out-projection',
+  test: 'test/serving-bench.test.ts',
+  traffic: (c) => attnLayerWork(c),
+  limits: (c) => ({ peak: false, read: attnLayerWork(c).bytes, copy: attnLayerWork(c).bytes }),
+  prepare(c, inputs) {
+    lastLayer = undefined;
+    const layer = attnLayer(c, inputs.seed, c.backend);
+    lastLayer = { c, parts: layer.parts };
+    return () => {
+      layer.run();
+    };
+  },
+  parts: (c) => (lastLayer?.c === c ? lastLayer.parts : []),
+  tooBigForReference: (c) => attnLayerWork(c).flops > 2e8,
+};
+
 const nalaEntry: OpEntry<NalaCase> = {
   name: 'nala',
   family: 'nala',
@@ -622,12 +750,22 @@ export const OPS: {
   readonly rotary: OpEntry<RotaryCase>;
   readonly nala: OpEntry<NalaCase>;
   readonly 'delta-pool-step': DeltaEntry;
+  readonly linear: OpEntry<LinearCase>;
+  readonly 'conv-update': OpEntry<ConvUpdateCase>;
+  readonly 'rms-norm-gated': OpEntry<RmsNormGatedCase>;
+  readonly 'gdn-layer': OpEntry<GdnLayerCase>;
+  readonly 'attn-layer': OpEntry<AttnLayerCase>;
 } = {
   'gated-delta': gatedDelta, 'delta-step': deltaStep, softmax: softmaxEntry, attention: attentionEntry, hyper: hyperEntry,
   kvcache: kvcacheEntry,
   rotary: rotaryEntry,
   nala: nalaEntry,
   'delta-pool-step': deltaPoolStep,
+  linear: linearEntry,
+  'conv-update': convUpdateEntry,
+  'rms-norm-gated': rmsNormGatedEntry,
+  'gdn-layer': gdnLayerEntry,
+  'attn-layer': attnLayerEntry,
 };
 
 /** The entry of c's op, typed for c (TypeScript cannot correlate OPS[c.op] with c by itself). */
@@ -645,6 +783,16 @@ export function shapeLabel(c: BenchCase): string {
       return `B${c.lens.length} Tq${c.Tq} H${c.Hq}/${c.Hk} D${c.D}${c.Dv !== c.D ? ` Dv${c.Dv}` : ''} ${c.paged ? `paged${c.paged}` : 'contig'}`;
     case 'rotary':
       return `B${c.B} T${c.T} H${c.H} D${c.D} rot${c.rotaryDim}`;
+    case 'linear':
+      return `M${c.M} K${c.K} N${c.N}`;
+    case 'conv-update':
+      return `N${c.N} D${c.D} W${c.W} slots${c.slots}`;
+    case 'rms-norm-gated':
+      return `R${c.rows} H${c.H}`;
+    case 'gdn-layer':
+      return `B${c.B} h${c.hidden} H${c.H}/${c.HV} K${c.K} V${c.V}`;
+    case 'attn-layer':
+      return `B${c.lens.length} h${c.hidden} H${c.Hq}/${c.Hk} D${c.D} rot${c.rotaryDim}`;
     case 'softmax':
       return `R${c.rows} C${c.cols}`;
     case 'attention':
@@ -668,6 +816,11 @@ export function caseLabel(c: BenchCase): string {
     : c.op === 'nala' ? (c.causal ? 'causal' : 'full')
     : c.op === 'kvcache' ? `lens ${c.lens.join(',')}`
     : c.op === 'rotary' ? (c.interleaved ? 'interleaved' : 'halves')
+    : c.op === 'linear' ? (c.M <= 8 ? 'gemv' : 'gemm')
+    : c.op === 'conv-update' ? 'silu'
+    : c.op === 'rms-norm-gated' ? 'silu-gate'
+    : c.op === 'gdn-layer' ? `W${c.W} slots${c.slots}`
+    : c.op === 'attn-layer' ? `lens ${c.lens.join(',')}`
     : c.op === 'delta-step' || c.op === 'delta-pool-step' ? 'step' : c.algorithm;
   return `${c.op} ${shapeLabel(c)} ${c.dtype} ${variant}`;
 }

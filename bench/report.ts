@@ -11,8 +11,8 @@ import {
   type SoftmaxCase,
 } from './registry.js';
 import type { HyperInputKind } from './inputs.js';
-import { kvcacheWork, rotaryWork } from './formulas.js';
-import type { KVCacheCase, RotaryCase } from './registry.js';
+import { attnLayerWork, convUpdateWork, gdnLayerWork, kvcacheWork, linearWork, rmsNormGatedWork, rotaryWork } from './formulas.js';
+import type { AttnLayerCase, ConvUpdateCase, GdnLayerCase, KVCacheCase, LinearCase, RmsNormGatedCase, RotaryCase } from './registry.js';
 import type { AutoCheck, GateCheck, Scaling, SoftmaxCheck } from './suites.js';
 
 /** Fields every row has. Times in milliseconds, rates per second. */
@@ -148,14 +148,23 @@ export interface HyperRow extends RowCommon {
  * (bench/formulas.ts: kvcacheWork, rotaryWork) and compared with the read and copy probes over those bytes.
  */
 export interface ServingRow extends RowCommon {
-  op: 'kvcache' | 'rotary';
-  /** kvcache: the cache lengths; rotary: halves or interleaved. */
+  op: ServingCase['op'];
+  /** kvcache, attn-layer: the cache lengths; rotary: halves or interleaved; linear: gemv or gemm; ... */
   variant: string;
-  /** Queries (kvcache) or tokens (rotary) per second. */
+  /** Queries (kvcache), tokens (rotary, the layers: B per step), rows (linear, rms-norm-gated) per second. */
   tokensPerSecond: number;
-  /** kvcache: FLOPs pairs·(2D + 2Dv) and GF/s; null for rotary. */
+  /** FLOPs by bench/formulas.ts and GF/s (kvcache, linear, conv-update, the layers); null for rotary and the norm. */
   flops: number | null;
   gflops: number | null;
+  /** The FP32 peak (the linear GEMM) and gflops / it. */
+  peak: PeakResult | null;
+  peakRatio: number | null;
+  /**
+   * The layers: each component call's median ms timed on its own after the layer (OpEntry.parts), and their sum
+   * beside the layer's own median; null for single ops.
+   */
+  parts: { name: string; ms: number }[] | null;
+  partsMs: number | null;
   read: BandwidthResult | null;
   readRatio: number | null;
   copy: BandwidthResult | null;
@@ -238,8 +247,18 @@ function common(c: BenchCase, t: Timing, env: { simd: string; threads: number },
   };
 }
 
-/** The row of a timed case, with its ratios to `lim`. */
-export function makeRow(c: BenchCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits = {}, cmp?: Comparison): BenchRow {
+type ServingCase = KVCacheCase | RotaryCase | LinearCase | ConvUpdateCase | RmsNormGatedCase | GdnLayerCase | AttnLayerCase;
+
+/** A component of a case timed on its own (the decode layers' ops): its name and median ms. */
+export interface PartTiming {
+  name: string;
+  ms: number;
+}
+
+/** The row of a timed case, with its ratios to `lim` (`parts`: its components' separate timings, if any). */
+export function makeRow(
+  c: BenchCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits = {}, cmp?: Comparison, parts?: readonly PartTiming[],
+): BenchRow {
   switch (c.op) {
     case 'softmax':
       return softmaxRow(c, t, env, lim);
@@ -249,7 +268,12 @@ export function makeRow(c: BenchCase, t: Timing, env: { simd: string; threads: n
       return hyperRow(c, t, env, lim, cmp);
     case 'kvcache':
     case 'rotary':
-      return servingRow(c, t, env, lim);
+    case 'linear':
+    case 'conv-update':
+    case 'rms-norm-gated':
+    case 'gdn-layer':
+    case 'attn-layer':
+      return servingRow(c, t, env, lim, parts);
     case 'nala':
       return nalaRow(c, t, env, lim);
     default:
@@ -362,16 +386,41 @@ function hyperRow(c: HyperCase, t: Timing, env: { simd: string; threads: number 
   };
 }
 
-function servingRow(c: KVCacheCase | RotaryCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits): ServingRow {
-  const w = c.op === 'kvcache' ? kvcacheWork(c) : { ...rotaryWork(c), flops: null };
+/** A serving case's work (bench/formulas.ts) and its table's variant cell. */
+function servingWork(c: ServingCase): { w: { tokens: number; bytes: number; workingSet: number; flops: number | null }; variant: string } {
+  switch (c.op) {
+    case 'kvcache':
+      return { w: kvcacheWork(c), variant: c.lens.join(',') };
+    case 'rotary':
+      return { w: { ...rotaryWork(c), flops: null }, variant: c.interleaved ? 'interleaved' : 'halves' };
+    case 'linear':
+      return { w: linearWork(c), variant: c.M <= 8 ? 'gemv' : 'gemm' };
+    case 'conv-update':
+      return { w: convUpdateWork(c), variant: 'silu' };
+    case 'rms-norm-gated':
+      return { w: { ...rmsNormGatedWork(c), flops: null }, variant: 'silu-gate' };
+    case 'gdn-layer':
+      return { w: gdnLayerWork(c), variant: `W${c.W} slots${c.slots}` };
+    case 'attn-layer':
+      return { w: attnLayerWork(c), variant: c.lens.join(',') };
+  }
+}
+
+function servingRow(c: ServingCase, t: Timing, env: { simd: string; threads: number }, lim: CaseLimits, parts?: readonly PartTiming[]): ServingRow {
+  const { w, variant } = servingWork(c);
   const base = common(c, t, env, w.bytes, w.workingSet);
+  const g = w.flops === null ? null : gflops(w.flops, t.median);
   return {
     op: c.op,
     ...base,
-    variant: c.op === 'kvcache' ? c.lens.join(',') : c.interleaved ? 'interleaved' : 'halves',
+    variant,
     tokensPerSecond: w.tokens / t.median,
     flops: w.flops,
-    gflops: w.flops === null ? null : gflops(w.flops, t.median),
+    gflops: g,
+    peak: lim.peak ?? null,
+    peakRatio: lim.peak && g !== null ? g / lim.peak.gflops : null,
+    parts: parts?.length ? parts.map((p) => ({ ...p })) : null,
+    partsMs: parts?.length ? parts.reduce((a, p) => a + p.ms, 0) : null,
     read: lim.read ?? null,
     readRatio: lim.read ? base.gbs / lim.read.gbs : null,
     copy: lim.copy ?? null,
@@ -610,7 +659,7 @@ export function nalaLegend(rows: readonly NalaRow[]): string {
   return lines.join('\n');
 }
 
-function peakList(rows: readonly (DeltaRow | AttentionRow | HyperRow | NalaRow)[]): string {
+function peakList(rows: readonly (DeltaRow | AttentionRow | HyperRow | NalaRow | ServingRow)[]): string {
   const peaks = new Map<string, PeakResult>();
   for (const r of rows) if (r.peak) peaks.set(`${r.peak.level}x${r.peak.threads}`, r.peak);
   return [...peaks.entries()].map(([k, p]) => `${k} = ${p.gflops.toFixed(1)} GFLOP/s`).join(', ');
@@ -664,25 +713,84 @@ export function attentionLegend(rows: readonly AttentionRow[]): string {
 
 /** The serving table (issue 14). */
 export function formatServingRows(rows: readonly ServingRow[]): string {
-  const header = ['op', 'shape', 'dtype', 'variant', 'simd', 'thr', 'median ms', 'min-max ms', 'tok/s', 'GF/s', 'GB/s', '%read', '%copy', 'bw@'];
+  const header = [
+    'op', 'shape', 'dtype', 'variant', 'simd', 'thr', 'median ms', 'min-max ms', 'tok/s', 'GF/s', '%peak', 'GB/s', '%read', '%copy', 'bw@', 'sum parts ms',
+  ];
   const body = rows.map((r) => [
     r.op, r.shape, DT[r.dtype] ?? r.dtype, r.variant, simdCell(r), String(r.threads), ...timeCells(r), si(r.tokensPerSecond),
-    r.gflops === null ? '-' : sig(r.gflops), sig(r.gbs), pct(r.readRatio), pct(r.copyRatio), r.copy ? formatBytes(r.copy.bytes) : '-',
+    r.gflops === null ? '-' : sig(r.gflops), pct(r.peakRatio), sig(r.gbs), pct(r.readRatio), pct(r.copyRatio), bwAt(r),
+    r.partsMs === null ? '-' : sig(r.partsMs),
   ]);
   return formatTable(header, body);
 }
 
-export function servingLegend(): string {
-  return [
-    'kvcache: attentionWithKVCache(q, kCache, vCache, {cacheSeqlens, kNew, vNew[, blockTable]}): a decode (Tq = 1) of',
-    'B sequences whose caches hold the lengths listed (variant), q/kNew/vNew/o float32, caches of the dtype shown,',
-    'contiguous or paged (shuffled block table); kNew/vNew appended in place at the same positions each call.',
-    'GB/s: the bytes actually attended, K and V of sum(len + 1) keys read once (+ q, kNew, vNew, o), never',
-    'B x capacity. %read: GB/s ÷ read bandwidth (a sum over one array of the same bytes) measured in this run,',
-    "a decode's ceiling (the issue's target: >= 70%); %copy: ÷ copy bandwidth over the same bytes.",
-    'rotary: rotary(x, {cos, sin, out}) into an out allocated once, positions t; GB/s: x read + out written (+ the',
-    "tables' rows); %copy: ÷ copy bandwidth over the same bytes (the issue's target: >= 60% out of cache).",
-  ].join('\n');
+/** The size the row's bandwidth ratios were measured at: the read probe's (a GEMV: the weight's bytes), else copy's. */
+function bwAt(r: ServingRow): string {
+  const at = [r.read, r.copy].filter((b): b is BandwidthResult => b !== null).map((b) => formatBytes(b.bytes));
+  return at.length ? [...new Set(at)].join('/') : '-';
+}
+
+/** "layer gdn-layer B8 ... f32: in-projection 1.2 + conv update 0.1 + ... = 3.4 ms (layer 3.3 ms)", one line per layer row. */
+export function servingParts(rows: readonly ServingRow[]): string[] {
+  return rows.filter((r) => r.parts !== null).map((r) =>
+    `${r.op} ${r.shape} ${DT[r.dtype] ?? r.dtype}: ${r.parts!.map((p) => `${p.name} ${sig(p.ms)}`).join(' + ')} = ${sig(r.partsMs!)} ms ` +
+    `(the layer call: ${sig(r.timeMs.median)} ms; ${sig(r.tokensPerSecond)} tok/s)`);
+}
+
+export function servingLegend(rows: readonly ServingRow[] = []): string {
+  const peaks = peakList(rows);
+  // Each op's lines when it has rows (all of them for no rows).
+  const has = (...ops: ServingRow['op'][]) => !rows.length || rows.some((r) => ops.includes(r.op));
+  const lines: string[] = [];
+  if (has('kvcache')) {
+    lines.push(
+      'kvcache: attentionWithKVCache(q, kCache, vCache, {cacheSeqlens, kNew, vNew[, blockTable]}): a decode (Tq = 1) of',
+      'B sequences whose caches hold the lengths listed (variant), q/kNew/vNew/o float32, caches of the dtype shown,',
+      'contiguous or paged (shuffled block table); kNew/vNew appended in place at the same positions each call.',
+      'GB/s: the bytes actually attended, K and V of sum(len + 1) keys read once (+ q, kNew, vNew, o), never',
+      'B x capacity. %read: GB/s ÷ read bandwidth (a sum over one array of the same bytes) measured in this run,',
+      "a decode's ceiling (the issue's target: >= 70%); %copy: ÷ copy bandwidth over the same bytes.",
+    );
+  }
+  if (has('rotary')) {
+    lines.push(
+      'rotary: rotary(x, {cos, sin, out}) into an out allocated once, positions t; GB/s: x read + out written (+ the',
+      "tables' rows); %copy: ÷ copy bandwidth over the same bytes (the issue's target: >= 60% out of cache).",
+    );
+  }
+  if (has('linear')) {
+    lines.push(
+      'linear: linear(x, weight, {out}), x and y float32, the weight in the dtype shown; GB/s: the weight read once',
+      "(+ x, y); gemv (M <= 8): %read ÷ read bandwidth measured at the weight's bytes (bw@; target >= 70%); gemm: GF/s",
+      `2·M·K·N, %peak ÷ FP32 FMA peak${peaks ? ` (${peaks})` : ''} (target >= 60%).`,
+    );
+  }
+  if (has('conv-update')) {
+    lines.push(
+      'conv-update: causalConv1dUpdate(x [N, D], pool, weight [D, W] f32, {silu, stateIndices, out}) on a pool of 2N',
+      'slots, the N windows at scattered slots; GB/s: x read, y written, the windows read and written, weight read;',
+      "%copy ÷ copy bandwidth over the same bytes (the issue's target: >= 60% out of cache).",
+    );
+  }
+  if (has('rms-norm-gated')) {
+    lines.push(
+      'rms-norm-gated: rmsNormGated(x, gate, weight [H], {out}) over rows of H; GB/s: x, gate read + y written; %copy ÷',
+      "copy bandwidth over the same bytes (the issue's target: >= 60% out of cache).",
+    );
+  }
+  if (has('gdn-layer', 'attn-layer')) {
+    lines.push(
+      'gdn-layer, attn-layer: one Qwen3-Next decode layer step at hidden 2048 of B tokens (bench/serving.ts), weights',
+      'in the dtype shown, activations, pools and caches float32; tok/s = B / median. gdn-layer: in-projection (q, k, v;',
+      'z; b; a), conv update on a pool, q/k/v split, gated delta step (aLog, dtBias, betaSigmoid, qkL2Norm) on a state',
+      'pool at scattered slots, rmsNormGated with z, out-projection. attn-layer: q, gate, k, v projections, q/k RMSNorm,',
+      'attentionWithKVCache with partial rotary (64 of 256) and the elementwise gate over caches of the lengths listed',
+      '(variant), out-projection. GB/s: the weights + pools read and written (GDN) or the K, V attended + activations;',
+      "%read ÷ read bandwidth over those bytes. sum parts ms: each component's median timed on its own after the layer:",
+      ...servingParts(rows).map((l) => `  ${l}`),
+    );
+  }
+  return lines.join('\n');
 }
 
 /** Every family's table followed by its legend, then the cases that did not run. */
@@ -694,7 +802,7 @@ export function formatReport(rows: readonly BenchRow[], skipped: readonly Skippe
     if (f === 'delta') blocks.push(`${formatDeltaRows(of as DeltaRow[])}\n\n${deltaLegend(of as DeltaRow[])}`);
     else if (f === 'softmax') blocks.push(`${formatSoftmaxRows(of as SoftmaxRow[])}\n\n${softmaxLegend()}`);
     else if (f === 'hyper') blocks.push(`${formatHyperRows(of as HyperRow[])}\n\n${hyperLegend(of as HyperRow[])}`);
-    else if (f === 'serving') blocks.push(`${formatServingRows(of as ServingRow[])}\n\n${servingLegend()}`);
+    else if (f === 'serving') blocks.push(`${formatServingRows(of as ServingRow[])}\n\n${servingLegend(of as ServingRow[])}`);
     else if (f === 'nala') blocks.push(`${formatNalaRows(of as NalaRow[])}\n\n${nalaLegend(of as NalaRow[])}`);
     else blocks.push(`${formatAttentionRows(of as AttentionRow[])}\n\n${attentionLegend(of as AttentionRow[])}`);
   }

@@ -19,7 +19,7 @@ import {
   type Algorithm, type AttentionCase, type BenchBackend, type BenchCase, type DeltaCase, type Family, type HyperCase, type NalaCase,
   type SoftmaxAlgorithm, type SoftmaxCase,
 } from './registry.js';
-import type { KVCacheCase, RotaryCase } from './registry.js';
+import type { AttnLayerCase, ConvUpdateCase, GdnLayerCase, KVCacheCase, LinearCase, RmsNormGatedCase, RotaryCase } from './registry.js';
 
 export type SuiteName = Family | 'all';
 export const SUITES: readonly SuiteName[] = ['delta', 'softmax', 'attention', 'hyper', 'nala', 'serving', 'all'];
@@ -132,6 +132,44 @@ export function servingSuite(o: SuiteOptions): BenchCase[] {
     ({ op: 'rotary', B: 1, T: 4096, H, D, rotaryDim, interleaved, dtype, backend: o.backend });
   cases.push(rot(32, 128, 128, false, 'float32'), rot(32, 128, 128, true, 'float32'), rot(32, 128, 128, false, 'bfloat16'));
   cases.push(rot(16, 256, 64, false, 'float32'));
+  cases.push(...servingOpsSuite(o));
+  return cases;
+}
+
+/**
+ * The attention layer's caches: B = 8 sequences of some thousands of tokens (24948 keys; 97 MiB of float32 K and
+ * V at Hk = 2, D = 256).
+ */
+export const SUITE_ATTN_LAYER_LENS: readonly number[] = [4096, 1000, 2048, 3000, 8192, 512, 6000, 100];
+
+/** Qwen3-Next's decode-layer shapes at hidden size 2048 (bench/serving.ts gdnLayer, attnLayer). */
+export const QWEN3_NEXT_GDN = { hidden: 2048, H: 16, HV: 32, K: 128, V: 128, W: 4 } as const;
+export const QWEN3_NEXT_ATTN = { hidden: 2048, Hq: 16, Hk: 2, D: 256, rotaryDim: 64 } as const;
+
+/**
+ * The rest of the serving suite (issue 14 part 8):
+ * - linear: the GEMV 4096 -> 4096 at 1 and 8 rows, float32 and bfloat16 weights (64 and 32 MiB: out of cache),
+ *   and the GEMM 512 x 4096 x 4096 float32;
+ * - conv-update: 8 sequences, W = 4, silu, on a pool of 16 slots, D = 2^20 channels (128 Qwen3-Next layers' 8192
+ *   q/k/v channels; 288 MiB moved, out of cache) — one layer's update is 2 MiB, in L2/L3 on every machine;
+ * - rms-norm-gated: 131072 rows of 128 (a 4096-token prefill's 32 value heads; 192 MiB moved);
+ * - gdn-layer, attn-layer: one Qwen3-Next decode layer of each kind at B = 8, float32 and bfloat16 weights.
+ */
+export function servingOpsSuite(o: SuiteOptions): BenchCase[] {
+  const backend = o.backend;
+  const cases: BenchCase[] = [];
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    for (const M of [1, 8]) cases.push({ op: 'linear', M, K: 4096, N: 4096, dtype, backend } satisfies LinearCase);
+  }
+  cases.push({ op: 'linear', M: 512, K: 4096, N: 4096, dtype: 'float32', backend } satisfies LinearCase);
+  cases.push({ op: 'conv-update', N: 8, D: 1 << 20, W: 4, slots: 16, dtype: 'float32', backend } satisfies ConvUpdateCase);
+  cases.push({ op: 'rms-norm-gated', rows: 131072, H: 128, dtype: 'float32', backend } satisfies RmsNormGatedCase);
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    cases.push({ op: 'gdn-layer', B: 8, ...QWEN3_NEXT_GDN, slots: 16, dtype, backend } satisfies GdnLayerCase);
+  }
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    cases.push({ op: 'attn-layer', lens: SUITE_ATTN_LAYER_LENS, ...QWEN3_NEXT_ATTN, dtype, backend } satisfies AttnLayerCase);
+  }
   return cases;
 }
 
