@@ -439,18 +439,18 @@ export interface ConvUpdateShape {
   W: number;
   /** Slots of the conv-state pool [slots, D, W - 1] (the N sequences at scattered slots). */
   slots: number;
-  /** x, y and the pool's dtype (weight [D, W] and bias [D] float32). */
+  /** x, y and the pool's dtype (weight [D, W] float32; no bias, as Qwen3-Next's). */
   dtype: BenchDType;
 }
 
 /**
  * causalConv1dUpdate: x [N, D] read, y [N, D] written, each sequence's window [D, W - 1] read and written in
- * place, weight [D, W] and bias [D] (float32) read. 2·W FLOPs per output (the silu not counted).
+ * place, weight [D, W] (float32) read. 2·W FLOPs per output (the silu not counted).
  */
 export function convUpdateWork(s: ConvUpdateShape): { tokens: number; flops: number; bytes: number; workingSet: number } {
   const e = DTYPE_BYTES[s.dtype];
   const state = e * s.N * s.D * (s.W - 1);
-  const params = 4 * s.D * (s.W + 1);
+  const params = 4 * s.D * s.W;
   const io = 2 * e * s.N * s.D;
   return { tokens: s.N, flops: 2 * s.W * s.N * s.D, bytes: io + 2 * state + params, workingSet: io + state + params };
 }
@@ -521,9 +521,9 @@ export function gdnLayerWork(s: GdnLayerShape): LayerWork {
   const stateBytes = 2 * (delta + conv);
   // Activations, float32: x (read by each of the 4 in-projection calls) and their outputs; the conv's x, y and the split copy of q, k, v (in
   // and out); the step's q, k, v, b, a read and o written; the norm's o, z read and y written; the
-  // out-projection's y read and output written; conv weight [D, W] + bias, aLog, dtBias, norm weight.
+  // out-projection's y read and output written; conv weight [D, W] (no bias), aLog, dtBias, norm weight.
   const act = 4 * s.B * (4 * s.hidden + f.total + 2 * f.conv + 2 * f.conv + (f.conv + 2 * s.HV + vOut) + 3 * vOut + vOut + s.hidden);
-  const params = 4 * (f.conv * (s.W + 1) + 2 * s.HV + s.V);
+  const params = 4 * (f.conv * s.W + 2 * s.HV + s.V);
   const bytes = weightBytes + stateBytes + act + params;
   const flops = 2 * s.B * weights + s.B * s.HV * recurrentFlops(1, s.K, s.V) + 2 * s.W * s.B * f.conv;
   return { tokens: s.B, flops, weightBytes, stateBytes, bytes, workingSet: weightBytes + stateBytes / 2 + act + params };
