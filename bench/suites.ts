@@ -119,7 +119,7 @@ export const SUITE_KVCACHE_LENS: readonly number[] = [512, 1000, 2048, 4096, 819
 /**
  * KV-cache decode, Hq=32, Hk=8, D=128, float32 and bfloat16 caches, contiguous and paged (blockSize 64); rotary
  * out of cache (64 MiB in, 64 MiB out float32): full rotaryDim 128 both pairings, bfloat16, and Qwen3-Next's
- * partial 64 of 256.
+ * partial 64 of 256; then linear, the conv update, the gated norm and the two decode layers (servingOpsSuite).
  */
 export function servingSuite(o: SuiteOptions): BenchCase[] {
   const cases: BenchCase[] = [];
