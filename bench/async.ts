@@ -3,11 +3,14 @@
 // attention decode (T = 1, S = 1024), each timed sync and async back to back, and spaced by ~1 ms of JS
 // work (a server's event loop between steps: the pool's threads and the dispatcher have gone to sleep);
 // then 8 layers of a hybrid decode step (6 delta steps + 2 attention decodes) as a chain.run(), as
-// chain.runSync(), and as the 8 sync calls. Medians of per-call wall times; the forms compared are timed
-// interleaved, call by call.
+// chain.runSync(), and as the 8 sync calls; and 8 serving ops of a Gated DeltaNet layer's decode step (rmsNorm,
+// the q/k/v projections, the conv update of v on a conv-state pool, the delta step on a state pool, the gated
+// norm, the out projection; each op's output the next one's input) the same three ways. Medians of per-call
+// wall times; the forms compared are timed interleaved, call by call.
 import { writeFileSync } from 'node:fs';
 import {
-  attention, attentionAsync, chain, gatedDeltaRuleStep, gatedDeltaRuleStepAsync, info, rand, randn, setNumThreads, zeros,
+  attention, attentionAsync, causalConv1dUpdate, chain, gatedDeltaRuleStep, gatedDeltaRuleStepAsync, info, linear, rand, randn,
+  rmsNorm, rmsNormGated, setNumThreads, Tensor, zeros,
 } from '../src/index.js';
 
 export interface AsyncBenchRow {
@@ -118,6 +121,45 @@ export async function runAsyncBench(a: AsyncBenchArgs, out: (s: string) => void,
   add(cc, 'sum of 8 syncs, 1 ms apart', css);
   add(cc, 'chain.run(), 1 ms apart', csr);
 
+  // 8 serving ops of one GDN layer's decode step, N = 8 streams in a pool of 16 slots, hidden 1024,
+  // H = HV = 8, K = V = 128, bfloat16 weights; the chain's ops read the outputs of the ops before them.
+  const N = 8, dm = 1024, H = 8, Kd = 128, W = 4;
+  const slots = Int32Array.from({ length: N }, (_, n) => 2 * n + 1);
+  const x = randn([N, dm], { seed: 20 });
+  const wt = (rows: number, seed: number) => randn([rows, dm], { seed, std: 1 / Math.sqrt(dm), dtype: 'bfloat16' });
+  const L = {
+    norm: rand([dm], { seed: 21, low: 0.5, high: 1.5 }), wq: wt(H * Kd, 22), wk: wt(H * Kd, 23), wv: wt(H * Kd, 24),
+    conv: randn([H * Kd, W], { seed: 25, std: 0.5 }), convPool: zeros([16, H * Kd, W - 1]), deltaPool: zeros([16, H, Kd, Kd]),
+    beta: rand([N, H], { seed: 26, low: 0.1, high: 0.9 }), g: rand([N, H], { seed: 27, low: -0.2, high: -0.01 }),
+    z: randn([N * H, Kd], { seed: 28 }), oNorm: rand([Kd], { seed: 29, low: 0.5, high: 1.5 }),
+    wo: randn([dm, H * Kd], { seed: 30, std: 1 / Math.sqrt(H * Kd), dtype: 'bfloat16' }),
+  };
+  const view = (t: Tensor, shape: number[]) => new Tensor(t.data, shape, t.dtype);
+  // The same 8 ops, given `call` (the sync op itself, or a chain's add).
+  const layer = (call: (name: string, ...args: unknown[]) => unknown) => {
+    const h = call('rmsNorm', x, L.norm) as Tensor;
+    const q = call('linear', h, L.wq) as Tensor, k = call('linear', h, L.wk) as Tensor, v = call('linear', h, L.wv) as Tensor;
+    const vc = call('causalConv1dUpdate', v, L.convPool, L.conv, { activation: 'silu', stateIndices: slots }) as Tensor;
+    const o = (call('gatedDeltaRuleStep', {
+      q: view(q, [N, H, Kd]), k: view(k, [N, H, Kd]), v: view(vc, [N, H, Kd]), beta: L.beta, g: L.g,
+      state: L.deltaPool, stateIndices: slots, qkL2Norm: true,
+    }) as { o: Tensor }).o;
+    const n = call('rmsNormGated', view(o, [N * H, Kd]), L.z, L.oNorm) as Tensor;
+    return call('linear', view(n, [N, H * Kd]), L.wo);
+  };
+  const SYNC: Record<string, (...args: never[]) => unknown> = { rmsNorm, linear, causalConv1dUpdate, gatedDeltaRuleStep, rmsNormGated };
+  const serving = chain();
+  layer((name, ...args) => (serving.add as (n: string, ...a: unknown[]) => unknown)(name, ...args));
+  const sc = 'chain of 8 serving ops (one GDN layer, N=8)';
+  const servingSyncs = () => layer((name, ...args) => (SYNC[name] as (...a: unknown[]) => unknown)(...args));
+  const [ss, srs, sr] = await time([servingSyncs, () => serving.runSync(), () => serving.run()], s, 0);
+  add(sc, 'sum of 8 syncs', ss);
+  add(sc, 'chain.runSync()', srs);
+  add(sc, 'chain.run()', sr);
+  const [sss, ssr] = await time([servingSyncs, () => serving.run()], s, 1);
+  add(sc, 'sum of 8 syncs, 1 ms apart', sss);
+  add(sc, 'chain.run(), 1 ms apart', ssr);
+
   const get = (cs: string, m: string) => rows.find((r) => r.case === cs && r.mode === m)!.medianUs;
   const lines = [
     `seqkern bench --async (${i.simd}, ${i.threads} threads; medians of per-call wall time, us)`,
@@ -130,6 +172,8 @@ export async function runAsyncBench(a: AsyncBenchArgs, out: (s: string) => void,
       `${(get(ac, 'async') - get(ac, 'sync')).toFixed(1)} us back to back, ${(get(ac, 'async, 1 ms apart') - get(ac, 'sync, 1 ms apart')).toFixed(1)} us spaced`,
     `chain of 8 / sum of its syncs (target <= 1.2): ${(get(cc, 'chain.run()') / get(cc, 'sum of 8 syncs')).toFixed(2)} back to back, ` +
       `${(get(cc, 'chain.run(), 1 ms apart') / get(cc, 'sum of 8 syncs, 1 ms apart')).toFixed(2)} spaced`,
+    `chain of 8 serving ops / sum of its syncs (target <= 1.2): ${(get(sc, 'chain.run()') / get(sc, 'sum of 8 syncs')).toFixed(2)} back to back, ` +
+      `${(get(sc, 'chain.run(), 1 ms apart') / get(sc, 'sum of 8 syncs, 1 ms apart')).toFixed(2)} spaced`,
     '',
   ];
   out(lines.join('\n'));

@@ -9,6 +9,12 @@ import type { attention } from './ops/attention.js';
 import type { gatedDeltaRule, gatedDeltaRuleStep, kaczmarzDeltaRule, kaczmarzDeltaRuleStep } from './ops/delta.js';
 import type { hyperAttention } from './ops/hyper.js';
 import type { softmax, softmaxInto } from './ops/softmax.js';
+import type { causalConv1d, causalConv1dUpdate } from './ops/conv.js';
+import type { rmsNorm, rmsNormGated } from './ops/norm.js';
+import type { rotary } from './ops/rotary.js';
+import type { linear } from './ops/linear.js';
+import type { attentionWithKVCache } from './ops/kvcache.js';
+import type { nalaAttention, nalaAttentionStep } from './ops/nala.js';
 
 // ---- calibrations ----
 
@@ -212,6 +218,15 @@ export interface ChainOpMap {
   kaczmarzDeltaRule: typeof kaczmarzDeltaRule;
   gatedDeltaRuleStep: typeof gatedDeltaRuleStep;
   kaczmarzDeltaRuleStep: typeof kaczmarzDeltaRuleStep;
+  causalConv1d: typeof causalConv1d;
+  causalConv1dUpdate: typeof causalConv1dUpdate;
+  rmsNorm: typeof rmsNorm;
+  rmsNormGated: typeof rmsNormGated;
+  rotary: typeof rotary;
+  linear: typeof linear;
+  attentionWithKVCache: typeof attentionWithKVCache;
+  nalaAttention: typeof nalaAttention;
+  nalaAttentionStep: typeof nalaAttentionStep;
 }
 export type ChainOpName = keyof ChainOpMap;
 

@@ -53,6 +53,20 @@ describe('example server: batching does not change a request\'s tokens', () => {
     expect(new Set(alone).size, 'the model produces varied tokens (not a constant)').toBeGreaterThan(3);
   });
 
+  it('in the model: a sequence alone equals the same sequence prefilled and decoded among 11 others (more than 8 rows: the GEMM path a plain linear would take)', () => {
+    const model = openModel(weights) as Model;
+    const alone = generateAlone(model, 'the quick brown fox', 10);
+    const seqs = Array.from({ length: 12 }, () => model.newSequence());
+    const prompts = seqs.map((_, i) => (i === 7 ? 'the quick brown fox' : `other request ${i} ${'z'.repeat(i)}`));
+    let t = model.forward(seqs, prompts.map(encode));
+    const got = [t[7]];
+    while (got.length < 10) {
+      t = model.forward(seqs, t.map((x) => [x]));
+      got.push(t[7]);
+    }
+    expect(got).toEqual(alone);
+  });
+
   it('over HTTP: the same request alone and among 3 concurrent others streams the same tokens', async () => {
     const s = await startServer({ weights });
     try {

@@ -340,3 +340,23 @@ describe('attentionWithKVCacheAsync', () => {
     expect(sameBytes(d.kCache, snapK)).toBe(true);
   });
 });
+
+describe('attentionWithKVCache: batchInvariant', () => {
+  it('a decode of sequence b over a long cache (S=3000) alone equals the same sequence among 5, bit for bit', () => {
+    const B = 5, cap = 3072, Hq = 2, Hk = 1, D = 32;
+    const q = randn([B, 1, Hq, D], { seed: 1 });
+    const kc = randn([B, cap, Hk, D], { seed: 2 }), vc = randn([B, cap, Hk, D], { seed: 3 });
+    const lens = [3000, 17, 2900, 1, 64];
+    const all = attentionWithKVCache(q, kc, vc, { cacheSeqlens: lens, batchInvariant: true });
+    const per = cap * Hk * D;
+    for (const b of [0, 2]) {
+      const one = attentionWithKVCache(
+        new Tensor(q.data.slice(b * Hq * D, (b + 1) * Hq * D), [1, 1, Hq, D], 'float32'),
+        new Tensor(kc.data.slice(b * per, (b + 1) * per), [1, cap, Hk, D], 'float32'),
+        new Tensor(vc.data.slice(b * per, (b + 1) * per), [1, cap, Hk, D], 'float32'),
+        { cacheSeqlens: [lens[b]], batchInvariant: true },
+      );
+      expect(Array.from(all.o.data.slice(b * Hq * D, (b + 1) * Hq * D)), `sequence ${b}`).toEqual(Array.from(one.o.data));
+    }
+  });
+});

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import {
   info, linear, linearAsync, linearReference, randn, setNumThreads, Tensor, type DType,
 } from '../src/index.js';
-import { expectClose, sameBytes, snapshot } from './helpers.js';
+import { expectClose, relErr, sameBytes, snapshot } from './helpers.js';
 
 const TOL: Record<string, number> = { float32: 2e-6, float16: 6e-4, bfloat16: 5e-3 };
 const DTS: DType[] = ['float32', 'float16', 'bfloat16'];
@@ -165,5 +165,22 @@ describe('linearAsync', () => {
     const p = linearAsync(x, w, {}, { signal: ac.signal });
     setImmediate(() => ac.abort());
     await expect(p).rejects.toMatchObject({ name: 'AbortError' });
+  });
+});
+
+describe('linear: batchInvariant', () => {
+  it.each([[37, 300, 45], [9, 4100, 17], [64, 128, 256]])('M=%i K=%i N=%i: each row equals the same row linear alone, bit for bit', (M, K, N) => {
+    const x = randn([M, K], { seed: M }), w = randn([N, K], { seed: K, dtype: 'bfloat16' }), bias = randn([N], { seed: N });
+    const all = linear(x, w, { bias, batchInvariant: true });
+    for (const m of [0, 5, M - 1]) {
+      const row = new Tensor(x.data.slice(m * K, (m + 1) * K), [1, K], 'float32');
+      const one = linear(row, w, { bias });
+      expect(sameBytes(new Tensor(all.data.slice(m * N, (m + 1) * N), [1, N], 'float32'), snapshot(one)), `row ${m}`).toBe(true);
+    }
+    expect(relErr(all, linear(x, w, { bias }))).toBeLessThan(1e-5); // the GEMM's answer, summed in another order
+  });
+
+  it('refuses a non-boolean batchInvariant', () => {
+    expect(() => linear(randn([2, 3]), randn([4, 3]), { batchInvariant: 1 as never })).toThrow(/batchInvariant/);
   });
 });

@@ -1,12 +1,13 @@
 // The model's thread (a worker_thread, so the HTTP thread's event loop never waits for a forward pass).
 // Continuous batching: each turn of the loop prefills the requests that arrived (one varlen forward over
 // all their prompts) and runs one batched decode step over every running sequence; finished and cancelled
-// sequences leave, waiting ones join, and at most maxBatch run at once.
+// sequences leave, waiting ones join, and at most maxBatch run at once. The model's state pools hold a slot
+// per running sequence (released when it finishes or is cancelled).
 import { parentPort, workerData } from 'node:worker_threads';
 import { openModel } from './model.mjs';
 
 const { weights, config, maxBatch } = workerData;
-const model = openModel(weights, config);
+const model = openModel(weights, config, { maxSeqs: maxBatch });
 const waiting = [];      // { id, tokens, maxTokens }
 const running = new Map(); // id -> { seq, last, left }
 const cancelled = new Set();
@@ -19,6 +20,8 @@ parentPort.on('message', (m) => {
 });
 
 function finish(id) {
+  const r = running.get(id);
+  if (r) model.release(r.seq); // its state-pool slots and cache blocks go back
   running.delete(id);
   cancelled.delete(id);
 }
@@ -42,6 +45,7 @@ for (;;) {
       const left = j.maxTokens - 1;
       out.push({ id: j.id, token: first[i], done: left <= 0 });
       if (left > 0) running.set(j.id, { seq: seqs[i], last: first[i], left });
+      else model.release(seqs[i]);
     });
   }
   const ids = [...running.keys()].filter((id) => !joining.some((j) => j.id === id));

@@ -8,9 +8,23 @@
 // rmsnorm(o) * silu(z) per head -> out-projection. An attention layer (gated attention): q and its gate,
 // k, v -> rotary on the first rotaryDim dims -> causal attention over the KV cache, o * sigmoid(gate) ->
 // out-projection.
+//
+// Every step runs on seqkern's native ops: linear, rmsNorm, rmsNormGated, causalConv1d / causalConv1dUpdate
+// on a conv-state pool, gatedDeltaRule / gatedDeltaRuleStep on a delta-state pool (the gating, sigmoid and
+// softplus, inside the kernel), attentionWithKVCache over paged KV caches (the append and the rotary inside
+// it). A sequence owns a slot of every pool (stateIndices) and a list of cache blocks (blockTable), so a
+// batched decode is one call per op for all sequences. Only the residual adds, SwiGLU's product and the
+// argmax are JS loops (ops.mjs): seqkern has no elementwise ops, which is also why a step is a series of
+// sync calls (the model runs on its own worker thread) rather than one chain().
+//
+// Batch invariance (a request's tokens do not depend on who it is batched with, bit for bit): every op
+// computes a sequence's rows on their own, in the same order whatever else is in the batch. That needs
+// linear's `batchInvariant` (every row on the GEMV path; the GEMM for more than 8 rows sums in another order)
+// and attentionWithKVCache's (a sequence's keys never split across threads); a prefill's attention runs per
+// sequence (Tq = its prompt), the rest of a prefill as one varlen call.
 import { existsSync } from 'node:fs';
 import * as sk from 'seqkern';
-import { cachedAttention, causalConv, linear, rmsNorm, rmsNormGated, rotary } from './ops.mjs';
+import { addInto, argmaxRows, ropeTables, swiglu } from './ops.mjs';
 import { readSafetensors, SafetensorsError, writeSafetensors } from './safetensors.mjs';
 
 export const DEFAULT_CONFIG = {
@@ -79,33 +93,104 @@ export function loadWeights(path, cfg) {
 }
 
 /** Opens (or first writes) a weights file and builds the model. */
-export function openModel(path, cfg = DEFAULT_CONFIG) {
+export function openModel(path, cfg = DEFAULT_CONFIG, opts = {}) {
   if (!existsSync(path)) writeRandomWeights(path, cfg);
-  return new HybridModel(cfg, loadWeights(path, cfg));
+  return new HybridModel(cfg, loadWeights(path, cfg), opts);
 }
 
-const softplus = (x) => (x > 20 ? x : Math.log1p(Math.exp(x)));
-const sigmoid = (x) => 1 / (1 + Math.exp(-x));
+
+const INVARIANT = { batchInvariant: true };
+const view = (t, shape) => new sk.Tensor(t.data, shape, t.dtype);
+/** Rows [r0, r1) of a [rows, ...] Float32Array as a tensor of `shape` (zero-copy). */
+const rows = (data, r0, r1, width, shape) => new sk.Tensor(data.subarray(r0 * width, r1 * width), shape, 'float32');
 
 export class HybridModel {
-  constructor(cfg, weights) {
+  /** maxSeqs: slots of the state pools (sequences alive at once); blockSize: tokens per KV-cache block. */
+  constructor(cfg, weights, { maxSeqs = 80, blockSize = 64 } = {}) {
     this.cfg = cfg;
     this.w = weights;
     this.kinds = layerKinds(cfg);
+    const { hidden: d } = cfg;
+    const { H, HV, K, V, conv: W } = cfg.gdn;
+    const { Hq, Hk, D, rotaryDim } = cfg.attn;
+    const t = (name, r0, r1, cols) => rows(weights[name], r0, r1, cols, [r1 - r0, cols]);
+    this.final = { norm: new sk.Tensor(weights.final_norm, [d], 'float32'), head: t('lm_head', 0, cfg.vocab, d) };
+    this.layers = this.kinds.map((kind, l) => {
+      const p = `layers.${l}.`;
+      const L = {
+        norm: new sk.Tensor(weights[p + 'norm'], [d], 'float32'), mlpNorm: new sk.Tensor(weights[p + 'mlp_norm'], [d], 'float32'),
+        gate: t(p + 'mlp_gate_up', 0, cfg.ffn, d), up: t(p + 'mlp_gate_up', cfg.ffn, 2 * cfg.ffn, d), down: t(p + 'mlp_down', 0, d, cfg.ffn),
+      };
+      if (kind === 'gdn') {
+        // in_proj rows: q [H*K], k [H*K], v [HV*V], z [HV*V], b [HV], a [HV]; conv rows: q, k, v channels.
+        const cuts = [0, H * K, 2 * H * K, 2 * H * K + HV * V, 2 * H * K + 2 * HV * V, 2 * H * K + 2 * HV * V + HV, 2 * H * K + 2 * HV * V + 2 * HV];
+        [L.wq, L.wk, L.wv, L.wz, L.wb, L.wa] = cuts.slice(0, -1).map((c, i) => t(p + 'in_proj', c, cuts[i + 1], d));
+        [L.cq, L.ck, L.cv] = [[0, H * K], [H * K, 2 * H * K], [2 * H * K, 2 * H * K + HV * V]].map(([a, b]) => t(p + 'conv', a, b, W));
+        L.aLog = new sk.Tensor(weights[p + 'A_log'], [HV], 'float32');
+        L.dtBias = new sk.Tensor(weights[p + 'dt_bias'], [HV], 'float32');
+        L.oNorm = new sk.Tensor(weights[p + 'o_norm'], [V], 'float32');
+        L.out = t(p + 'out_proj', 0, d, HV * V);
+        L.convQ = sk.zeros([maxSeqs, H * K, W - 1]);
+        L.convK = sk.zeros([maxSeqs, H * K, W - 1]);
+        L.convV = sk.zeros([maxSeqs, HV * V, W - 1]);
+        L.state = sk.zeros([maxSeqs, HV, K, V]);
+      } else {
+        L.wq = t(p + 'q_proj', 0, Hq * D, d);
+        L.wg = t(p + 'q_proj', Hq * D, 2 * Hq * D, d);
+        L.wk = t(p + 'kv_proj', 0, Hk * D, d);
+        L.wv = t(p + 'kv_proj', Hk * D, 2 * Hk * D, d);
+        L.out = t(p + 'o_proj', 0, d, Hq * D);
+      }
+      return L;
+    });
+    this.rope = ropeTables(cfg.maxContext, rotaryDim / 2);
+    this.maxSeqs = maxSeqs;
+    this.freeSlots = Array.from({ length: maxSeqs }, (_, i) => maxSeqs - 1 - i);
+    this.blockSize = blockSize;
+    this.numBlocks = 0;
+    this.freeBlocks = [];
+    this.growCaches(2 * maxSeqs);
   }
 
-  /** A new sequence's state: position, and per layer the conv + delta state or the KV cache. */
-  newSequence() {
-    const { HV, K, V, conv, H } = this.cfg.gdn;
+  /** Adds blocks to every attention layer's paged caches [numBlocks, blockSize, Hk, D] (copying the old ones). */
+  growCaches(add) {
     const { Hk, D } = this.cfg.attn;
-    const C = 2 * H * K + HV * V;
-    return {
-      pos: 0,
-      layers: this.kinds.map((kind) =>
-        kind === 'gdn'
-          ? { conv: new Float32Array(C * (conv - 1)), state: new Float32Array(HV * K * V) }
-          : { k: new Float32Array(64 * Hk * D), v: new Float32Array(64 * Hk * D), len: 0 }),
-    };
+    const n = this.numBlocks + add;
+    for (const L of this.layers) {
+      if (!L.wg) continue; // GDN layer: no cache
+      const k = sk.zeros([n, this.blockSize, Hk, D]), v = sk.zeros([n, this.blockSize, Hk, D]);
+      if (L.kCache) {
+        k.data.set(L.kCache.data);
+        v.data.set(L.vCache.data);
+      }
+      L.kCache = k;
+      L.vCache = v;
+    }
+    for (let b = n - 1; b >= this.numBlocks; b--) this.freeBlocks.push(b);
+    this.numBlocks = n;
+  }
+
+  /** A new sequence: a slot of every state pool (zeroed) and no cache blocks yet. */
+  newSequence() {
+    const slot = this.freeSlots.pop();
+    if (slot === undefined) throw new Error(`HybridModel: all ${this.maxSeqs} sequence slots in use (release finished sequences)`);
+    for (const L of this.layers) {
+      if (!L.state) continue;
+      for (const pool of [L.convQ, L.convK, L.convV, L.state]) {
+        const per = pool.data.length / this.maxSeqs;
+        pool.data.fill(0, slot * per, (slot + 1) * per);
+      }
+    }
+    return { pos: 0, slot, blocks: [] };
+  }
+
+  /** Gives a finished (or cancelled) sequence's slot and cache blocks back. */
+  release(seq) {
+    if (seq.slot < 0) return;
+    this.freeSlots.push(seq.slot);
+    this.freeBlocks.push(...seq.blocks);
+    seq.slot = -1;
+    seq.blocks = [];
   }
 
   /**
@@ -116,143 +201,89 @@ export class HybridModel {
     const { hidden: d, vocab } = this.cfg;
     const lens = tokens.map((t) => t.length);
     const T = lens.reduce((a, b) => a + b, 0);
-    let x = new Float32Array(T * d);
+    const x = new Float32Array(T * d);
     let at = 0;
     for (const toks of tokens) for (const t of toks) x.set(this.w.embed.subarray(t * d, (t + 1) * d), d * at++);
-    this.kinds.forEach((kind, l) => {
-      const p = `layers.${l}.`;
-      const h = rmsNorm(x, T, d, this.w[p + 'norm']);
-      const mix = kind === 'gdn' ? this.gdn(l, p, h, seqs, lens) : this.attn(l, p, h, seqs, lens);
-      for (let i = 0; i < x.length; i++) x[i] += mix[i];
-      x = this.mlp(p, x, T);
+    // Cache blocks for the new tokens (every attention layer uses the same block numbers).
+    seqs.forEach((s, n) => {
+      const need = Math.ceil((s.pos + lens[n]) / this.blockSize);
+      while (s.blocks.length < need) {
+        if (this.freeBlocks.length === 0) this.growCaches(this.numBlocks);
+        s.blocks.push(this.freeBlocks.pop());
+      }
     });
-    for (const s of seqs) s.pos += lens[seqs.indexOf(s)];
+    const ctx = {
+      seqs, lens, T, N: seqs.length, decode: lens.every((n) => n === 1),
+      slots: Int32Array.from(seqs, (s) => s.slot), cu: Int32Array.from([0, ...lens.map((_, i) => lens.slice(0, i + 1).reduce((a, b) => a + b, 0))]),
+    };
+    const X = new sk.Tensor(x, [T, d], 'float32');
+    this.kinds.forEach((kind, l) => {
+      const L = this.layers[l];
+      const h = sk.rmsNorm(X, L.norm);
+      const mix = kind === 'gdn' ? this.gdn(L, h, ctx) : this.attn(L, h, ctx);
+      addInto(x, mix.data);
+      this.mlp(L, X);
+    });
+    seqs.forEach((s, n) => { s.pos += lens[n]; });
     // logits of each sequence's last token only
     const last = new Float32Array(seqs.length * d);
-    let end = 0;
-    lens.forEach((n, i) => {
-      end += n;
-      last.set(x.subarray((end - 1) * d, end * d), i * d);
-    });
-    const logits = linear(rmsNorm(last, seqs.length, d, this.w.final_norm), seqs.length, d, this.w.lm_head, vocab);
-    return seqs.map((_, i) => {
-      let best = 0;
-      for (let v = 1; v < vocab; v++) if (logits[i * vocab + v] > logits[i * vocab + best]) best = v;
-      return best;
-    });
+    for (let n = 0; n < seqs.length; n++) last.set(x.subarray((ctx.cu[n + 1] - 1) * d, ctx.cu[n + 1] * d), n * d);
+    const h = sk.rmsNorm(new sk.Tensor(last, [seqs.length, d], 'float32'), this.final.norm);
+    return argmaxRows(sk.linear(h, this.final.head, INVARIANT).data, seqs.length, vocab);
   }
 
-  mlp(p, x, T) {
-    const { hidden: d, ffn } = this.cfg;
-    const h = rmsNorm(x, T, d, this.w[p + 'mlp_norm']);
-    const gu = linear(h, T, d, this.w[p + 'mlp_gate_up'], 2 * ffn);
-    const act = new Float32Array(T * ffn);
-    for (let t = 0; t < T; t++) {
-      for (let i = 0; i < ffn; i++) {
-        const g = gu[t * 2 * ffn + i], u = gu[t * 2 * ffn + ffn + i];
-        act[t * ffn + i] = (g / (1 + Math.exp(-g))) * u;
-      }
-    }
-    const y = linear(act, T, ffn, this.w[p + 'mlp_down'], d);
-    for (let i = 0; i < y.length; i++) y[i] += x[i];
-    return y;
+  /** x += down(silu(gate(h)) * up(h)), h = rmsNorm(x), in place. */
+  mlp(L, X) {
+    const h = sk.rmsNorm(X, L.mlpNorm);
+    const g = sk.linear(h, L.gate, INVARIANT), u = sk.linear(h, L.up, INVARIANT);
+    swiglu(g.data, u.data);
+    addInto(X.data, sk.linear(g, L.down, INVARIANT).data);
   }
 
-  gdn(l, p, h, seqs, lens) {
-    const { hidden: d } = this.cfg;
-    const { H, HV, K, V, conv: W } = this.cfg.gdn;
-    const T = h.length / d;
-    const C = 2 * H * K + HV * V;
-    const P = C + HV * V + 2 * HV;
-    const proj = linear(h, T, d, this.w[p + 'in_proj'], P);
-    // the conv runs over q, k, v of each sequence with its own state
-    const qkv = new Float32Array(T * C);
-    const z = new Float32Array(T * HV * V), beta = new Float32Array(T * HV), g = new Float32Array(T * HV);
-    const aLog = this.w[p + 'A_log'], dtBias = this.w[p + 'dt_bias'];
-    for (let t = 0; t < T; t++) {
-      qkv.set(proj.subarray(t * P, t * P + C), t * C);
-      z.set(proj.subarray(t * P + C, t * P + C + HV * V), t * HV * V);
-      for (let j = 0; j < HV; j++) {
-        beta[t * HV + j] = sigmoid(proj[t * P + C + HV * V + j]);
-        g[t * HV + j] = -Math.exp(aLog[j]) * softplus(proj[t * P + C + HV * V + HV + j] + dtBias[j]);
-      }
-    }
-    const convOut = new Float32Array(T * C);
-    let at = 0;
-    seqs.forEach((s, n) => {
-      const y = causalConv(qkv.subarray(at * C, (at + lens[n]) * C), lens[n], C, this.w[p + 'conv'], W, s.layers[l].conv);
-      convOut.set(y, at * C);
-      at += lens[n];
-    });
-    const q = new Float32Array(T * H * K), k = new Float32Array(T * H * K), v = new Float32Array(T * HV * V);
-    for (let t = 0; t < T; t++) {
-      q.set(convOut.subarray(t * C, t * C + H * K), t * H * K);
-      k.set(convOut.subarray(t * C + H * K, t * C + 2 * H * K), t * H * K);
-      v.set(convOut.subarray(t * C + 2 * H * K, (t + 1) * C), t * HV * V);
-    }
-    const N = seqs.length;
-    const state = new Float32Array(N * HV * K * V);
-    seqs.forEach((s, n) => state.set(s.layers[l].state, n * HV * K * V));
+  gdn(L, h, { T, N, decode, slots, cu }) {
+    const { H, HV, K, V } = this.cfg.gdn;
+    const lin = (w) => sk.linear(h, w, INVARIANT);
+    const q = lin(L.wq), k = lin(L.wk), v = lin(L.wv), z = lin(L.wz), b = lin(L.wb), a = lin(L.wa);
+    const gating = { aLog: L.aLog, dtBias: L.dtBias, betaSigmoid: true, qkL2Norm: true, state: L.state, stateIndices: slots };
     let o;
-    const decode = lens.every((n) => n === 1);
     if (decode) {
-      const st = sk.tensor(state, [N, HV, K, V]);
+      const conv = (x, pool, w) => sk.causalConv1dUpdate(x, pool, w, { activation: 'silu', stateIndices: slots });
       o = sk.gatedDeltaRuleStep({
-        q: sk.tensor(q, [N, H, K]), k: sk.tensor(k, [N, H, K]), v: sk.tensor(v, [N, HV, V]),
-        beta: sk.tensor(beta, [N, HV]), g: sk.tensor(g, [N, HV]), state: st, qkL2Norm: true,
-      }).o.data;
+        q: view(conv(q, L.convQ, L.cq), [N, H, K]), k: view(conv(k, L.convK, L.ck), [N, H, K]), v: view(conv(v, L.convV, L.cv), [N, HV, V]),
+        beta: b, g: a, ...gating,
+      }).o;
     } else {
-      const cu = [0];
-      for (const n of lens) cu.push(cu[cu.length - 1] + n);
-      const r = sk.gatedDeltaRule({
-        q: sk.tensor(q, [1, T, H, K]), k: sk.tensor(k, [1, T, H, K]), v: sk.tensor(v, [1, T, HV, V]),
-        beta: sk.tensor(beta, [1, T, HV]), g: sk.tensor(g, [1, T, HV]), cuSeqlens: cu,
-        initialState: sk.tensor(state, [N, HV, K, V]), outputFinalState: true, qkL2Norm: true, algorithm: 'chunk',
-      });
-      o = r.o.data;
-      state.set(r.finalState.data);
+      const conv = (x, pool, w) => sk.causalConv1d(view(x, [1, T, x.shape[1]]), w, { activation: 'silu', cuSeqlens: cu, convState: pool, stateIndices: slots });
+      o = sk.gatedDeltaRule({
+        q: view(conv(q, L.convQ, L.cq), [1, T, H, K]), k: view(conv(k, L.convK, L.ck), [1, T, H, K]), v: view(conv(v, L.convV, L.cv), [1, T, HV, V]),
+        beta: view(b, [1, T, HV]), g: view(a, [1, T, HV]), cuSeqlens: cu, algorithm: 'chunk', ...gating,
+      }).o;
     }
-    seqs.forEach((s, n) => s.layers[l].state.set(state.subarray(n * HV * K * V, (n + 1) * HV * K * V)));
-    const normed = rmsNormGated(o, z, T * HV, V, this.w[p + 'o_norm']);
-    return linear(normed, T, HV * V, this.w[p + 'out_proj'], d);
+    const normed = sk.rmsNormGated(view(o, [T * HV, V]), view(z, [T * HV, V]), L.oNorm);
+    return sk.linear(view(normed, [T, HV * V]), L.out, INVARIANT);
   }
 
-  attn(l, p, h, seqs, lens) {
-    const { hidden: d } = this.cfg;
-    const { Hq, Hk, D, rotaryDim } = this.cfg.attn;
-    const T = h.length / d;
-    const qg = linear(h, T, d, this.w[p + 'q_proj'], 2 * Hq * D);
-    const kv = linear(h, T, d, this.w[p + 'kv_proj'], 2 * Hk * D);
-    const q = new Float32Array(T * Hq * D), gate = new Float32Array(T * Hq * D);
-    const k = new Float32Array(T * Hk * D), v = new Float32Array(T * Hk * D);
-    for (let t = 0; t < T; t++) {
-      q.set(qg.subarray(t * 2 * Hq * D, t * 2 * Hq * D + Hq * D), t * Hq * D);
-      gate.set(qg.subarray(t * 2 * Hq * D + Hq * D, (t + 1) * 2 * Hq * D), t * Hq * D);
-      k.set(kv.subarray(t * 2 * Hk * D, t * 2 * Hk * D + Hk * D), t * Hk * D);
-      v.set(kv.subarray(t * 2 * Hk * D + Hk * D, (t + 1) * 2 * Hk * D), t * Hk * D);
-    }
-    const positions = [];
-    seqs.forEach((s, n) => { for (let i = 0; i < lens[n]; i++) positions.push(s.pos + i); });
-    rotary(q, T, Hq, D, rotaryDim, positions);
-    rotary(k, T, Hk, D, rotaryDim, positions);
-    let at = 0;
-    const caches = seqs.map((s, n) => {
-      const c = s.layers[l];
-      const need = (c.len + lens[n]) * Hk * D;
-      if (need > c.k.length) { // grow by doubling
-        const cap = Math.max(need, 2 * c.k.length);
-        const nk = new Float32Array(cap), nv = new Float32Array(cap);
-        nk.set(c.k); nv.set(c.v);
-        c.k = nk; c.v = nv;
-      }
-      c.k.set(k.subarray(at * Hk * D, (at + lens[n]) * Hk * D), c.len * Hk * D);
-      c.v.set(v.subarray(at * Hk * D, (at + lens[n]) * Hk * D), c.len * Hk * D);
-      c.len += lens[n];
-      at += lens[n];
-      return c;
-    });
-    const o = cachedAttention(q, gate, lens, caches, Hq, Hk, D, true);
-    return linear(o, T, Hq * D, this.w[p + 'o_proj'], d);
+  attn(L, h, { seqs, lens, T, N, decode, cu }) {
+    const { Hq, Hk, D } = this.cfg.attn;
+    const lin = (w) => sk.linear(h, w, INVARIANT).data;
+    const q = lin(L.wq), gate = lin(L.wg), k = lin(L.wk), v = lin(L.wv);
+    const o = new Float32Array(T * Hq * D);
+    // One call over sequences [n0, n1) with Tq tokens each (a decode: all of them, Tq = 1; a prefill: one).
+    const call = (n0, n1, Tq) => {
+      const B = n1 - n0, r0 = cu[n0], r1 = cu[n1];
+      const maxBlocks = Math.max(1, ...seqs.slice(n0, n1).map((s) => s.blocks.length));
+      const table = new Int32Array(B * maxBlocks);
+      for (let b = 0; b < B; b++) table.set(seqs[n0 + b].blocks, b * maxBlocks);
+      sk.attentionWithKVCache(rows(q, r0, r1, Hq * D, [B, Tq, Hq, D]), L.kCache, L.vCache, {
+        cacheSeqlens: Int32Array.from(seqs.slice(n0, n1), (s) => s.pos), blockTable: table,
+        kNew: rows(k, r0, r1, Hk * D, [B, Tq, Hk, D]), vNew: rows(v, r0, r1, Hk * D, [B, Tq, Hk, D]),
+        rotary: this.rope, gate: rows(gate, r0, r1, Hq * D, [B, Tq, Hq, D]), out: rows(o, r0, r1, Hq * D, [B, Tq, Hq, D]),
+        batchInvariant: true,
+      });
+    };
+    if (decode) call(0, N, 1);
+    else for (let n = 0; n < N; n++) if (lens[n] > 0) call(n, n + 1, lens[n]);
+    return sk.linear(new sk.Tensor(o, [T, Hq * D], 'float32'), L.out, INVARIANT);
   }
 }
 

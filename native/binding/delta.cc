@@ -46,7 +46,19 @@ struct DeltaJob {
   std::vector<int64_t> snap_base;
   std::vector<float> a_log, dt_bias;
   bool snaps_given = false;
+  // beta (eta) and g (decay), checked when the job runs rather than at the parse: in a chain they may be
+  // written by an earlier op of the same job.
+  struct ValueCheck {
+    const void* p = nullptr;
+    DType dt = DType::f32;
+    int64_t n = 0;
+    const char* name = "";
+    double lo = 0, hi = 0;
+  };
+  ValueCheck checks[2];
   void run() {
+    for (const ValueCheck& c : checks)
+      if (c.p) check_values(c.p, c.dt, c.n, c.name, c.lo, c.hi);
     // An in-place state (the pool included), or the caller's o, must end all old or all new.
     if (in_place || caller_out || a.pooled || snaps_given) cancel_before_writing(a.cancel);
     if (!caller_out) advise_huge_pages(a.o, static_cast<int64_t>(a.B) * a.T * a.HV * a.V * dtype_bytes(a.qkv_dtype));
@@ -137,8 +149,7 @@ DeltaJob parse(const Napi::Object& o) {
   if (dtb.present && !alog.present) throw CodedError("BAD_ARGUMENT", "expected dtBias only with aLog");
   if (alog.present) a.a_log = job.a_log.data();
   if (dtb.present) a.dt_bias = job.dt_bias.data();
-  if (a.beta_sigmoid) check_values(beta.data, a.beta_dtype, beta.length, a.kaczmarz ? "eta" : "beta", -INFINITY, INFINITY);
-  else check_values(beta.data, a.beta_dtype, beta.length, a.kaczmarz ? "eta" : "beta", 0.0, 2.0);
+  job.checks[0] = {beta.data, a.beta_dtype, beta.length, a.kaczmarz ? "eta" : "beta", a.beta_sigmoid ? -INFINITY : 0.0, a.beta_sigmoid ? INFINITY : 2.0};
   std::string dk = o.Get("decayKind").IsString() ? o.Get("decayKind").As<Napi::String>().Utf8Value() : "none";
   if (dk == "log") a.decay_kind = DecayKind::log;
   else if (dk == "sign") a.decay_kind = DecayKind::sign;
@@ -147,8 +158,8 @@ DeltaJob parse(const Napi::Object& o) {
   if (a.decay_kind != DecayKind::none) {
     if (!g.present) throw CodedError("BAD_ARGUMENT", "expected g (or decay) with decayKind " + dk);
     check_len(g, B * T * HV, a.decay_kind == DecayKind::log ? "g" : "decay", dims({B, T, HV}));
-    if (a.decay_kind == DecayKind::log) check_values(g.data, a.g_dtype, g.length, "g", -INFINITY, a.a_log ? INFINITY : 0.0);
-    else check_values(g.data, a.g_dtype, g.length, "decay", -1.0, 1.0);
+    if (a.decay_kind == DecayKind::log) job.checks[1] = {g.data, a.g_dtype, g.length, "g", -INFINITY, a.a_log ? INFINITY : 0.0};
+    else job.checks[1] = {g.data, a.g_dtype, g.length, "decay", -1.0, 1.0};
     a.g = g.data;
   }
   if (a.a_log && a.decay_kind != DecayKind::log) throw CodedError("BAD_ARGUMENT", "expected aLog only with g (decayKind log)");

@@ -174,6 +174,7 @@ KVCacheJob parse(const Napi::Object& o) {
   }
 
   t.causal = get_bool(o, "causal");
+  t.no_split = get_bool(o, "noSplit");  // batchInvariant: a sequence's keys never split across threads
   t.scale = static_cast<float>(get_number(o, "scale", 1.0 / std::sqrt(static_cast<double>(D))));
   if (!std::isfinite(t.scale)) throw CodedError("NON_FINITE", "expected a finite scale");
   t.q = q.data, t.k = kc.data, t.v = vc.data, t.o = out.data;

@@ -1,7 +1,7 @@
 // N-API glue of linear: reads the argument object into a LinearArgs (typed arrays in place), checks it again
 // (anything may call the addon directly), and runs it now or on a worker.
 //   linear(args) / linearAsync(args) -> undefined / Promise<undefined>; y written into args.out.
-//   args: { M, K, N, x, xDtype, weight, weightDtype, bias?, biasDtype?, out, outDtype, cancel?, callerOut? }:
+//   args: { M, K, N, x, xDtype, weight, weightDtype, bias?, biasDtype?, out, outDtype, cancel?, callerOut?, rowWise? }:
 //   x [M, K], weight [N, K], bias [N], out [M, N]; dtypes 'float32' (Float32Array) | 'float16' | 'bfloat16'
 //   (Uint16Array of raw bits). callerOut: out is the caller's buffer, so it must end all old or all new: cancel
 //   is read once, before the first write.
@@ -55,6 +55,7 @@ LinearJob parse(const Napi::Object& o) {
   a.x = x.data, a.w = w.data, a.bias = bias.present ? bias.data : nullptr, a.y = out.data;
   a.cancel = cancel_flag(cancel);
   job.caller_out = get_bool(o, "callerOut");
+  a.row_wise = get_bool(o, "rowWise");
   job.pinned = pin({&x, &w, &bias, &out, &cancel});
   return job;
 }

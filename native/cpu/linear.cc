@@ -72,15 +72,19 @@ bool linear_forward(const LinearArgs& a) {
     y = ybuf.get();
   }
 
-  if (M <= kLinearGemvRows) {
-    const int64_t tasks = (N + kGemvFeatures - 1) / kGemvFeatures;
-    run_tasks(tasks, serial, [&](int64_t t, int) {
+  if (M <= kLinearGemvRows || a.row_wise) {
+    // A row's sums are the same whatever the block's row count (each row keeps its own accumulators), so
+    // blocks of rows give the bits of a one-row call.
+    const int64_t fblocks = (N + kGemvFeatures - 1) / kGemvFeatures, rblocks = (M + kLinearGemvRows - 1) / kLinearGemvRows;
+    run_tasks(fblocks * rblocks, serial, [&](int64_t t, int) {
       if (cancelled(a.cancel)) {
         stop = true;
         return;
       }
-      const int j0 = static_cast<int>(t * kGemvFeatures), j1 = std::min(N, j0 + kGemvFeatures);
-      k.gemv(x, static_cast<int>(M), K, a.w, a.wdt, j0, j1, bias, y, N);
+      const int64_t r0 = (t / fblocks) * kLinearGemvRows;
+      const int rows = static_cast<int>(std::min<int64_t>(kLinearGemvRows, M - r0));
+      const int j0 = static_cast<int>((t % fblocks) * kGemvFeatures), j1 = std::min(N, j0 + kGemvFeatures);
+      k.gemv(x + r0 * K, rows, K, a.w, a.wdt, j0, j1, bias, y + r0 * N, N);
     });
   } else {
     const int cols = kLinearPanels * k.panel;

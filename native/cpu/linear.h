@@ -2,7 +2,7 @@
 // layout: one row per output feature), float32 compute. x, weight and bias each float32, float16 or bfloat16
 // (the weights widened in registers as they load); y float32 or a 16-bit dtype (rounded once at the end).
 //
-// Two paths, by the number of rows:
+// Two paths, by the number of rows (row_wise: always the first, in blocks of kLinearGemvRows rows):
 //   GEMV (M <= kLinearGemvRows, decode): the weights stream once for all M rows. Tasks are blocks of output
 //     features; each keeps M x R vector accumulators in registers while the K axis streams (x in chunks of
 //     kLinearChunk columns that stay in L1, partial sums of the block parked on the stack between chunks).
@@ -34,6 +34,9 @@ struct LinearArgs {
   DType bdt = DType::f32;
   void* y = nullptr;           // [M, N]
   DType ydt = DType::f32;
+  // batchInvariant: every row on the GEMV path (blocks of kLinearGemvRows rows), so a row's bits do not
+  // depend on how many rows the call has (the GEMM sums in another order).
+  bool row_wise = false;
   const int32_t* cancel = nullptr;
 };
 

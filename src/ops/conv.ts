@@ -7,6 +7,7 @@ import { causalConv1dReference } from '../reference/conv.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorInput } from '../tensor.js';
 import type { AsyncOptions, CommonOptions } from '../types.js';
 import { checkCuSeqlens, checkOneOf, checkOptions, checkShape, checkTensor, copyInt32, overlaps } from '../validate.js';
+import { chainBackend, registerChainOp } from '../runtime.js';
 
 /** Options of causalConv1d (the prefill). */
 export interface CausalConv1dOptions extends CommonOptions {
@@ -253,3 +254,18 @@ export async function causalConv1dUpdateAsync(
   if (a.signal?.aborted) throw abortError(a.signal);
   return runAsync(op, prepare(op, true, x, convState, weight, opts), a.signal);
 }
+
+// Chained ops (src/runtime.ts): validated as the sync forms do (the pool's slots included), y allocated now;
+// the conv-state pool is written when the chain runs.
+registerChainOp('causalConv1d', (op: string, x: TensorInput, weight: TensorInput, opts: CausalConv1dOptions = {}) => {
+  const p = prepare(op, false, x, undefined, weight, opts);
+  chainBackend(op, p.backend);
+  const y = output(p);
+  return { fn: 'causalConv1d', args: nativeArgs(p, y), result: y };
+});
+registerChainOp('causalConv1dUpdate', (op: string, x: TensorInput, convState: TensorInput, weight: TensorInput, opts: CausalConv1dUpdateOptions = {}) => {
+  const p = prepare(op, true, x, convState, weight, opts);
+  chainBackend(op, p.backend);
+  const y = output(p);
+  return { fn: 'causalConv1d', args: nativeArgs(p, y), result: y };
+});

@@ -180,7 +180,11 @@ function checkPool(op: string, o: DeltaRuleOptions | DeltaStepOptions, HV: numbe
   return t;
 }
 
-function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean, defer = false): Prepared {
+/**
+ * `chained`: a chain's op, whose beta/eta and g may be outputs of earlier ops not yet run; their value checks
+ * are left to the native side, which makes them when the op's turn comes (before it writes anything).
+ */
+function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boolean, kla: boolean, defer = false, chained = false): Prepared {
   checkOptions(op, o, step ? STEP_OPTIONS : PREFILL_OPTIONS);
   // A step over Tq tokens per sequence (speculative verify) takes q [N, Tq, H, K].
   const multi = step && rankOf(o.q, 3) === 4;
@@ -209,7 +213,8 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
   const betaT = checkTensor(op, betaName, kla ? o.eta : o.beta, IN_DTYPES, lead.length + 1);
   checkShape(op, betaName, betaT, [...lead, HV]);
   const gating = checkGating(op, o, HV, o.g !== undefined);
-  if (gating.betaSigmoid) checkValues(op, betaName, betaT, -Infinity, Infinity); // logits
+  if (chained) { /* checked natively at run time */ }
+  else if (gating.betaSigmoid) checkValues(op, betaName, betaT, -Infinity, Infinity); // logits
   else checkValues(op, betaName, betaT, 0, 2);
 
   if (o.g !== undefined && o.decay !== undefined) fail('BAD_ARGUMENT', op, 'g', 'or decay, not both', 'both');
@@ -218,12 +223,12 @@ function prepare(op: string, o: DeltaRuleOptions | DeltaStepOptions, step: boole
   if (o.g !== undefined) {
     gT = checkTensor(op, 'g', o.g, IN_DTYPES, lead.length + 1);
     checkShape(op, 'g', gT, [...lead, HV]);
-    checkValues(op, 'g', gT, -Infinity, gating.aLog ? Infinity : 0); // with aLog: the raw projection
+    if (!chained) checkValues(op, 'g', gT, -Infinity, gating.aLog ? Infinity : 0); // with aLog: the raw projection
     decayKind = 'log';
   } else if (o.decay !== undefined) {
     gT = checkTensor(op, 'decay', o.decay, IN_DTYPES, lead.length + 1);
     checkShape(op, 'decay', gT, [...lead, HV]);
-    checkValues(op, 'decay', gT, -1, 1);
+    if (!chained) checkValues(op, 'decay', gT, -1, 1);
     decayKind = 'sign';
   }
 
@@ -564,7 +569,7 @@ for (const [name, step, kla] of [
   ['gatedDeltaRuleStep', true, false], ['kaczmarzDeltaRuleStep', true, true],
 ] as const) {
   registerChainOp(name, (op: string, opts: DeltaRuleOptions | DeltaStepOptions) => {
-    const p = prepare(op, opts, step, kla, true);
+    const p = prepare(op, opts, step, kla, true, true);
     chainBackend(op, p.backend);
     const out = allocate(p, step);
     const result = step ? { o: out.o } : out.finalState ? { o: out.o, finalState: out.finalState } : { o: out.o };

@@ -7,6 +7,7 @@ import { attentionWithKVCacheReference } from '../reference/kvcache.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, Backend, CommonOptions } from '../types.js';
 import { callerInt32, checkFinite, checkOneOf, checkOptions, checkShape, checkTensor, copyInt32, overlaps, rankOf } from '../validate.js';
+import { chainBackend, registerChainOp } from '../runtime.js';
 
 /** Options of attentionWithKVCache (one type for the op and its reference). */
 export interface KVCacheOptions extends CommonOptions {
@@ -35,6 +36,12 @@ export interface KVCacheOptions extends CommonOptions {
   returnLse?: boolean;
   /** Write o into this tensor ([B, Tq, Hq, Dv], q's dtype, apart from every input and the caches). */
   out?: Tensor;
+  /**
+   * Each sequence's result independent of the rest of the batch and of the thread count, bit for bit (as
+   * attention's: a sequence's keys are never split across threads), for a server batching decode steps.
+   * Slower for a decode of few sequences over long caches. Default false.
+   */
+  batchInvariant?: boolean;
 }
 
 export interface KVCacheResult {
@@ -54,7 +61,7 @@ export interface NativeKVCacheArgs {
   cos?: Float32Array; sin?: Float32Array; rotaryDim: number; maxPos: number; interleaved: boolean;
   o: ArrayBufferView; lse?: Float32Array;
   gate?: ArrayBufferView; gateDtype?: string; gateKind: 'none' | 'elementwise' | 'headwise';
-  causal: boolean; scale: number; cancel?: Int32Array;
+  causal: boolean; scale: number; noSplit?: boolean; cancel?: Int32Array;
 }
 
 interface KVCacheAddon {
@@ -68,7 +75,7 @@ const MAX_HEAD_DIM = 1024;
 const MAX_ELEMENTS = 2 ** 31 - 1;
 const KV_OPTIONS = [
   'backend', 'cacheSeqlens', 'blockTable', 'kNew', 'vNew', 'rotary', 'rotaryInterleaved', 'causal', 'scale', 'gate', 'gateType',
-  'returnLse', 'out',
+  'returnLse', 'out', 'batchInvariant',
 ] as const;
 
 const poison = process.env.SEQKERN_POISON === '1';
@@ -177,6 +184,7 @@ function prepare(op: string, q: unknown, kCache: unknown, vCache: unknown, o: KV
   }
   if (o.rotaryInterleaved !== undefined && typeof o.rotaryInterleaved !== 'boolean') fail('BAD_ARGUMENT', op, 'rotaryInterleaved', 'to be a boolean', describe(o.rotaryInterleaved));
   if (o.causal !== undefined && typeof o.causal !== 'boolean') fail('BAD_ARGUMENT', op, 'causal', 'to be a boolean', describe(o.causal));
+  if (o.batchInvariant !== undefined && typeof o.batchInvariant !== 'boolean') fail('BAD_ARGUMENT', op, 'batchInvariant', 'to be a boolean', describe(o.batchInvariant));
   if (o.returnLse !== undefined && typeof o.returnLse !== 'boolean') fail('BAD_ARGUMENT', op, 'returnLse', 'to be a boolean', describe(o.returnLse));
   const scale = o.scale === undefined ? 1 / Math.sqrt(D) : checkFinite(op, 'scale', o.scale);
 
@@ -224,7 +232,7 @@ function prepare(op: string, q: unknown, kCache: unknown, vCache: unknown, o: KV
     cos: cosT?.data as Float32Array | undefined, sin: sinT?.data as Float32Array | undefined,
     rotaryDim: cosT ? 2 * cosT.shape[1] : 0, maxPos: cosT ? cosT.shape[0] : 0, interleaved: o.rotaryInterleaved === true,
     o: undefined as unknown as ArrayBufferView, gate: gT?.data, gateDtype: gT?.dtype, gateKind,
-    causal: o.causal !== false, scale,
+    causal: o.causal !== false, scale, noSplit: o.batchInvariant === true,
   };
   const ref = {
     cacheSeqlens: lens, blockTable: table, kNew: kn, vNew: vn, rotary: cosT && sinT ? { cos: cosT, sin: sinT } : undefined,
@@ -296,3 +304,13 @@ export async function attentionWithKVCacheAsync(q: Tensor, kCache: Tensor, vCach
   await callNativeAsync(op, p.args, signal, () => addon().attentionWithKVCacheAsync(p.args));
   return out;
 }
+
+// Chained ops (src/runtime.ts): every check of the sync form (capacity, block table, rows of the append) at
+// op(), outputs allocated now; the caches are appended to when the chain runs. cacheSeqlens is copied here,
+// so a chain holding this op is one step's: build the next step's chain with the advanced lengths.
+registerChainOp('attentionWithKVCache', (op: string, q: Tensor, kCache: Tensor, vCache: Tensor, opts: KVCacheOptions) => {
+  const p = prepare(op, q, kCache, vCache, opts ?? ({} as KVCacheOptions));
+  chainBackend(op, p.backend);
+  const result = allocate(p);
+  return { fn: 'attentionWithKVCache', args: p.args as unknown as Record<string, unknown>, result };
+});

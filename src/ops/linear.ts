@@ -7,6 +7,7 @@ import { linearReference } from '../reference/linear.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorInput } from '../tensor.js';
 import type { AsyncOptions, CommonOptions } from '../types.js';
 import { checkOneOf, checkOptions, checkShape, checkTensor, overlaps, rankOf } from '../validate.js';
+import { chainBackend, registerChainOp } from '../runtime.js';
 
 /** Options of linear / linearAsync. */
 export interface LinearOptions extends CommonOptions {
@@ -19,6 +20,13 @@ export interface LinearOptions extends CommonOptions {
   outDtype?: DType | undefined;
   /** Write y into this tensor [..., out] (float32 or x's dtype), memory apart from x, weight and bias. */
   out?: TensorInput | undefined;
+  /**
+   * Each row's result independent of how many rows the call has, bit for bit: every row takes the GEMV path
+   * (blocks of up to 8 rows), never the packed-panel GEMM, whose sums run in another order. What a server
+   * batching requests needs for a request's tokens not to depend on who it was batched with; slower for many
+   * rows (a prefill). Default false.
+   */
+  batchInvariant?: boolean | undefined;
 }
 
 /** The raw addon's linear arguments (native/binding/linear.cc). */
@@ -26,12 +34,12 @@ export interface NativeLinearArgs {
   M: number; K: number; N: number;
   x: ArrayBufferView; xDtype: string; weight: ArrayBufferView; weightDtype: string;
   bias?: ArrayBufferView; biasDtype?: string;
-  out: ArrayBufferView; outDtype: string; callerOut?: boolean; cancel?: Int32Array;
+  out: ArrayBufferView; outDtype: string; callerOut?: boolean; rowWise?: boolean; cancel?: Int32Array;
 }
 
 const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
 const MAX_ELEMENTS = 2 ** 31 - 1; // DESIGN.md 4: element counts fit int32 work arrays
-const LINEAR_OPTIONS = ['backend', 'bias', 'outDtype', 'out'] as const;
+const LINEAR_OPTIONS = ['backend', 'bias', 'outDtype', 'out', 'batchInvariant'] as const;
 
 /** Set by the tests (SEQKERN_POISON=1): fresh outputs are filled with NaN before a call, so unwritten elements show. */
 const poison = process.env.SEQKERN_POISON === '1';
@@ -47,6 +55,7 @@ interface Prepared {
   M: number;
   K: number;
   N: number;
+  rowWise: boolean;
 }
 
 const fmt = (s: readonly number[]) => `[${s.join(',')}]`;
@@ -81,10 +90,11 @@ function prepare(op: string, x: unknown, weight: unknown, opts: unknown): Prepar
       if (t && overlaps(outT.data, t.data)) fail('BAD_ARGUMENT', op, 'out', 'memory apart from the inputs (x, weight, bias)', `a view overlapping ${name}`);
     }
   }
+  if (o.batchInvariant !== undefined && typeof o.batchInvariant !== 'boolean') fail('BAD_ARGUMENT', op, 'batchInvariant', 'to be a boolean', typeof o.batchInvariant);
   const yDtype = outT?.dtype ?? o.outDtype ?? (xt.dtype === 'float64' ? 'float64' : 'float32');
   const f64 = xt.dtype === 'float64' || wt.dtype === 'float64' || bt?.dtype === 'float64' || yDtype === 'float64';
   const backend = resolveBackend(op, o.backend, f64);
-  return { backend, x: xt, weight: wt, bias: bt, out: outT, yShape, yDtype, M, K, N };
+  return { backend, x: xt, weight: wt, bias: bt, out: outT, yShape, yDtype, M, K, N, rowWise: o.batchInvariant === true };
 }
 
 function runReference(p: Prepared): Tensor {
@@ -100,7 +110,7 @@ function allocate(p: Prepared): { y: Tensor; args: NativeLinearArgs } {
   if (poison && !p.out) (y.data as Float32Array | Uint16Array).fill(p.yDtype === 'float32' ? NaN : 0x7fc0);
   const args: NativeLinearArgs = {
     M: p.M, K: p.K, N: p.N, x: p.x.data, xDtype: p.x.dtype, weight: p.weight.data, weightDtype: p.weight.dtype,
-    out: y.data, outDtype: p.yDtype, callerOut: p.out !== undefined,
+    out: y.data, outDtype: p.yDtype, callerOut: p.out !== undefined, rowWise: p.rowWise,
   };
   if (p.bias) {
     args.bias = p.bias.data;
@@ -115,8 +125,8 @@ const addon = () => native()!;
  * A linear layer (PyTorch's F.linear): y[..., n] = sum_k x[..., k] weight[n, k] + bias[n], for x [..., in]
  * and weight [out, in]. x, weight and bias each float32, float16 or bfloat16 (widened to float32 as they
  * load; float64 runs on the reference); float32 accumulation. Returns y [..., out], float32 or (outDtype)
- * x's dtype. Up to 8 rows (decode) stream the weights once for all rows; more rows run a packed-panel GEMM.
- * Options: `bias`, `outDtype`, `out` (see LinearOptions), `backend`. Bad arguments: SeqkernError
+ * x's dtype. Up to 8 rows (decode) stream the weights once for all rows; more rows run a packed-panel GEMM
+ * (unless `batchInvariant`). Options: `bias`, `outDtype`, `out`, `batchInvariant` (see LinearOptions), `backend`. Bad arguments: SeqkernError
  * BAD_ARGUMENT, BAD_DTYPE, SHAPE_MISMATCH, TOO_LARGE, before anything is written.
  */
 export function linear(x: TensorInput, weight: TensorInput, opts: LinearOptions = {}): Tensor {
@@ -144,3 +154,11 @@ export async function linearAsync(x: TensorInput, weight: TensorInput, opts: Lin
   if (!p.out && signal?.aborted) throw abortError(signal);
   return y;
 }
+
+// Chained ops (src/runtime.ts): validated as the sync form does, y allocated now (or the caller's out).
+registerChainOp('linear', (op: string, x: TensorInput, weight: TensorInput, opts: LinearOptions = {}) => {
+  const p = prepare(op, x, weight, opts);
+  chainBackend(op, p.backend);
+  const { y, args } = allocate(p);
+  return { fn: 'linear', args: args as unknown as Record<string, unknown>, result: y };
+});

@@ -7,6 +7,7 @@ import { nalaAttentionReference, nalaAttentionStepReference, nalaStateLength } f
 import { numel, Tensor, tensor, zeros, type DType, type TensorData } from '../tensor.js';
 import type { AsyncOptions, CommonOptions } from '../types.js';
 import { callerInt32, checkFinite, checkOffsets, checkOptions, checkShape, checkTensor, checkValues, overlaps } from '../validate.js';
+import { chainBackend, registerChainOp } from '../runtime.js';
 
 /** Rotary tables of the numerator (the official theta_shift): row t rotates position t. */
 export interface NalaRope {
@@ -361,3 +362,20 @@ export function nalaAttentionStepAsync(opts: NalaStepOptions, a?: AsyncOptions):
     return prepare(op, opts.q, opts.k, opts.v, opts, true);
   }, a);
 }
+
+// Chained ops (src/runtime.ts): validated as the sync forms do, outputs allocated now. The inputs' finite
+// check runs natively when the op's turn comes (so an earlier op's output is scanned as it is then).
+registerChainOp('nalaAttention', (op: string, q: Tensor, k: Tensor, v: Tensor, opts: NalaAttentionOptions = {}) => {
+  checkOptions(op, opts, PREFILL_OPTIONS);
+  const p = prepare(op, q, k, v, opts, false);
+  chainBackend(op, p.backend);
+  const out = allocate(p);
+  return { fn: 'nala', args: p.args as unknown as Record<string, unknown>, result: out.finalState ? out : { o: out.o } };
+});
+registerChainOp('nalaAttentionStep', (op: string, opts: NalaStepOptions) => {
+  checkOptions(op, opts, STEP_OPTIONS);
+  const p = prepare(op, opts?.q, opts?.k, opts?.v, opts, true);
+  chainBackend(op, p.backend);
+  const out = allocate(p);
+  return { fn: 'nala', args: p.args as unknown as Record<string, unknown>, result: { o: out.o } };
+});

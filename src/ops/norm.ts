@@ -6,6 +6,7 @@ import { rmsNormReference } from '../reference/norm.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorInput } from '../tensor.js';
 import type { AsyncOptions, CommonOptions } from '../types.js';
 import { checkFinite, checkInt, checkOptions, checkShape, checkTensor, overlaps, rankOf } from '../validate.js';
+import { chainBackend, registerChainOp } from '../runtime.js';
 
 /** Options of rmsNorm and rmsNormGated. */
 export interface RmsNormOptions extends CommonOptions {
@@ -141,3 +142,17 @@ export async function rmsNormGatedAsync(
   if (a.signal?.aborted) throw abortError(a.signal);
   return runAsync(op, prepare(op, x, gate, weight, true, opts), a.signal);
 }
+
+// Chained ops (src/runtime.ts): validated as the sync forms do, y allocated now (or the caller's out).
+registerChainOp('rmsNorm', (op: string, x: TensorInput, weight: TensorInput, opts: RmsNormOptions = {}) => {
+  const p = prepare(op, x, undefined, weight, false, opts);
+  chainBackend(op, p.backend);
+  const y = output(p);
+  return { fn: 'rmsNorm', args: nativeArgs(p, y), result: y };
+});
+registerChainOp('rmsNormGated', (op: string, x: TensorInput, gate: TensorInput, weight: TensorInput, opts: RmsNormOptions = {}) => {
+  const p = prepare(op, x, gate, weight, true, opts);
+  chainBackend(op, p.backend);
+  const y = output(p);
+  return { fn: 'rmsNorm', args: nativeArgs(p, y), result: y };
+});

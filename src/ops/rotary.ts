@@ -6,6 +6,7 @@ import { rotaryReference } from '../reference/rotary.js';
 import { numel, Tensor, tensor, zeros, type DType } from '../tensor.js';
 import type { AsyncOptions, Backend, CommonOptions } from '../types.js';
 import { callerInt32, checkInt, checkOffsets, checkOptions, checkShape, checkTensor, copyInt32, overlaps } from '../validate.js';
+import { chainBackend, registerChainOp } from '../runtime.js';
 
 /** Options of rotary (one type for the op and its reference). */
 export interface RotaryOptions extends CommonOptions {
@@ -154,3 +155,12 @@ export async function rotaryAsync(x: Tensor, opts: RotaryOptions, a: AsyncOption
   await callNativeAsync(op, p.args, signal, () => addon().rotaryAsync(p.args));
   return out;
 }
+
+// Chained ops (src/runtime.ts): validated as the sync form does, the output allocated now (or out, x itself
+// to rotate in place when the chain runs).
+registerChainOp('rotary', (op: string, x: Tensor, opts: RotaryOptions) => {
+  const p = prepare(op, x, opts ?? ({} as RotaryOptions));
+  chainBackend(op, p.backend);
+  const out = allocate(p);
+  return { fn: 'rotary', args: p.args as unknown as Record<string, unknown>, result: out };
+});
