@@ -180,6 +180,19 @@ describe('attention native vs reference: packed sequences (varlen)', () => {
   for (const c of cases) it(id(c), () => void check(c));
 });
 
+// Prefills whose keys are each read by several query blocks: the driver first copies K and V into float32
+// rows per (sequence, kv head) (attention.cc, packing) and the units read those. Odd D and Dv, grouped heads,
+// half-precision inputs, varlen with a zero-length sequence and one of a single token, S > T.
+describe('attention native vs reference: prefills on packed K/V copies', () => {
+  const cases: Case[] = [
+    { B: 1, T: 558, S: 558, Hq: 4, Hk: 2, D: 40, Dv: 24, lens: [300, 0, 257, 1], causal: true, seed: 51, dtype: 'bfloat16' },
+    { B: 1, T: 558, S: 558, Hq: 4, Hk: 2, D: 40, Dv: 24, lens: [300, 0, 257, 1], causal: false, seed: 52, dtype: 'float16' },
+    { B: 2, T: 333, S: 333, Hq: 3, Hk: 1, D: 72, Dv: 136, causal: true, seed: 53, gate: 'elementwise' },
+    { B: 1, T: 400, S: 1000, Hq: 2, Hk: 2, D: 64, Dv: 64, causal: true, seed: 54 },
+  ];
+  for (const c of cases) it(id(c), () => void check(c));
+});
+
 // ---- 3. the mask: bottom-right alignment, queries that see nothing, masked keys that cannot leak
 
 describe('attention: the causal mask', () => {

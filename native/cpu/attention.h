@@ -72,6 +72,12 @@ struct AttnPlan {
   int kv = 1;      // kv heads per unit: 1, or several when cols is small (decode), so that a unit streams
                    // whole token rows of K and V instead of one head's slice of each
   int bc = 64;     // keys per tile
+  // Packed K and V (set by the driver when many units read each key, see attention_forward): the keys of
+  // sequence n and kv head hk are rows pack_base[n * Hk + hk] + j, float32, K rows D apart, V rows
+  // vtile_ld(Dv) apart, so a unit's tiles are contiguous and need no copy or conversion. Null: read in place.
+  const float* kpack = nullptr;
+  const float* vpack = nullptr;
+  const int64_t* pack_base = nullptr;
 };
 
 // One unit of work (see the header comment). Positions are within the sequence.
@@ -95,7 +101,13 @@ struct AttentionKernels {
   bool (*unit)(const AttentionArgs&, const AttnPlan&, const AttnUnit&, float* ws, float* scratch);
   // Merges the partial states of u.pieces pieces starting at u.slot and writes o (and lse).
   void (*merge)(const AttentionArgs&, const AttnPlan&, const AttnUnit&, float* ws, const float* scratch);
+  // Packs keys [j0, j1) of sequence n, kv head hk as float32 rows: K into kdst (D apart), V into vdst
+  // (vtile_ld(Dv) apart), row j0 first.
+  void (*pack)(const AttentionArgs&, int n, int hk, int64_t j0, int64_t j1, float* kdst, float* vdst);
 };
+// Row stride of a packed or copied V tile: Dv rounded up to whole vectors of the widest level (16 floats),
+// plus one such vector, so that consecutive rows start in different L1 sets.
+inline int vtile_ld(int Dv) { return (Dv + 15) / 16 * 16 + 16; }
 const AttentionKernels& attention_kernels(SimdLevel l);
 namespace avx512 { extern const AttentionKernels kAttentionKernels; }
 namespace avx2 { extern const AttentionKernels kAttentionKernels; }

@@ -113,9 +113,6 @@ inline void prefetch_gate(const AttentionArgs& a, const AttnPlan& p, const AttnU
   }
 }
 
-// Row stride of a copied V tile (see run_unit's fetch): Dv rounded up to whole vectors, plus one vector, so
-// that consecutive rows start in different L1 sets.
-inline int vtile_ld(int Dv) { return round_up(Dv, W) + W; }
 
 // The per-thread workspace, carved into 64-byte aligned pieces. A unit's columns are those of its kv heads one
 // after the other: column ct belongs to kv head hk + ct / cols, and within it to query ct % cols / nh and
@@ -666,8 +663,15 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
   const int esz = f32 ? 4 : 2;
   const int64_t ldk_in = static_cast<int64_t>(a.Hk) * D, ldv_in = static_cast<int64_t>(a.Hk) * Dv;
   const int vld = vtile_ld(a.Dv);
-  const int ldk = static_cast<int>(inplace || f32 ? ldk_in : D), ldv = static_cast<int>(inplace ? ldv_in : vld);
+  const bool packed = p.kpack && u.nkv == 1;
+  const int ldk = static_cast<int>(!packed && (inplace || f32) ? ldk_in : D), ldv = static_cast<int>(inplace ? ldv_in : vld);
+  const int64_t pbase = packed ? p.pack_base[static_cast<int64_t>(u.n) * a.Hk + u.hk] : 0;
   auto fetch = [&](int64_t j, int n, int at, const void*& K, const void*& V) {
+    if (packed) {
+      K = p.kpack + (pbase + j) * D;
+      V = p.vpack + (pbase + j) * vld;
+      return;
+    }
     const int64_t krow = key_row(a, u.n, sq.kbos, j) * a.Hk + u.hk;  // in rows of D (or Dv); n rows in one block
     if (inplace) {
       K = static_cast<const char*>(a.k) + krow * D * esz;
@@ -724,7 +728,15 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
     // Single-kv-head units read one head's slice of each key row, a new 4 KiB page per row when Hk*D is
     // 1024 floats: ask for the next tile early. Units of several kv heads read whole rows, contiguous, which
     // the hardware prefetchers follow by themselves (measured: software prefetch gains nothing there).
-    if (u.nkv == 1 && a.Hk > 1 && next > 0) prefetch_keys(a, u.n, sq.kbos, u.hk, ja < mid ? ja : jb, next);
+    if (!packed && u.nkv == 1 && a.Hk > 1 && next > 0) prefetch_keys(a, u.n, sq.kbos, u.hk, ja < mid ? ja : jb, next);
+    // Packed: the next tile is two contiguous runs (K then V rows), asked for into L2.
+    if (packed && next > 0) {
+      const int64_t jn = ja < mid ? ja : jb;
+      const char* kn = reinterpret_cast<const char*>(p.kpack + (pbase + jn) * D);
+      const char* vn = reinterpret_cast<const char*>(p.vpack + (pbase + jn) * vld);
+      for (int64_t b = 0; b < static_cast<int64_t>(next) * D * 4; b += 64) prefetch_l2(kn + b);
+      for (int64_t b = 0; b < static_cast<int64_t>(next) * vld * 4; b += 64) prefetch_l2(vn + b);
+    }
     // The gate rows of the epilogue (one per column, Hq*Dv apart): asked for during the last tile, so they
     // are in cache when it ends (measured on the T = 4096 prefill: the elementwise gate costs ~2.5% with
     // this, ~4% without).
@@ -830,7 +842,19 @@ void merge_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, fl
 
 }  // namespace
 
-extern const AttentionKernels kAttentionKernels = {workspace_floats, partial_floats, run_unit, merge_unit};
+// Packs keys [j0, j1) of sequence n, kv head hk (see AttnPlan::kpack), converting to float32.
+void pack_kv(const AttentionArgs& a, int n, int hk, int64_t j0, int64_t j1, float* kdst, float* vdst) {
+  const Seq sq = seq_of(a, n);
+  const DType kvt = kv_dtype_of(a);
+  const int vld = vtile_ld(a.Dv);
+  for (int64_t j = j0; j < j1; j++) {
+    const int64_t row = key_row(a, n, sq.kbos, j) * a.Hk + hk;
+    load_row(a.k, kvt, row * a.D, a.D, kdst + (j - j0) * a.D);
+    load_row(a.v, kvt, row * a.Dv, a.Dv, vdst + (j - j0) * vld);
+  }
+}
+
+extern const AttentionKernels kAttentionKernels = {workspace_floats, partial_floats, run_unit, merge_unit, pack_kv};
 
 }  // namespace SK_LEVEL_NS
 }  // namespace sk
