@@ -224,12 +224,26 @@ inline void mm_tile(int np, const float* A, int64_t ars, int64_t aps, const floa
     }
 }
 
+// Lines asked for into L2 a few at a time, between microkernel tiles: the next key tile (64 rows of K and
+// of V, ~1100 lines) asked for in one burst stalled on the misses in flight (measured at AVX-512: the burst
+// took ~5% of a causal prefill); spread over the current tile's products they overlap with the FMAs.
+struct Prefetcher {
+  const char* p = nullptr;
+  const char* end = nullptr;
+  int per = 0;  // lines per step
+  void step() {
+    for (int i = 0; i < per && p < end; i++, p += 64) prefetch_l2(p);
+  }
+};
+
 template <int NV, bool kFull, int kMode>
 inline void mm_rows(int rows, int np, const float* A, int64_t ars, int64_t aps, const float* B, int64_t ldb, float* C,
-                    int64_t ldc, const float* alpha, int ncols) {
+                    int64_t ldc, const float* alpha, int ncols, Prefetcher* pf) {
   int i = 0;
-  for (; i + kMmMR <= rows; i += kMmMR)
+  for (; i + kMmMR <= rows; i += kMmMR) {
+    if (pf) pf->step();
     mm_tile<kMmMR, NV, kFull, kMode>(np, A + i * ars, ars, aps, B, ldb, C + i * ldc, ldc, alpha + i, ncols);
+  }
   A += i * ars, C += i * ldc, alpha += i;
   switch (rows - i) {
     case 0: break;
@@ -247,12 +261,12 @@ inline void mm_rows(int rows, int np, const float* A, int64_t ars, int64_t aps, 
 // B (np x kMmNV*W) stays in L1 while the rows go by.
 template <int kMode>
 inline void mm(int rows, int cols, int np, const float* A, int64_t ars, int64_t aps, const float* B, int64_t ldb,
-               float* C, int64_t ldc, const float* alpha) {
+               float* C, int64_t ldc, const float* alpha, Prefetcher* pf = nullptr) {
   int c0 = 0;
   for (; c0 + kMmNV * W <= cols; c0 += kMmNV * W)
-    mm_rows<kMmNV, true, kMode>(rows, np, A, ars, aps, B + c0, ldb, C + c0, ldc, alpha, kMmNV * W);
-  for (; c0 + W <= cols; c0 += W) mm_rows<1, true, kMode>(rows, np, A, ars, aps, B + c0, ldb, C + c0, ldc, alpha, W);
-  if (c0 < cols) mm_rows<1, false, kMode>(rows, np, A, ars, aps, B + c0, ldb, C + c0, ldc, alpha, cols - c0);
+    mm_rows<kMmNV, true, kMode>(rows, np, A, ars, aps, B + c0, ldb, C + c0, ldc, alpha, kMmNV * W, pf);
+  for (; c0 + W <= cols; c0 += W) mm_rows<1, true, kMode>(rows, np, A, ars, aps, B + c0, ldb, C + c0, ldc, alpha, W, pf);
+  if (c0 < cols) mm_rows<1, false, kMode>(rows, np, A, ars, aps, B + c0, ldb, C + c0, ldc, alpha, cols - c0, pf);
 }
 
 // ---- scores by dot products along D (few columns): S^T[j][c] = k_j . q_c
@@ -729,13 +743,20 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
     // 1024 floats: ask for the next tile early. Units of several kv heads read whole rows, contiguous, which
     // the hardware prefetchers follow by themselves (measured: software prefetch gains nothing there).
     if (!packed && u.nkv == 1 && a.Hk > 1 && next > 0) prefetch_keys(a, u.n, sq.kbos, u.hk, ja < mid ? ja : jb, next);
-    // Packed: the next tile is two contiguous runs (K then V rows), asked for into L2.
+    // Packed: the next tile is two contiguous runs (K then V rows), asked for into L2 during this tile's
+    // two products (kpf, vpf: see Prefetcher), K during the scores, V during P V.
+    Prefetcher kpf, vpf;
     if (packed && next > 0) {
       const int64_t jn = ja < mid ? ja : jb;
-      const char* kn = reinterpret_cast<const char*>(p.kpack + (pbase + jn) * D);
-      const char* vn = reinterpret_cast<const char*>(p.vpack + (pbase + jn) * vld);
-      for (int64_t b = 0; b < static_cast<int64_t>(next) * D * 4; b += 64) prefetch_l2(kn + b);
-      for (int64_t b = 0; b < static_cast<int64_t>(next) * vld * 4; b += 64) prefetch_l2(vn + b);
+      kpf.p = reinterpret_cast<const char*>(p.kpack + (pbase + jn) * D);
+      kpf.end = kpf.p + static_cast<int64_t>(next) * D * 4;
+      vpf.p = reinterpret_cast<const char*>(p.vpack + (pbase + jn) * vld);
+      vpf.end = vpf.p + static_cast<int64_t>(next) * vld * 4;
+      // Steps: one per full microkernel tile: nk / kMmMR of the scores (rows: keys), ncols / kMmMR per
+      // column block of P V (rows: columns); what is left goes after each product.
+      const int64_t ks = std::max(1, nk / kMmMR), vs = std::max(1, ncols / kMmMR) * std::max(1, Dv / (kMmNV * W));
+      kpf.per = static_cast<int>((kpf.end - kpf.p + 64 * ks - 1) / (64 * ks));
+      vpf.per = static_cast<int>((vpf.end - vpf.p + 64 * vs - 1) / (64 * vs));
     }
     // The gate rows of the epilogue (one per column, Hq*Dv apart): asked for during the last tile, so they
     // are in cache when it ends (measured on the T = 4096 prefill: the elementwise gate costs ~2.5% with
@@ -755,8 +776,10 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
                                      static_cast<int64_t>(ldv) * esz);
       });
     } else {
-      mm<kMmSet>(nk, npad, D, static_cast<const float*>(KA), ldk, 1, w.q, npad, w.st, npad, w.alpha);
+      mm<kMmSet>(nk, npad, D, static_cast<const float*>(KA), ldk, 1, w.q, npad, w.st, npad, w.alpha, &kpf);
     }
+    kpf.per = 1 << 20;
+    kpf.step();  // the rest, if the scores took fewer steps (the dot-product path takes none)
 
     // A tile holding a key past some column's last visible key: mask those entries with -inf.
     const bool masked = a.causal && (nb && xb + nb > xa + na ? xb + nb : xa + na) - 1 > lim_min;
@@ -789,10 +812,12 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
       });
     } else {  // one kv head: the microkernel over the whole tile, O set, rescaled or accumulated on the way
       const float* V = static_cast<const float*>(VA);
-      if (first) mm<kMmSet>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
-      else if (rescale) mm<kMmScale>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
-      else mm<kMmAdd>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha);
+      if (first) mm<kMmSet>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha, &vpf);
+      else if (rescale) mm<kMmScale>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha, &vpf);
+      else mm<kMmAdd>(ncols, Dv, nk, w.st, 1, npad, V, ldv, w.o, dvp, w.alpha, &vpf);
     }
+    vpf.per = 1 << 20;
+    vpf.step();
     first = false;
   }
   if (first)  // no keys at all: O = 0
