@@ -1,8 +1,9 @@
 // rotary against its float64 reference (issue 14 part 4): dtypes, odd D with partial rotaryDim, interleaved,
 // positions / cuSeqlens / default positions, in place and out; bad input before anything is written; async.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { randn, rotary, rotaryAsync, rotaryReference, Tensor, tensor, type DType } from '../src/index.js';
-import { expectClose, expectSeqkernError, expectSeqkernRejection, sameBytes, snapshot } from './helpers.js';
+import { randn, rotary, rotaryAsync, rotaryReference, SeqkernError, Tensor, tensor, type DType } from '../src/index.js';
+import { expectClose, expectSeqkernError, expectSeqkernRejection, relErr, sameBytes, snapshot } from './helpers.js';
 
 function tables(maxPos: number, half: number, base = 10000) {
   const cos = new Float32Array(maxPos * half);
@@ -111,5 +112,83 @@ describe('rotary bad input: a SeqkernError naming the argument, x and out untouc
     const os = new Tensor(buf.subarray(4, 132), [2, 4, 2, 8], 'float32');
     expectSeqkernError(() => rotary(xs, { cos, sin, out: os }), 'BAD_ARGUMENT', 'out', 'overlap');
     await expectSeqkernRejection(() => rotaryAsync(xs, { cos, sin, out: os }), 'BAD_ARGUMENT', 'out', 'overlap async');
+  });
+});
+
+// Issue 14 part 6: the fast-check run extended to rotary. Random shapes, table sizes, rotaryDim (given or not,
+// right or wrong), positions (in range or not, of the right count or not), cuSeqlens, dtypes and in place:
+// every call either returns the reference's answer or throws a SeqkernError, and a refused call leaves x as
+// it was.
+describe('fuzz: random rotary calls give a SeqkernError or the reference answer', () => {
+  it('300 random calls (fast-check seed 43)', () => {
+    let valid = 0;
+    let refused = 0;
+    const spec = fc.record({
+      B: fc.integer({ min: 0, max: 3 }), T: fc.integer({ min: 0, max: 9 }), H: fc.integer({ min: 1, max: 3 }), D: fc.integer({ min: 1, max: 40 }),
+      half: fc.integer({ min: 0, max: 21 }), maxPos: fc.integer({ min: 0, max: 12 }),
+      rotaryDim: fc.constantFrom('none', 'right', 'wrong'), pos: fc.constantFrom('default', 'positions', 'cu'),
+      posBad: fc.constantFrom('no', 'no', 'no', 'range', 'count'), interleaved: fc.boolean(), inPlace: fc.boolean(),
+      dtype: fc.constantFrom<DType>('float32', 'bfloat16', 'float16'), seed: fc.integer({ min: 0, max: 1000 }),
+    });
+    fc.assert(
+      fc.property(spec, (s) => {
+        const invalid: string[] = [];
+        const B = s.pos === 'cu' ? 1 : s.B;
+        const x = randn([B, s.T, s.H, s.D], { seed: s.seed, dtype: s.dtype });
+        const cos = randn([s.maxPos, s.half], { seed: s.seed + 1 });
+        const sin = randn([s.maxPos, s.half], { seed: s.seed + 2 });
+        if (s.half < 1 || 2 * s.half > s.D) invalid.push('cos columns');
+        const opts: Record<string, unknown> = { cos, sin, interleaved: s.interleaved, backend: 'cpu' };
+        if (s.rotaryDim === 'right') opts.rotaryDim = 2 * s.half;
+        if (s.rotaryDim === 'wrong') {
+          opts.rotaryDim = 2 * s.half + 2;
+          invalid.push('rotaryDim');
+        }
+        if (s.pos === 'positions') {
+          const n = B * s.T + (s.posBad === 'count' ? 1 : 0);
+          const positions = Array.from({ length: n }, (_, i) => (i * 7 + s.seed) % Math.max(1, s.maxPos));
+          if (s.posBad === 'count') invalid.push('positions count');
+          if (s.posBad === 'range' && n > 0) {
+            positions[n - 1] = s.maxPos;
+            invalid.push('positions range');
+          }
+          if (s.maxPos === 0 && n > 0 && s.posBad !== 'range') invalid.push('positions range');
+          opts.positions = positions;
+        } else if (s.pos === 'cu') {
+          const cut = Math.floor(s.T / 2);
+          opts.cuSeqlens = [0, cut, cut, s.T];
+          if (Math.max(cut, s.T - cut) > s.maxPos) invalid.push('tables short for a sequence');
+        } else if (B * s.T > 0 && s.T > s.maxPos) {
+          invalid.push('tables short');
+        }
+        if (s.inPlace) opts.out = x;
+        const before = snapshot(x);
+        const ref = invalid.length === 0 ? rotaryReference(x, { cos, sin, positions: opts.positions as number[] | undefined,
+          cuSeqlens: opts.cuSeqlens as number[] | undefined, rotaryDim: 2 * s.half, interleaved: s.interleaved }) : undefined;
+        let y: Tensor | undefined;
+        let err: unknown;
+        try {
+          y = rotary(x, opts as unknown as Parameters<typeof rotary>[1]);
+        } catch (e) {
+          err = e;
+        }
+        const what = `${JSON.stringify(s)} invalid=[${invalid.join(', ')}]`;
+        if (err !== undefined) {
+          refused++;
+          if (!(err instanceof SeqkernError)) throw new Error(`${what}: not a SeqkernError: ${String(err)}`);
+          if (invalid.length === 0) throw new Error(`${what}: valid call threw ${err.message}`);
+          if (!sameBytes(x, before)) throw new Error(`${what}: a refused call wrote x`);
+          return;
+        }
+        if (invalid.length > 0) throw new Error(`${what}: an invalid call returned`);
+        valid++;
+        if (s.inPlace && y !== x) throw new Error(`${what}: in place did not return x`);
+        const e = relErr(y!, ref!);
+        if (!(e <= (s.dtype === 'float32' ? 1e-6 : 1e-2))) throw new Error(`${what}: relative error ${e}`);
+      }),
+      { numRuns: 300, seed: 43, endOnFailure: true },
+    );
+    expect(valid).toBeGreaterThan(40);
+    expect(refused).toBeGreaterThan(40);
   });
 });
