@@ -67,7 +67,6 @@ struct Done {
   std::string code, message;
 };
 
-constexpr auto kSpin = std::chrono::microseconds(50);
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -106,7 +105,7 @@ class Dispatcher {
 
  private:
   Task pop() {
-    const auto end = std::chrono::steady_clock::now() + kSpin;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us());
     for (int i = 0; size_.load(std::memory_order_relaxed) == 0; i++) {
       if ((i & 63) == 63 && std::chrono::steady_clock::now() > end) break;
       cpu_relax();

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -11,9 +12,21 @@
 #include <vector>
 
 namespace sk {
+
+int spin_us() {
+  static const int us = [] {
+    const char* e = std::getenv("SEQKERN_SPIN_US");
+    if (!e || !*e) return 50;
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    return *end == 0 && v >= 0 && v <= 100000 ? static_cast<int>(v) : 50;
+  }();
+  return us;
+}
+
 namespace {
 
-// Workers that find no new work spin for a short while (kSpin) before they sleep on the condition
+// Workers that find no new work spin for a short while (spin_us(), threadpool.h) before they sleep on the condition
 // variable, and the caller spins the same while it waits for them: a wake-up through the kernel costs
 // ~30 us on the dev machine, as much as a small op's whole work, and back-to-back ops (a server's decode
 // steps, a benchmark loop) then find the workers still awake. Sleepers are counted so that a wake-up
@@ -22,18 +35,16 @@ namespace {
 // sleeper's re-check under the mutex sees the new generation). A worker joins a call by registering in
 // reg_ (generation, count); the caller closes the registration once it has run out of indices and waits
 // only for the workers that joined, so a call too small to split is not held up by sleeping workers.
-constexpr auto kSpin = std::chrono::microseconds(50);
-
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
 }
 
-// Spins until ready() or kSpin has passed; returns ready().
+// Spins until ready() or spin_us() has passed; returns ready().
 template <class F>
 bool spin_until(F&& ready) {
-  const auto end = std::chrono::steady_clock::now() + kSpin;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us());
   for (int i = 0;; i++) {
     if (ready()) return true;
     if ((i & 63) == 63 && std::chrono::steady_clock::now() > end) return ready();
