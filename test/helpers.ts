@@ -218,6 +218,25 @@ export function stepInputs<T extends Record<string, unknown>>(x: T, t: number): 
   return out as T;
 }
 
+/**
+ * One call of a fast-check run over valid and invalid arguments: `invalid` lists why the call should be
+ * refused (empty: it should run). A throw must be a SeqkernError of a call with reasons; a return, a call with
+ * none. Returns `{ ok: true, value }` or `{ ok: false }` (refused as it should be); `what` names the case.
+ */
+export function fuzzCall<R>(spec: unknown, invalid: readonly string[], f: () => R): { ok: true; value: R; what: string } | { ok: false; what: string } {
+  const what = `${JSON.stringify(spec)} invalid=[${invalid.join(', ')}]`;
+  let value: R;
+  try {
+    value = f();
+  } catch (e) {
+    if (!(e instanceof SeqkernError)) throw new Error(`${what}: not a SeqkernError: ${String(e)}`);
+    if (invalid.length === 0) throw new Error(`${what}: valid call threw ${e.message}`);
+    return { ok: false, what };
+  }
+  if (invalid.length > 0) throw new Error(`${what}: an invalid call returned`);
+  return { ok: true, value, what };
+}
+
 /** Asserts `f` throws a SeqkernError with `code` whose message names `arg`. Returns the error. */
 export function expectSeqkernError(f: () => unknown, code: string, arg: string | undefined, what: string): SeqkernError {
   let err: unknown;
