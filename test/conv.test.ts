@@ -177,6 +177,57 @@ describe('causalConv1dUpdate: T steps equal the prefill', () => {
   }
 });
 
+describe('causalConv1dUpdate: the update pass (windows in registers) at wide, odd D', () => {
+  // D = 5003 spans several channel chunks of the update pass, the last one partial, and ends in a partial vector
+  // at every level; the state block of W - 1 values per channel is deinterleaved lane by lane, so every W in 1..8
+  // takes its own lane tables. Padding (slot -1) keeps its y rows 0 and touches no slot.
+  const D = 5003;
+  for (const W of [1, 2, 3, 4, 5, 6, 7, 8]) {
+    for (const [Tq, sdt] of [[1, 'float32'], [3, 'bfloat16']] as const) {
+      it(`N=3, Tq=${Tq}, D=${D}, W=${W}, pool ${sdt}: vs the reference`, () => {
+        const N = 3;
+        const x = randn([N, Tq, D], { seed: 300 + W });
+        const w = randn([D, W], { seed: 310 + W, std: 0.5 });
+        const bias = randn([D], { seed: 320 + W, std: 0.3 });
+        const pool = randn([5, D, W - 1], { seed: 330 + W, dtype: sdt });
+        const slots = Int32Array.from([3, -1, 0]);
+        const p = clone(pool);
+        const y = causalConv1dUpdate(Tq === 1 ? new Tensor(x.data, [N, D], 'float32') : x, p, w, { bias, activation: 'silu', stateIndices: slots });
+        const n = D * (W - 1);
+        const pv = pool.toFloat64();
+        const init = new Tensor(new Float64Array(N * n), [N, D, W - 1], 'float64');
+        slots.forEach((s, b) => s >= 0 && (init.data as Float64Array).set(pv.subarray(s * n, (s + 1) * n), b * n));
+        const r = causalConv1dReference(x, w, { bias, activation: 'silu', initialStates: init });
+        const yv = y.toFloat64(), rv = r.y.toFloat64();
+        const rows = Tq * D;
+        expect(relErr(yv.subarray(0, rows), rv.subarray(0, rows)), 'sequence 0').toBeLessThanOrEqual(TOL);
+        expect(yv.subarray(rows, 2 * rows).every((v) => v === 0), 'padding rows 0').toBe(true);
+        expect(relErr(yv.subarray(2 * rows), rv.subarray(2 * rows)), 'sequence 2').toBeLessThanOrEqual(TOL);
+        const after = p.toFloat64(), fin = r.finalStates.toFloat64();
+        const tol = sdt === 'float32' ? 0 : TOL_LOW;
+        expect(relErr(after.subarray(3 * n, 4 * n), fin.subarray(0, n)), 'slot 3').toBeLessThanOrEqual(tol);
+        expect(relErr(after.subarray(0, n), fin.subarray(2 * n, 3 * n)), 'slot 0').toBeLessThanOrEqual(tol);
+        for (const s of [1, 2, 4]) expect(after.subarray(s * n, (s + 1) * n).every((v, i) => v === pv[s * n + i]), `slot ${s} untouched`).toBe(true);
+      });
+    }
+  }
+  it('a prefill of 100 tokens (the tiles) equals 60 then 40 tokens (the update pass), bit for bit', () => {
+    const D = 75, W = 4, T = 100;
+    const x = randn([1, T, D], { seed: 41 });
+    const w = randn([D, W], { seed: 42 });
+    const pool = randn([2, D, W - 1], { seed: 43 });
+    const full = clone(pool);
+    const yFull = causalConv1d(x, w, { activation: 'silu', convState: full });
+    const part = clone(pool);
+    const a = causalConv1d(new Tensor(x.data.slice(0, 60 * D), [1, 60, D], 'float32'), w, { activation: 'silu', convState: part });
+    const b = causalConv1dUpdate(new Tensor(x.data.slice(60 * D), [1, 40, D], 'float32'), part, w, { activation: 'silu' });
+    const cat = new Float32Array(T * D);
+    cat.set(a.data as Float32Array), cat.set(b.data as Float32Array, 60 * D);
+    expectSameBits(new Tensor(cat, [1, T, D], 'float32'), yFull, 'y');
+    expectSameBits(part, full, 'pool');
+  });
+});
+
 describe('causalConv1d: every SIMD level', () => {
   it('each level this CPU runs matches the reference', () => {
     const order = ['avx512', 'avx2', 'portable'] as const;

@@ -45,6 +45,20 @@ struct ConvArgs {
 constexpr int kConvTileT = 64;
 constexpr int kConvTileD = 64;
 
+// A sequence of the update pass: T tokens from row s0, its state block (the slot's [D, P], or null: zeros) and
+// where its final state goes (the same block, or null: none); pad: a padding sequence (y rows set to 0).
+struct UpdateSeq {
+  int64_t s0;
+  int32_t T;
+  bool pad;
+  const void* state;
+  void* state_out;
+};
+
+// Most channels per task of the update pass: a task deinterleaves its channels' weight taps (and bias) once into
+// its workspace, then runs every sequence over them.
+constexpr int kConvUpdateChunk = 4096;
+
 struct ConvKernels {
   // One tile: tc tokens of channels [d0, d0 + dc) starting at row r0 of x (token t0 of a sequence whose
   // first row is s0); wT [W][D] and bias [D] float32; the initial state of the tile (positions < 0) from
@@ -53,6 +67,10 @@ struct ConvKernels {
   // written there after the tile is computed (no other tile reads that block).
   void (*tile)(const ConvArgs& a, const float* wT, const float* bias, int64_t s0, int64_t t0, int tc, int64_t d0, int dc,
                const void* state, void* state_out, float* scratch);
+  // The short sequences (T <= kConvTileT: every decode update, W - 1 state columns kept in registers) over
+  // channels [d0, d0 + dc), dc <= kConvUpdateChunk (a multiple of 16 but for the last chunk), reading weight and bias in place. wt: workspace of
+  // (W + 1) * kConvUpdateChunk floats, 64-byte aligned.
+  void (*update)(const ConvArgs& a, const UpdateSeq* seqs, int ns, int64_t d0, int dc, float* wt);
   void (*to_f32)(const void* src, DType dt, int64_t off, int n, float* dst);
 };
 const ConvKernels& conv_kernels(SimdLevel l);

@@ -27,8 +27,29 @@ void rotate_row(const void* src, DType sdt, int64_t soff, void* dst, DType ddt, 
       x[h + i] = b * c[i] + a * s[i];
     }
   } else if (h > 0) {
-    // Plane i: x[2i], x[2i + 1] (a plain loop: the compiler's shuffles do as well as hand-written ones here).
-    for (int i = 0; i < h; i++) {
+    // Plane i: x[2i], x[2i + 1]. A vector holds W/2 planes: with cos and sin each duplicated into both lanes of
+    // their plane and x's lanes swapped pairwise, fmaddsub gives a cos - b sin in the even lanes and
+    // b cos + a sin in the odd ones. (The compiler's loop, which this replaces, shuffled element by element:
+    // measured as the bench row "interleaved".)
+    int i = 0;
+#if defined(__AVX512F__)
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    for (; i + W / 2 <= h; i += W / 2) {
+      const __m512 v = _mm512_loadu_ps(x + 2 * i);
+      const __m512 cv = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(c + i)));
+      const __m512 sv = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(s + i)));
+      _mm512_storeu_ps(x + 2 * i, _mm512_fmaddsub_ps(v, cv, _mm512_mul_ps(_mm512_permute_ps(v, 0xB1), sv)));
+    }
+#elif defined(__AVX2__)
+    const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    for (; i + W / 2 <= h; i += W / 2) {
+      const __m256 v = _mm256_loadu_ps(x + 2 * i);
+      const __m256 cv = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(c + i)), dup);
+      const __m256 sv = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(s + i)), dup);
+      _mm256_storeu_ps(x + 2 * i, _mm256_fmaddsub_ps(v, cv, _mm256_mul_ps(_mm256_permute_ps(v, 0xB1), sv)));
+    }
+#endif
+    for (; i < h; i++) {
       const float a = x[2 * i], b = x[2 * i + 1];
       x[2 * i] = a * c[i] - b * s[i];
       x[2 * i + 1] = b * c[i] + a * s[i];
