@@ -3,9 +3,10 @@
 // (the weights widened in registers as they load); y float32 or a 16-bit dtype (rounded once at the end).
 //
 // Two paths, by the number of rows (row_wise: always the first, in blocks of kLinearGemvRows rows):
-//   GEMV (M <= kLinearGemvRows, decode): the weights stream once for all M rows. Tasks are blocks of output
-//     features; each keeps M x R vector accumulators in registers while the K axis streams (x in chunks of
-//     kLinearChunk columns that stay in L1, partial sums of the block parked on the stack between chunks).
+//   GEMV (M <= kLinearGemvRows, decode): the weights stream once for all M rows. Tasks are contiguous ranges
+//     of output features; each loads a block of R weight rows' vectors once (widened in registers) and applies
+//     them to the M rows (R x M accumulators), the K axis in chunks of kLinearChunk columns (x copied with padded
+//     rows, its chunk in L1), software prefetch one block ahead in the weight stream.
 //   GEMM (more rows): tasks are (row block, column block) tiles; each packs its weight columns chunk by chunk
 //     into float32 panels of the microkernel's width (gemm_impl.h: MR rows x NR columns in registers) and runs
 //     the microkernel over its rows, accumulating into y (which starts as the bias).
@@ -18,7 +19,7 @@
 namespace sk {
 
 constexpr int kLinearGemvRows = 8;   // rows up to this take the GEMV path
-constexpr int kLinearChunk = 512;    // GEMV: x columns per chunk (M x 512 floats <= 16 KiB)
+constexpr int kLinearChunk = 512;    // GEMV: x columns per chunk (8 rows: 16 KiB, in L1)
 constexpr int kLinearKC = 256;       // GEMM: inner-dimension chunk of a packed panel
 constexpr int kLinearMC = 192;       // GEMM: rows per task (a multiple of every level's MR)
 constexpr int kLinearPanels = 4;     // GEMM: panels (of NR columns) per task
@@ -42,8 +43,9 @@ struct LinearArgs {
 
 struct LinearKernels {
   int panel;  // NR: the microkernel's column width (floats)
-  // y[m * ldy + j] = x_m . w_j + bias[j] for m < M (M <= kLinearGemvRows), j in [j0, j1); x float32 [M, K].
-  void (*gemv)(const float* x, int M, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
+  // y[m * ldy + j] = x_m . w_j + bias[j] for m < M (M <= kLinearGemvRows), j in [j0, j1); x float32 [M, K]
+  // with row stride ldx (>= K).
+  void (*gemv)(const float* x, int64_t ldx, int M, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
                int64_t ldy);
   // The same for `rows` (<= kLinearMC) rows of x through packed panels; pack: kLinearKC * kLinearPanels * panel
   // floats, apack: kLinearMC * kLinearKC floats (the rows' chunk, contiguous).

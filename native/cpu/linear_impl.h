@@ -14,119 +14,137 @@ namespace sk {
 namespace SK_LEVEL_NS {
 namespace {
 
-// Weight rows per register block for M rows: R x M accumulators (plus the loads) fit the register file.
+// Weight rows per register block for M rows: R x M accumulators, R weight vectors and one x vector fit the
+// register file (32 zmm, 16 ymm), so nothing spills in the inner loop.
 template <int M>
 constexpr int rows_per_block() {
 #if defined(__AVX512F__)
-  return M == 1 ? 8 : M == 2 ? 6 : M <= 4 ? 3 : 2;
+  return M <= 6 ? 4 : 3;
 #else
-  return M == 1 ? 4 : M == 2 ? 4 : M <= 4 ? 2 : 1;
+  return M <= 2 ? 4 : M == 3 ? 3 : M <= 6 ? 2 : 1;
 #endif
 }
 
-constexpr int kPrefetchAhead = 1024;  // bytes
-
-// Output features [j, j + R) of M rows over columns [k0, k0 + kc) of x (row stride K). acc holds the
-// features' running vector sums between chunks (R x M vectors); `first` starts them at zero, `last` reduces
-// them into y (+ bias).
+// Output features [j, j + R) of M rows over columns [k0, k1) of x (row stride ldx): each weight vector is
+// loaded (widened) once and applied to the M rows, one accumulator per (feature, row) summed in k order,
+// so a row's bits are the same whatever M and R are. `first`: y = bias + sum, else y += sum (K chunks).
+// pf: where the next block's first weight row reads this chunk (its rows K apart), prefetched as this one
+// is computed, so its pieces arrive while this block works from L1.
 template <class L, int M, int R>
-inline void gemv_block(const float* x, int K, const typename L::T* w, int j, int k0, int kc, bool first, bool last,
-                       V_* acc, const float* bias, float* y, int64_t ldy) {
+inline void gemv_block(const float* x, int64_t ldx, int K, const typename L::T* w, int j, int k0, int k1,
+                       const typename L::T* pf, int pfr, bool first, const float* bias, float* y, int64_t ldy) {
+  using T = typename L::T;
   constexpr int W = Vec::W;
+  constexpr int kLine = 64 / sizeof(T);  // elements per cache line
   V_ c[R][M];
-  for (int r = 0; r < R; r++)
-    for (int m = 0; m < M; m++) c[r][m] = first ? Vec::zero() : acc[r * M + m];
-  const typename L::T* wr[R];
-  for (int r = 0; r < R; r++) wr[r] = w + static_cast<int64_t>(j + r) * K;
-  int k = k0;
-  const int kend = k0 + kc;
-  for (; k + W <= kend; k += W) {
-    // Software prefetch of each weight row 1 KiB ahead (a row is a stream of its own; with R rows in flight
-    // the hardware prefetcher alone starts each one late).
-    for (int r = 0; r < R; r++) prefetch(wr[r] + k + kPrefetchAhead / sizeof(typename L::T));
-    if constexpr (R == 1) {
-      // One feature: x straight from L1 into each FMA (a memory operand), so the M accumulators, the weight
-      // vector and nothing else hold registers (M = 8 with x preloaded would spill on AVX2's 16).
-      const V_ wv = L::load(wr[0] + k);
-      for (int m = 0; m < M; m++) c[0][m] = Vec::fma(wv, Vec::load(x + static_cast<int64_t>(m) * K + k), c[0][m]);
-    } else {
-      V_ xv[M];
-      for (int m = 0; m < M; m++) xv[m] = Vec::load(x + static_cast<int64_t>(m) * K + k);
-      for (int r = 0; r < R; r++) {
-        const V_ wv = L::load(wr[r] + k);
-        for (int m = 0; m < M; m++) c[r][m] = Vec::fma(wv, xv[m], c[r][m]);
-      }
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) c[r][m] = Vec::zero();
+  const T* wr[R];
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) wr[r] = w + static_cast<int64_t>(j + r) * K;
+  // The next block's lines, spread over this block's iterations: line i of its pfr rows at iteration i.
+  const int pf_lines = (k1 - k0 + kLine - 1) / kLine;
+  int k = k0, it = 0;
+  for (; k + W <= k1; k += W, it++) {
+    if (it < pf_lines) {
+      for (int r = 0; r < pfr; r++) prefetch(pf + static_cast<int64_t>(r) * K + it * kLine);
+    }
+    V_ wv[R];
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) wv[r] = L::load(wr[r] + k);
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
+      const V_ xv = Vec::load(x + m * ldx + k);
+      _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) c[r][m] = Vec::fma(wv[r], xv, c[r][m]);
     }
   }
-  if (k < kend) {  // the last chunk's tail (chunks are whole vectors before it)
-    const int n = kend - k;
-    V_ xv[M];
-    for (int m = 0; m < M; m++) xv[m] = Vec::loadp(x + static_cast<int64_t>(m) * K + k, n);
-    for (int r = 0; r < R; r++) {
-      const V_ wv = L::loadp(wr[r] + k, n);
-      for (int m = 0; m < M; m++) c[r][m] = Vec::fma(wv, xv[m], c[r][m]);
+  if (k < k1) {  // the row's tail (zero lanes past it)
+    const int n = k1 - k;
+    V_ wv[R];
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) wv[r] = L::loadp(wr[r] + k, n);
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
+      const V_ xv = Vec::loadp(x + m * ldx + k, n);
+      _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) c[r][m] = Vec::fma(wv[r], xv, c[r][m]);
     }
   }
-  if (!last) {
-    for (int r = 0; r < R; r++)
-      for (int m = 0; m < M; m++) acc[r * M + m] = c[r][m];
-    return;
-  }
-  for (int r = 0; r < R; r++) {
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
     const float b = bias ? bias[j + r] : 0.f;
-    for (int m = 0; m < M; m++) y[m * ldy + j + r] = Vec::hsum(c[r][m]) + b;
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
+      float& out = y[m * ldy + j + r];
+      out = first ? b + Vec::hsum(c[r][m]) : out + Vec::hsum(c[r][m]);
+    }
   }
 }
 
+// Features [j0, j1) of M rows: the K axis in chunks of kLinearChunk columns, the features in blocks of R. The
+// sums are cut at the chunks (y = bias + chunk 0, then y += each next chunk) whatever the order the pieces
+// are visited in, and the chunk does not depend on M, so neither do a row's bits. Two orders:
+//   - rows first, when all M rows of x fit in L1 (M = 1 to K = 8192): each block streams its weight rows start
+//     to end, prefetching its next chunk (or the next block's first) as it computes one;
+//   - chunks first (more rows): the M rows' chunk stays in L1 while the task's blocks pass over it in memory
+//     order, each prefetching the next block's pieces of the chunk.
 template <class L, int M>
-void gemv_rows(const float* x, int K, const void* wv, int j0, int j1, const float* bias, float* y, int64_t ldy) {
+void gemv_rows(const float* x, int64_t ldx, int K, const void* wv, int j0, int j1, const float* bias, float* y,
+               int64_t ldy) {
+  using T = typename L::T;
   constexpr int R = rows_per_block<M>();
-  const typename L::T* w = static_cast<const typename L::T*>(wv);
-  // Partial sums of the task's features between chunks: at most kBlockRows features of M vectors each.
-  constexpr int kBlockRows = 64;
-  alignas(64) V_ acc[kBlockRows * M];
-  for (int jb = j0; jb < j1; jb += kBlockRows) {
-    const int je = j1 - jb < kBlockRows ? j1 : jb + kBlockRows;
-    // x columns per chunk: M rows of them fill at most 16 KiB of L1 (M = 1: 4096 columns, so a decode row
-    // up to 4096 wide is one chunk and each weight row streams start to end, one prefetch stream each).
-    constexpr int kChunk = kLinearChunk * kLinearGemvRows / M / 16 * 16;
-    int k0 = 0;
-    do {
-      const int kc = K - k0 < kChunk ? K - k0 : kChunk;
-      const bool first = k0 == 0, last = k0 + kc >= K;
-      int j = jb;
-      for (; j + R <= je; j += R) gemv_block<L, M, R>(x, K, w, j, k0, kc, first, last, acc + (j - jb) * M, bias, y, ldy);
-      for (; j < je; j++) gemv_block<L, M, 1>(x, K, w, j, k0, kc, first, last, acc + (j - jb) * M, bias, y, ldy);
-      k0 += kc;
-    } while (k0 < K);
+  const T* w = static_cast<const T*>(wv);
+  const int jfull = j0 + (j1 - j0) / R * R;
+  auto rows_at = [&](int j) { return j < jfull ? R : 1; };  // the block starting at j
+  auto chunk_end = [&](int k0) { return K - k0 < kLinearChunk ? K : k0 + kLinearChunk; };
+  auto block = [&](int j, int k0, const T* pf, int pfr) {
+    const int k1 = chunk_end(k0);
+    if (j < jfull) gemv_block<L, M, R>(x, ldx, K, w, j, k0, k1, pf, pfr, k0 == 0, bias, y, ldy);
+    else gemv_block<L, M, 1>(x, ldx, K, w, j, k0, k1, pf, pfr, k0 == 0, bias, y, ldy);
+  };
+  const T* wrow = w;  // row 0: prefetch target past the task's end (harmless, prefetches never fault)
+  if (static_cast<int64_t>(M) * K * 4 <= 32 * 1024) {
+    for (int j = j0; j < j1; j += rows_at(j)) {
+      const int nr = rows_at(j);
+      for (int k0 = 0; k0 < K; k0 += kLinearChunk) {
+        const int k1 = chunk_end(k0);
+        if (k1 < K) block(j, k0, w + static_cast<int64_t>(j) * K + k1, nr);
+        else if (j + nr < j1) block(j, k0, w + static_cast<int64_t>(j + nr) * K, rows_at(j + nr));
+        else block(j, k0, wrow, 0);
+      }
+    }
+    return;
+  }
+  for (int k0 = 0; k0 < K; k0 += kLinearChunk) {
+    const int k1 = chunk_end(k0);
+    for (int j = j0; j < j1; j += rows_at(j)) {
+      const int nr = rows_at(j);
+      if (j + nr < j1) block(j, k0, w + static_cast<int64_t>(j + nr) * K + k0, rows_at(j + nr));
+      else if (k1 < K) block(j, k0, w + static_cast<int64_t>(j0) * K + k1, rows_at(j0));
+      else block(j, k0, wrow, 0);
+    }
   }
 }
 
 template <class L>
-void gemv_dispatch(const float* x, int M, int K, const void* w, int j0, int j1, const float* bias, float* y, int64_t ldy) {
+void gemv_dispatch(const float* x, int64_t ldx, int M, int K, const void* w, int j0, int j1, const float* bias, float* y,
+                   int64_t ldy) {
   switch (M) {
-    case 1: return gemv_rows<L, 1>(x, K, w, j0, j1, bias, y, ldy);
-    case 2: return gemv_rows<L, 2>(x, K, w, j0, j1, bias, y, ldy);
-    case 3: return gemv_rows<L, 3>(x, K, w, j0, j1, bias, y, ldy);
-    case 4: return gemv_rows<L, 4>(x, K, w, j0, j1, bias, y, ldy);
-    case 5: return gemv_rows<L, 5>(x, K, w, j0, j1, bias, y, ldy);
-    case 6: return gemv_rows<L, 6>(x, K, w, j0, j1, bias, y, ldy);
-    case 7: return gemv_rows<L, 7>(x, K, w, j0, j1, bias, y, ldy);
-    case 8: return gemv_rows<L, 8>(x, K, w, j0, j1, bias, y, ldy);
+    case 1: return gemv_rows<L, 1>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 2: return gemv_rows<L, 2>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 3: return gemv_rows<L, 3>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 4: return gemv_rows<L, 4>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 5: return gemv_rows<L, 5>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 6: return gemv_rows<L, 6>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 7: return gemv_rows<L, 7>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 8: return gemv_rows<L, 8>(x, ldx, K, w, j0, j1, bias, y, ldy);
     default: return;
   }
 }
 
-void gemv(const float* x, int M, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y, int64_t ldy) {
+void gemv(const float* x, int64_t ldx, int M, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
+          int64_t ldy) {
   if (K == 0) {  // no columns: the bias (or zeros)
     for (int m = 0; m < M; m++)
       for (int j = j0; j < j1; j++) y[m * ldy + j] = bias ? bias[j] : 0.f;
     return;
   }
   switch (wdt) {
-    case DType::f32: return gemv_dispatch<LoadF32>(x, M, K, w, j0, j1, bias, y, ldy);
-    case DType::f16: return gemv_dispatch<LoadF16>(x, M, K, w, j0, j1, bias, y, ldy);
-    case DType::bf16: return gemv_dispatch<LoadBF16>(x, M, K, w, j0, j1, bias, y, ldy);
+    case DType::f32: return gemv_dispatch<LoadF32>(x, ldx, M, K, w, j0, j1, bias, y, ldy);
+    case DType::f16: return gemv_dispatch<LoadF16>(x, ldx, M, K, w, j0, j1, bias, y, ldy);
+    case DType::bf16: return gemv_dispatch<LoadBF16>(x, ldx, M, K, w, j0, j1, bias, y, ldy);
   }
 }
 
