@@ -79,6 +79,14 @@ describe(`linear native vs float64 reference (SIMD ${info().simd ?? 'none'})`, (
     for (let M = 1; M <= 9; M++) for (const w of DTS) run({ M, K, N: 13 + M, x: 'float32', w, b: 'float32', seed: 300 + K + i++ });
   });
 
+  // The GEMM packs x in tiles of 12 (AVX-512) / 6 / 4 rows and weights in chunks of 256 columns, tasks of at
+  // most 768 rows x 256 features: row counts on both sides of the tiles and of a row block, in = 257 (one
+  // column into the next chunk) and out = 257 (one feature into the next task), every weight dtype.
+  it.each([10, 12, 13, 25, 769, 780])('GEMM rows %i at in = 257, out in {33, 257}', (M) => {
+    let i = 0;
+    for (const N of [33, 257]) for (const w of DTS) run({ M, K: 257, N, x: 'float32', w, b: 'float32', seed: 700 + M + i++ });
+  });
+
   it('in = 0 gives the bias (or zeros); no rows gives an empty result', () => {
     const x = new Tensor(new Float32Array(0), [3, 0], 'float32');
     const w = new Tensor(new Float32Array(0), [5, 0], 'float32');

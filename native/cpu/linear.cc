@@ -104,22 +104,30 @@ bool linear_forward(const LinearArgs& a) {
       k.gemv(x + r0 * ldx, ldx, rows, K, a.w, a.wdt, j0, j1, bias, y + r0 * N, N);
     });
   } else {
-    const int cols = kLinearPanels * k.panel;
-    const int64_t rblocks = (M + kLinearMC - 1) / kLinearMC, cblocks = (N + cols - 1) / cols;
+    // x packed once (the conversion to float32 above where it was not).
+    const int64_t tiles = (M + k.mr - 1) / k.mr;
+    std::unique_ptr<float[]> xp = uninit(tiles * k.mr * std::max(K, 1));
+    constexpr int64_t kPackTiles = 16;
+    run_tasks((tiles + kPackTiles - 1) / kPackTiles, serial, [&](int64_t t, int) {
+      k.pack_x(x, M, K, t * kPackTiles, std::min(tiles, (t + 1) * kPackTiles), xp.get());
+    });
+    // Feature blocks narrower where there would be under 4 tasks per thread (still whole panels).
     const int threads = serial ? 1 : num_threads();
-    const int64_t pack_floats = static_cast<int64_t>(kLinearKC) * cols + static_cast<int64_t>(kLinearMC) * kLinearKC;
+    const int64_t rtiles = kLinearMC / k.mr, rblocks = (tiles + rtiles - 1) / rtiles;
+    int cols = kLinearNC;
+    while (cols > k.nr && rblocks * ((N + cols - 1) / cols) < 4 * threads) cols -= k.nr;
+    const int64_t cblocks = (N + cols - 1) / cols;
+    const int64_t pack_floats = static_cast<int64_t>(kLinearKC) * kLinearNC;
     std::unique_ptr<float[]> packs = uninit(pack_floats * threads);
-    // Column blocks outermost: neighbouring tasks read the same weights (shared in L3) for other rows.
     run_tasks(rblocks * cblocks, serial, [&](int64_t t, int tid) {
       if (cancelled(a.cancel)) {
         stop = true;
         return;
       }
-      const int64_t rb = t % rblocks, cb = t / rblocks;
-      const int64_t r0 = rb * kLinearMC, r1 = std::min<int64_t>(M, r0 + kLinearMC);
+      const int64_t rb = t / cblocks, cb = t % cblocks;
+      const int64_t t0 = rb * rtiles, t1 = std::min(tiles, t0 + rtiles);
       const int j0 = static_cast<int>(cb * cols), j1 = std::min(N, j0 + cols);
-      k.gemm(x + r0 * K, static_cast<int>(r1 - r0), K, a.w, a.wdt, j0, j1, bias, y + r0 * N, N,
-             packs.get() + pack_floats * tid, packs.get() + pack_floats * tid + static_cast<int64_t>(kLinearKC) * cols);
+      k.gemm(xp.get(), M, K, a.w, a.wdt, j0, j1, t0, t1, bias, y, N, packs.get() + pack_floats * tid);
     });
   }
   if (stop) return false;

@@ -6,7 +6,6 @@
 #include <cstring>
 
 #include "convert_impl.h"
-#include "gemm_impl.h"
 #include "linear.h"
 #include "vec.h"
 
@@ -148,35 +147,109 @@ void gemv(const float* x, int64_t ldx, int M, int K, const void* w, DType wdt, i
   }
 }
 
-constexpr int kNR = kNV * Vec::W;
+// ---- GEMM: an MR x NR tile of y in registers (MR broadcasts of x and NV weight vectors per k feed MR x NV
+// FMAs), over x packed once per call and weight panels packed once per task and chunk.
+#if defined(__AVX512F__)
+constexpr int kMRg = 12, kNVg = 2;  // 24 accumulators + 2 weight vectors + 1 broadcast of 32 zmm
+#elif defined(__AVX2__)
+constexpr int kMRg = 6, kNVg = 2;   // 12 + 2 + 1 of 16 ymm
+#else
+constexpr int kMRg = 4, kNVg = 2;
+#endif
+constexpr int kNRg = kNVg * Vec::W;
 
-// Rows of x (row stride K) times weight features [j0, j1) (at most kLinearPanels * kNR of them), into y rows
-// (stride ldy): y starts as the bias, then each chunk of kLinearKC columns of the features is widened and
-// packed into panels (panel p: kc rows of kNR floats, feature j0 + p * kNR + c in column c) and the
-// microkernel adds x[:, chunk] . panel into y.
-void gemm_tile_rows(const float* x, int rows, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
-                    int64_t ldy, float* pack, float* apack) {
-  for (int r = 0; r < rows; r++) {
-    float* yr = y + r * ldy;
-    for (int j = j0; j < j1; j++) yr[j] = bias ? bias[j] : 0.f;
+// y rows [0, rows) x columns [0, ncols) of the tile (+)= a . b over kc: a [kc][MR] (x's packed tile), b [kc][NR]
+// (a packed panel). first: y = bias + a . b (bias at the tile's columns, or null), else y += a . b.
+template <bool kFullCols>
+inline void gemm_micro(int kc, const float* a, const float* b, float* y, int64_t ldy, int rows, int ncols,
+                       const float* bias, bool first) {
+  constexpr int W = Vec::W;
+  V_ c[kMRg][kNVg];
+  auto width = [&](int v) { return ncols - v * W < W ? ncols - v * W : W; };
+  _Pragma("GCC unroll 16") for (int v = 0; v < kNVg; v++) {
+    V_ init = Vec::zero();
+    if (first && bias) init = kFullCols ? Vec::load(bias + v * W) : (width(v) > 0 ? Vec::loadp(bias + v * W, width(v)) : Vec::zero());
+    _Pragma("GCC unroll 16") for (int i = 0; i < kMRg; i++) {
+      if (first || i >= rows) c[i][v] = init;
+      else if (kFullCols) c[i][v] = Vec::load(y + i * ldy + v * W);
+      else c[i][v] = width(v) > 0 ? Vec::loadp(y + i * ldy + v * W, width(v)) : Vec::zero();
+    }
   }
-  alignas(64) float row[kLinearKC];
-  const int ncols = j1 - j0, npanels = (ncols + kNR - 1) / kNR;
+  for (int p = 0; p < kc; p++) {
+    V_ bv[kNVg];
+    _Pragma("GCC unroll 16") for (int v = 0; v < kNVg; v++) bv[v] = Vec::load(b + p * kNRg + v * W);
+    _Pragma("GCC unroll 16") for (int i = 0; i < kMRg; i++) {
+      const V_ av = Vec::set1(a[p * kMRg + i]);
+      _Pragma("GCC unroll 16") for (int v = 0; v < kNVg; v++) c[i][v] = Vec::fma(av, bv[v], c[i][v]);
+    }
+  }
+  _Pragma("GCC unroll 16") for (int i = 0; i < kMRg; i++) {
+    if (i >= rows) break;
+    _Pragma("GCC unroll 16") for (int v = 0; v < kNVg; v++) {
+      if (kFullCols) Vec::store(y + i * ldy + v * W, c[i][v]);
+      else if (width(v) > 0) Vec::storep(y + i * ldy + v * W, c[i][v], width(v));
+    }
+  }
+}
+
+// Row tiles [t0, t1) of x [M, K] (float32) into xp: chunk c (columns c * kLinearKC ...) of tile t at
+// xp + c * kLinearKC * Mp + t * kMRg * kc as [kc][MR] (rows past M zero), Mp = M rounded up to MR.
+void pack_x(const float* x, int64_t M, int K, int64_t t0, int64_t t1, float* xp) {
+  const int64_t Mp = (M + kMRg - 1) / kMRg * kMRg;
   for (int k0 = 0; k0 < K; k0 += kLinearKC) {
     const int kc = K - k0 < kLinearKC ? K - k0 : kLinearKC;
-    for (int c = 0; c < ncols; c++) {
-      load_row(w, wdt, static_cast<int64_t>(j0 + c) * K + k0, kc, row);
-      float* dst = pack + static_cast<int64_t>(c / kNR) * kc * kNR + c % kNR;
-      for (int kk = 0; kk < kc; kk++) dst[kk * kNR] = row[kk];
+    for (int64_t t = t0; t < t1; t++) {
+      float* dst = xp + static_cast<int64_t>(k0) * Mp + t * kMRg * kc;
+      for (int i = 0; i < kMRg; i++) {
+        const int64_t r = t * kMRg + i;
+        if (r >= M) {
+          for (int kk = 0; kk < kc; kk++) dst[kk * kMRg + i] = 0.f;
+          continue;
+        }
+        const float* src = x + r * K + k0;
+        for (int kk = 0; kk < kc; kk++) dst[kk * kMRg + i] = src[kk];
+      }
     }
-    // The rows' chunk copied contiguously (row stride kc): rows K floats apart (16 KiB at K = 4096) would all
-    // fall in the same L1 set, and the microkernel reads MR of them at once.
-    for (int r = 0; r < rows; r++)
-      std::memcpy(apack + static_cast<int64_t>(r) * kc, x + static_cast<int64_t>(r) * K + k0, static_cast<size_t>(kc) * sizeof(float));
+  }
+}
+
+// Row tiles [t0, t1) of y (rows of M, stride ldy) x features [j0, j1): for each chunk of kLinearKC columns the
+// features' weights are widened and packed into panels (panel p: [kc][NR], feature j0 + p * NR + col, zeros
+// past j1; pack: kLinearKC x (j1 - j0 rounded up to NR) floats), then each panel meets every row tile while
+// it stays in L1. y starts as the bias in the first chunk.
+void gemm_tiles(const float* xp, int64_t M, int K, const void* w, DType wdt, int j0, int j1, int64_t t0, int64_t t1,
+                const float* bias, float* y, int64_t ldy, float* pack) {
+  const int64_t Mp = (M + kMRg - 1) / kMRg * kMRg;
+  const int ncols = j1 - j0, npanels = (ncols + kNRg - 1) / kNRg;
+  if (K == 0) {  // no columns: the bias (or zeros)
+    for (int64_t r = t0 * kMRg; r < M && r < t1 * kMRg; r++)
+      for (int j = j0; j < j1; j++) y[r * ldy + j] = bias ? bias[j] : 0.f;
+    return;
+  }
+  alignas(64) float row[kLinearKC];
+  for (int k0 = 0; k0 < K; k0 += kLinearKC) {
+    const int kc = K - k0 < kLinearKC ? K - k0 : kLinearKC;
+    for (int c = 0; c < npanels * kNRg; c++) {
+      float* dst = pack + static_cast<int64_t>(c / kNRg) * kc * kNRg + c % kNRg;
+      if (c >= ncols) {
+        for (int kk = 0; kk < kc; kk++) dst[kk * kNRg] = 0.f;
+        continue;
+      }
+      load_row(w, wdt, static_cast<int64_t>(j0 + c) * K + k0, kc, row);
+      for (int kk = 0; kk < kc; kk++) dst[kk * kNRg] = row[kk];
+    }
+    const float* xc = xp + static_cast<int64_t>(k0) * Mp;
     for (int p = 0; p < npanels; p++) {
-      const int pw = ncols - p * kNR < kNR ? ncols - p * kNR : kNR;
-      gemm(rows, pw, kc, apack, kc, pack + static_cast<int64_t>(p) * kc * kNR, kNR, y + j0 + p * kNR,
-           static_cast<int>(ldy), kAccumulate);
+      const int jc = j0 + p * kNRg, pw = j1 - jc < kNRg ? j1 - jc : kNRg;
+      const float* b = pack + static_cast<int64_t>(p) * kc * kNRg;
+      const float* bb = bias ? bias + jc : nullptr;
+      for (int64_t t = t0; t < t1; t++) {
+        const int rows = M - t * kMRg < kMRg ? static_cast<int>(M - t * kMRg) : kMRg;
+        float* yt = y + t * kMRg * ldy + jc;
+        const float* a = xc + t * kMRg * kc;
+        if (pw == kNRg) gemm_micro<true>(kc, a, b, yt, ldy, rows, pw, bb, k0 == 0);
+        else gemm_micro<false>(kc, a, b, yt, ldy, rows, pw, bb, k0 == 0);
+      }
     }
   }
 }
@@ -186,7 +259,7 @@ void from_f32(const float* src, void* dst, DType dt, int64_t off, int n) { store
 
 }  // namespace
 
-extern const LinearKernels kLinearKernels = {kNR, gemv, gemm_tile_rows, to_f32, from_f32};
+extern const LinearKernels kLinearKernels = {kMRg, kNRg, gemv, pack_x, gemm_tiles, to_f32, from_f32};
 
 }  // namespace SK_LEVEL_NS
 }  // namespace sk
