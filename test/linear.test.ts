@@ -71,6 +71,22 @@ describe(`linear native vs float64 reference (SIMD ${info().simd ?? 'none'})`, (
     run({ M: 8, K: 4096, N: 4096, x: 'bfloat16', w: 'bfloat16', b: 'bfloat16', seed: 8 });
   });
 
+  // The GEMV sums in chunks of 512 columns (native/cpu/linear.h kLinearChunk), visiting them rows first when
+  // the rows of x fit in L1 (M * in * 4 <= 32 KiB) and chunks first otherwise: both sides, a chunk's tail
+  // not a multiple of the vector width, every row count of the GEMV and one past it, every weight dtype.
+  it.each([513, 1031, 8200])('GEMV rows 1..9 at in = %i (chunk edges and tails), float32/float16/bfloat16 weights', (K) => {
+    let i = 0;
+    for (let M = 1; M <= 9; M++) for (const w of DTS) run({ M, K, N: 13 + M, x: 'float32', w, b: 'float32', seed: 300 + K + i++ });
+  });
+
+  // The GEMM packs x in tiles of 12 (AVX-512) / 6 / 4 rows and weights in chunks of 256 columns, tasks of at
+  // most 768 rows x 256 features: row counts on both sides of the tiles and of a row block, in = 257 (one
+  // column into the next chunk) and out = 257 (one feature into the next task), every weight dtype.
+  it.each([10, 12, 13, 25, 769, 780])('GEMM rows %i at in = 257, out in {33, 257}', (M) => {
+    let i = 0;
+    for (const N of [33, 257]) for (const w of DTS) run({ M, K: 257, N, x: 'float32', w, b: 'float32', seed: 700 + M + i++ });
+  });
+
   it('in = 0 gives the bias (or zeros); no rows gives an empty result', () => {
     const x = new Tensor(new Float32Array(0), [3, 0], 'float32');
     const w = new Tensor(new Float32Array(0), [5, 0], 'float32');
@@ -178,6 +194,21 @@ describe('linear: batchInvariant', () => {
       expect(sameBytes(new Tensor(all.data.slice(m * N, (m + 1) * N), [1, N], 'float32'), snapshot(one)), `row ${m}`).toBe(true);
     }
     expect(relErr(all, linear(x, w, { bias }))).toBeLessThan(1e-5); // the GEMM's answer, summed in another order
+  });
+
+  it('rows 1..9 at in = 1031 (3 chunks, a tail), every weight dtype: each row of the call equals the row alone', () => {
+    for (const dtype of DTS) {
+      const K = 1031, N = 29;
+      const w = randn([N, K], { seed: 5, dtype }), bias = randn([N], { seed: 6 });
+      for (let M = 1; M <= 9; M++) {
+        const x = randn([M, K], { seed: 40 + M });
+        const all = linear(x, w, { bias, batchInvariant: true });
+        for (let m = 0; m < M; m++) {
+          const one = linear(new Tensor(x.data.slice(m * K, (m + 1) * K), [1, K], 'float32'), w, { bias });
+          expect(sameBytes(new Tensor(all.data.slice(m * N, (m + 1) * N), [1, N], 'float32'), snapshot(one)), `${dtype} M=${M} row ${m}`).toBe(true);
+        }
+      }
+    }
   });
 
   it('refuses a non-boolean batchInvariant', () => {

@@ -20,7 +20,9 @@ const LinearKernels& linear_kernels(SimdLevel l) {
 
 namespace {
 
-constexpr int kGemvFeatures = 16;          // GEMV: output features per task
+// GEMV: output features per task, a multiple of every level's block of rows (1..4), so only a call's last
+// task has a remainder; at K = 4096 a task streams 768 KiB of float32 weights, contiguous in memory.
+constexpr int kGemvFeatures = 48;
 constexpr int64_t kSerialFlops = 1 << 17;  // smaller calls run on the calling thread (waking the pool costs more)
 constexpr int kConvRows = 64;              // rows per conversion task
 
@@ -48,9 +50,20 @@ bool linear_forward(const LinearArgs& a) {
   bool stop = false;
 
   // float32 x and bias.
+  const bool gemv = M <= kLinearGemvRows || a.row_wise;
   std::unique_ptr<float[]> xbuf, bbuf;
   const float* x = static_cast<const float*>(a.x);
-  if (a.xdt != DType::f32 && K > 0) {
+  // The GEMV's x: a float32 copy with rows one cache line more than a multiple of 16 floats apart, so that
+  // the M rows of a chunk (and the weight rows, K apart) do not all fall in the same L1 sets.
+  const int64_t ldx = gemv ? (K + 15) / 16 * 16 + 16 : K;
+  if (gemv && K > 0) {
+    xbuf = uninit(M * ldx);
+    run_tasks((M + kConvRows - 1) / kConvRows, serial, [&](int64_t t, int) {
+      const int64_t r1 = std::min<int64_t>(M, (t + 1) * kConvRows);
+      for (int64_t r = t * kConvRows; r < r1; r++) k.to_f32(a.x, a.xdt, r * K, K, xbuf.get() + r * ldx);
+    });
+    x = xbuf.get();
+  } else if (a.xdt != DType::f32 && K > 0) {
     xbuf = uninit(M * K);
     run_tasks((M + kConvRows - 1) / kConvRows, serial, [&](int64_t t, int) {
       const int64_t r0 = t * kConvRows, r1 = std::min<int64_t>(M, r0 + kConvRows);
@@ -72,10 +85,14 @@ bool linear_forward(const LinearArgs& a) {
     y = ybuf.get();
   }
 
-  if (M <= kLinearGemvRows || a.row_wise) {
+  if (gemv) {
     // A row's sums are the same whatever the block's row count (each row keeps its own accumulators), so
     // blocks of rows give the bits of a one-row call.
-    const int64_t fblocks = (N + kGemvFeatures - 1) / kGemvFeatures, rblocks = (M + kLinearGemvRows - 1) / kLinearGemvRows;
+    // Fewer features per task where there would be under 4 tasks per thread (small N): still a multiple of 12.
+    const int threads = serial ? 1 : num_threads();
+    int feats = kGemvFeatures;
+    while (feats > 12 && (N + feats - 1) / feats < 4 * threads) feats -= 12;
+    const int64_t fblocks = (N + feats - 1) / feats, rblocks = (M + kLinearGemvRows - 1) / kLinearGemvRows;
     run_tasks(fblocks * rblocks, serial, [&](int64_t t, int) {
       if (cancelled(a.cancel)) {
         stop = true;
@@ -83,26 +100,34 @@ bool linear_forward(const LinearArgs& a) {
       }
       const int64_t r0 = (t / fblocks) * kLinearGemvRows;
       const int rows = static_cast<int>(std::min<int64_t>(kLinearGemvRows, M - r0));
-      const int j0 = static_cast<int>((t % fblocks) * kGemvFeatures), j1 = std::min(N, j0 + kGemvFeatures);
-      k.gemv(x + r0 * K, rows, K, a.w, a.wdt, j0, j1, bias, y + r0 * N, N);
+      const int j0 = static_cast<int>((t % fblocks) * feats), j1 = std::min(N, j0 + feats);
+      k.gemv(x + r0 * ldx, ldx, rows, K, a.w, a.wdt, j0, j1, bias, y + r0 * N, N);
     });
   } else {
-    const int cols = kLinearPanels * k.panel;
-    const int64_t rblocks = (M + kLinearMC - 1) / kLinearMC, cblocks = (N + cols - 1) / cols;
+    // x packed once (the conversion to float32 above where it was not).
+    const int64_t tiles = (M + k.mr - 1) / k.mr;
+    std::unique_ptr<float[]> xp = uninit(tiles * k.mr * std::max(K, 1));
+    constexpr int64_t kPackTiles = 16;
+    run_tasks((tiles + kPackTiles - 1) / kPackTiles, serial, [&](int64_t t, int) {
+      k.pack_x(x, M, K, t * kPackTiles, std::min(tiles, (t + 1) * kPackTiles), xp.get());
+    });
+    // Feature blocks narrower where there would be under 4 tasks per thread (still whole panels).
     const int threads = serial ? 1 : num_threads();
-    const int64_t pack_floats = static_cast<int64_t>(kLinearKC) * cols + static_cast<int64_t>(kLinearMC) * kLinearKC;
+    const int64_t rtiles = kLinearMC / k.mr, rblocks = (tiles + rtiles - 1) / rtiles;
+    int cols = kLinearNC;
+    while (cols > k.nr && rblocks * ((N + cols - 1) / cols) < 4 * threads) cols -= k.nr;
+    const int64_t cblocks = (N + cols - 1) / cols;
+    const int64_t pack_floats = static_cast<int64_t>(kLinearKC) * kLinearNC;
     std::unique_ptr<float[]> packs = uninit(pack_floats * threads);
-    // Column blocks outermost: neighbouring tasks read the same weights (shared in L3) for other rows.
     run_tasks(rblocks * cblocks, serial, [&](int64_t t, int tid) {
       if (cancelled(a.cancel)) {
         stop = true;
         return;
       }
-      const int64_t rb = t % rblocks, cb = t / rblocks;
-      const int64_t r0 = rb * kLinearMC, r1 = std::min<int64_t>(M, r0 + kLinearMC);
+      const int64_t rb = t / cblocks, cb = t % cblocks;
+      const int64_t t0 = rb * rtiles, t1 = std::min(tiles, t0 + rtiles);
       const int j0 = static_cast<int>(cb * cols), j1 = std::min(N, j0 + cols);
-      k.gemm(x + r0 * K, static_cast<int>(r1 - r0), K, a.w, a.wdt, j0, j1, bias, y + r0 * N, N,
-             packs.get() + pack_floats * tid, packs.get() + pack_floats * tid + static_cast<int64_t>(kLinearKC) * cols);
+      k.gemm(xp.get(), M, K, a.w, a.wdt, j0, j1, t0, t1, bias, y, N, packs.get() + pack_floats * tid);
     });
   }
   if (stop) return false;

@@ -3,12 +3,14 @@
 // (the weights widened in registers as they load); y float32 or a 16-bit dtype (rounded once at the end).
 //
 // Two paths, by the number of rows (row_wise: always the first, in blocks of kLinearGemvRows rows):
-//   GEMV (M <= kLinearGemvRows, decode): the weights stream once for all M rows. Tasks are blocks of output
-//     features; each keeps M x R vector accumulators in registers while the K axis streams (x in chunks of
-//     kLinearChunk columns that stay in L1, partial sums of the block parked on the stack between chunks).
-//   GEMM (more rows): tasks are (row block, column block) tiles; each packs its weight columns chunk by chunk
-//     into float32 panels of the microkernel's width (gemm_impl.h: MR rows x NR columns in registers) and runs
-//     the microkernel over its rows, accumulating into y (which starts as the bias).
+//   GEMV (M <= kLinearGemvRows, decode): the weights stream once for all M rows. Tasks are contiguous ranges
+//     of output features; each loads a block of R weight rows' vectors once (widened in registers) and applies
+//     them to the M rows (R x M accumulators), the K axis in chunks of kLinearChunk columns (x copied with padded
+//     rows, its chunk in L1), software prefetch one block ahead in the weight stream.
+//   GEMM (more rows): x is packed once per call into row tiles of MR rows ([chunk][tile][kc][MR]); tasks are
+//     (row block, feature block) tiles; each packs its features' weights chunk by chunk into float32 panels of
+//     NR columns (each weight packed once per row block) and runs the MR x NR register-blocked microkernel
+//     over its row tiles, y starting as the bias.
 #pragma once
 #include <cstdint>
 
@@ -18,10 +20,10 @@
 namespace sk {
 
 constexpr int kLinearGemvRows = 8;   // rows up to this take the GEMV path
-constexpr int kLinearChunk = 512;    // GEMV: x columns per chunk (M x 512 floats <= 16 KiB)
-constexpr int kLinearKC = 256;       // GEMM: inner-dimension chunk of a packed panel
-constexpr int kLinearMC = 192;       // GEMM: rows per task (a multiple of every level's MR)
-constexpr int kLinearPanels = 4;     // GEMM: panels (of NR columns) per task
+constexpr int kLinearChunk = 512;    // GEMV: x columns per chunk (8 rows: 16 KiB, in L1)
+constexpr int kLinearKC = 256;       // GEMM: inner-dimension chunk of a packed panel (AVX-512: 32 KiB, in L1)
+constexpr int kLinearNC = 256;       // GEMM: features per task (a multiple of every level's NR)
+constexpr int kLinearMC = 768;       // GEMM: rows per task (a multiple of every level's MR)
 
 struct LinearArgs {
   int64_t M = 0;
@@ -41,14 +43,18 @@ struct LinearArgs {
 };
 
 struct LinearKernels {
-  int panel;  // NR: the microkernel's column width (floats)
-  // y[m * ldy + j] = x_m . w_j + bias[j] for m < M (M <= kLinearGemvRows), j in [j0, j1); x float32 [M, K].
-  void (*gemv)(const float* x, int M, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
+  int mr, nr;  // the GEMM microkernel's tile: MR rows x NR columns (floats)
+  // y[m * ldy + j] = x_m . w_j + bias[j] for m < M (M <= kLinearGemvRows), j in [j0, j1); x float32 [M, K]
+  // with row stride ldx (>= K).
+  void (*gemv)(const float* x, int64_t ldx, int M, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
                int64_t ldy);
-  // The same for `rows` (<= kLinearMC) rows of x through packed panels; pack: kLinearKC * kLinearPanels * panel
-  // floats, apack: kLinearMC * kLinearKC floats (the rows' chunk, contiguous).
-  void (*gemm)(const float* x, int rows, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
-               int64_t ldy, float* pack, float* apack);
+  // x [M, K] float32 packed for the GEMM: row tiles [t0, t1) of MR rows, layout in linear_impl.h pack_x;
+  // xp holds M rounded up to MR times K floats.
+  void (*pack_x)(const float* x, int64_t M, int K, int64_t t0, int64_t t1, float* xp);
+  // y rows of tiles [t0, t1) x features [j0, j1) (at most kLinearNC) = xp . w^T + bias; pack: kLinearKC x
+  // kLinearNC floats.
+  void (*gemm)(const float* xp, int64_t M, int K, const void* w, DType wdt, int j0, int j1, int64_t t0, int64_t t1,
+               const float* bias, float* y, int64_t ldy, float* pack);
   void (*to_f32)(const void* src, DType dt, int64_t off, int n, float* dst);
   void (*from_f32)(const float* src, void* dst, DType dt, int64_t off, int n);
 };

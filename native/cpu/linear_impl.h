@@ -6,7 +6,6 @@
 #include <cstring>
 
 #include "convert_impl.h"
-#include "gemm_impl.h"
 #include "linear.h"
 #include "vec.h"
 
@@ -14,151 +13,243 @@ namespace sk {
 namespace SK_LEVEL_NS {
 namespace {
 
-// Weight rows per register block for M rows: R x M accumulators (plus the loads) fit the register file.
+// Weight rows per register block for M rows: R x M accumulators, R weight vectors and one x vector fit the
+// register file (32 zmm, 16 ymm), so nothing spills in the inner loop.
 template <int M>
 constexpr int rows_per_block() {
 #if defined(__AVX512F__)
-  return M == 1 ? 8 : M == 2 ? 6 : M <= 4 ? 3 : 2;
+  return M <= 6 ? 4 : 3;
 #else
-  return M == 1 ? 4 : M == 2 ? 4 : M <= 4 ? 2 : 1;
+  return M <= 2 ? 4 : M == 3 ? 3 : M <= 6 ? 2 : 1;
 #endif
 }
 
-constexpr int kPrefetchAhead = 1024;  // bytes
-
-// Output features [j, j + R) of M rows over columns [k0, k0 + kc) of x (row stride K). acc holds the
-// features' running vector sums between chunks (R x M vectors); `first` starts them at zero, `last` reduces
-// them into y (+ bias).
+// Output features [j, j + R) of M rows over columns [k0, k1) of x (row stride ldx): each weight vector is
+// loaded (widened) once and applied to the M rows, one accumulator per (feature, row) summed in k order,
+// so a row's bits are the same whatever M and R are. `first`: y = bias + sum, else y += sum (K chunks).
+// pf: where the next block's first weight row reads this chunk (its rows K apart), prefetched as this one
+// is computed, so its pieces arrive while this block works from L1.
 template <class L, int M, int R>
-inline void gemv_block(const float* x, int K, const typename L::T* w, int j, int k0, int kc, bool first, bool last,
-                       V_* acc, const float* bias, float* y, int64_t ldy) {
+inline void gemv_block(const float* x, int64_t ldx, int K, const typename L::T* w, int j, int k0, int k1,
+                       const typename L::T* pf, int pfr, bool first, const float* bias, float* y, int64_t ldy) {
+  using T = typename L::T;
   constexpr int W = Vec::W;
+  constexpr int kLine = 64 / sizeof(T);  // elements per cache line
   V_ c[R][M];
-  for (int r = 0; r < R; r++)
-    for (int m = 0; m < M; m++) c[r][m] = first ? Vec::zero() : acc[r * M + m];
-  const typename L::T* wr[R];
-  for (int r = 0; r < R; r++) wr[r] = w + static_cast<int64_t>(j + r) * K;
-  int k = k0;
-  const int kend = k0 + kc;
-  for (; k + W <= kend; k += W) {
-    // Software prefetch of each weight row 1 KiB ahead (a row is a stream of its own; with R rows in flight
-    // the hardware prefetcher alone starts each one late).
-    for (int r = 0; r < R; r++) prefetch(wr[r] + k + kPrefetchAhead / sizeof(typename L::T));
-    if constexpr (R == 1) {
-      // One feature: x straight from L1 into each FMA (a memory operand), so the M accumulators, the weight
-      // vector and nothing else hold registers (M = 8 with x preloaded would spill on AVX2's 16).
-      const V_ wv = L::load(wr[0] + k);
-      for (int m = 0; m < M; m++) c[0][m] = Vec::fma(wv, Vec::load(x + static_cast<int64_t>(m) * K + k), c[0][m]);
-    } else {
-      V_ xv[M];
-      for (int m = 0; m < M; m++) xv[m] = Vec::load(x + static_cast<int64_t>(m) * K + k);
-      for (int r = 0; r < R; r++) {
-        const V_ wv = L::load(wr[r] + k);
-        for (int m = 0; m < M; m++) c[r][m] = Vec::fma(wv, xv[m], c[r][m]);
-      }
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) c[r][m] = Vec::zero();
+  const T* wr[R];
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) wr[r] = w + static_cast<int64_t>(j + r) * K;
+  // The next block's lines, spread over this block's iterations: line i of its pfr rows at iteration i.
+  const int pf_lines = (k1 - k0 + kLine - 1) / kLine;
+  int k = k0, it = 0;
+  for (; k + W <= k1; k += W, it++) {
+    if (it < pf_lines) {
+      for (int r = 0; r < pfr; r++) prefetch(pf + static_cast<int64_t>(r) * K + it * kLine);
+    }
+    V_ wv[R];
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) wv[r] = L::load(wr[r] + k);
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
+      const V_ xv = Vec::load(x + m * ldx + k);
+      _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) c[r][m] = Vec::fma(wv[r], xv, c[r][m]);
     }
   }
-  if (k < kend) {  // the last chunk's tail (chunks are whole vectors before it)
-    const int n = kend - k;
-    V_ xv[M];
-    for (int m = 0; m < M; m++) xv[m] = Vec::loadp(x + static_cast<int64_t>(m) * K + k, n);
-    for (int r = 0; r < R; r++) {
-      const V_ wv = L::loadp(wr[r] + k, n);
-      for (int m = 0; m < M; m++) c[r][m] = Vec::fma(wv, xv[m], c[r][m]);
+  if (k < k1) {  // the row's tail (zero lanes past it)
+    const int n = k1 - k;
+    V_ wv[R];
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) wv[r] = L::loadp(wr[r] + k, n);
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
+      const V_ xv = Vec::loadp(x + m * ldx + k, n);
+      _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) c[r][m] = Vec::fma(wv[r], xv, c[r][m]);
     }
   }
-  if (!last) {
-    for (int r = 0; r < R; r++)
-      for (int m = 0; m < M; m++) acc[r * M + m] = c[r][m];
-    return;
-  }
-  for (int r = 0; r < R; r++) {
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
     const float b = bias ? bias[j + r] : 0.f;
-    for (int m = 0; m < M; m++) y[m * ldy + j + r] = Vec::hsum(c[r][m]) + b;
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
+      float& out = y[m * ldy + j + r];
+      out = first ? b + Vec::hsum(c[r][m]) : out + Vec::hsum(c[r][m]);
+    }
   }
 }
 
+// Features [j0, j1) of M rows: the K axis in chunks of kLinearChunk columns, the features in blocks of R. The
+// sums are cut at the chunks (y = bias + chunk 0, then y += each next chunk) whatever the order the pieces
+// are visited in, and the chunk does not depend on M, so neither do a row's bits. Two orders:
+//   - rows first, when all M rows of x fit in L1 (M = 1 to K = 8192): each block streams its weight rows start
+//     to end, prefetching its next chunk (or the next block's first) as it computes one;
+//   - chunks first (more rows): the M rows' chunk stays in L1 while the task's blocks pass over it in memory
+//     order, each prefetching the next block's pieces of the chunk.
 template <class L, int M>
-void gemv_rows(const float* x, int K, const void* wv, int j0, int j1, const float* bias, float* y, int64_t ldy) {
+void gemv_rows(const float* x, int64_t ldx, int K, const void* wv, int j0, int j1, const float* bias, float* y,
+               int64_t ldy) {
+  using T = typename L::T;
   constexpr int R = rows_per_block<M>();
-  const typename L::T* w = static_cast<const typename L::T*>(wv);
-  // Partial sums of the task's features between chunks: at most kBlockRows features of M vectors each.
-  constexpr int kBlockRows = 64;
-  alignas(64) V_ acc[kBlockRows * M];
-  for (int jb = j0; jb < j1; jb += kBlockRows) {
-    const int je = j1 - jb < kBlockRows ? j1 : jb + kBlockRows;
-    // x columns per chunk: M rows of them fill at most 16 KiB of L1 (M = 1: 4096 columns, so a decode row
-    // up to 4096 wide is one chunk and each weight row streams start to end, one prefetch stream each).
-    constexpr int kChunk = kLinearChunk * kLinearGemvRows / M / 16 * 16;
-    int k0 = 0;
-    do {
-      const int kc = K - k0 < kChunk ? K - k0 : kChunk;
-      const bool first = k0 == 0, last = k0 + kc >= K;
-      int j = jb;
-      for (; j + R <= je; j += R) gemv_block<L, M, R>(x, K, w, j, k0, kc, first, last, acc + (j - jb) * M, bias, y, ldy);
-      for (; j < je; j++) gemv_block<L, M, 1>(x, K, w, j, k0, kc, first, last, acc + (j - jb) * M, bias, y, ldy);
-      k0 += kc;
-    } while (k0 < K);
+  const T* w = static_cast<const T*>(wv);
+  const int jfull = j0 + (j1 - j0) / R * R;
+  auto rows_at = [&](int j) { return j < jfull ? R : 1; };  // the block starting at j
+  auto chunk_end = [&](int k0) { return K - k0 < kLinearChunk ? K : k0 + kLinearChunk; };
+  auto block = [&](int j, int k0, const T* pf, int pfr) {
+    const int k1 = chunk_end(k0);
+    if (j < jfull) gemv_block<L, M, R>(x, ldx, K, w, j, k0, k1, pf, pfr, k0 == 0, bias, y, ldy);
+    else gemv_block<L, M, 1>(x, ldx, K, w, j, k0, k1, pf, pfr, k0 == 0, bias, y, ldy);
+  };
+  const T* wrow = w;  // row 0: prefetch target past the task's end (harmless, prefetches never fault)
+  if (static_cast<int64_t>(M) * K * 4 <= 32 * 1024) {
+    for (int j = j0; j < j1; j += rows_at(j)) {
+      const int nr = rows_at(j);
+      for (int k0 = 0; k0 < K; k0 += kLinearChunk) {
+        const int k1 = chunk_end(k0);
+        if (k1 < K) block(j, k0, w + static_cast<int64_t>(j) * K + k1, nr);
+        else if (j + nr < j1) block(j, k0, w + static_cast<int64_t>(j + nr) * K, rows_at(j + nr));
+        else block(j, k0, wrow, 0);
+      }
+    }
+    return;
+  }
+  for (int k0 = 0; k0 < K; k0 += kLinearChunk) {
+    const int k1 = chunk_end(k0);
+    for (int j = j0; j < j1; j += rows_at(j)) {
+      const int nr = rows_at(j);
+      if (j + nr < j1) block(j, k0, w + static_cast<int64_t>(j + nr) * K + k0, rows_at(j + nr));
+      else if (k1 < K) block(j, k0, w + static_cast<int64_t>(j0) * K + k1, rows_at(j0));
+      else block(j, k0, wrow, 0);
+    }
   }
 }
 
 template <class L>
-void gemv_dispatch(const float* x, int M, int K, const void* w, int j0, int j1, const float* bias, float* y, int64_t ldy) {
+void gemv_dispatch(const float* x, int64_t ldx, int M, int K, const void* w, int j0, int j1, const float* bias, float* y,
+                   int64_t ldy) {
   switch (M) {
-    case 1: return gemv_rows<L, 1>(x, K, w, j0, j1, bias, y, ldy);
-    case 2: return gemv_rows<L, 2>(x, K, w, j0, j1, bias, y, ldy);
-    case 3: return gemv_rows<L, 3>(x, K, w, j0, j1, bias, y, ldy);
-    case 4: return gemv_rows<L, 4>(x, K, w, j0, j1, bias, y, ldy);
-    case 5: return gemv_rows<L, 5>(x, K, w, j0, j1, bias, y, ldy);
-    case 6: return gemv_rows<L, 6>(x, K, w, j0, j1, bias, y, ldy);
-    case 7: return gemv_rows<L, 7>(x, K, w, j0, j1, bias, y, ldy);
-    case 8: return gemv_rows<L, 8>(x, K, w, j0, j1, bias, y, ldy);
+    case 1: return gemv_rows<L, 1>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 2: return gemv_rows<L, 2>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 3: return gemv_rows<L, 3>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 4: return gemv_rows<L, 4>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 5: return gemv_rows<L, 5>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 6: return gemv_rows<L, 6>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 7: return gemv_rows<L, 7>(x, ldx, K, w, j0, j1, bias, y, ldy);
+    case 8: return gemv_rows<L, 8>(x, ldx, K, w, j0, j1, bias, y, ldy);
     default: return;
   }
 }
 
-void gemv(const float* x, int M, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y, int64_t ldy) {
+void gemv(const float* x, int64_t ldx, int M, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
+          int64_t ldy) {
   if (K == 0) {  // no columns: the bias (or zeros)
     for (int m = 0; m < M; m++)
       for (int j = j0; j < j1; j++) y[m * ldy + j] = bias ? bias[j] : 0.f;
     return;
   }
   switch (wdt) {
-    case DType::f32: return gemv_dispatch<LoadF32>(x, M, K, w, j0, j1, bias, y, ldy);
-    case DType::f16: return gemv_dispatch<LoadF16>(x, M, K, w, j0, j1, bias, y, ldy);
-    case DType::bf16: return gemv_dispatch<LoadBF16>(x, M, K, w, j0, j1, bias, y, ldy);
+    case DType::f32: return gemv_dispatch<LoadF32>(x, ldx, M, K, w, j0, j1, bias, y, ldy);
+    case DType::f16: return gemv_dispatch<LoadF16>(x, ldx, M, K, w, j0, j1, bias, y, ldy);
+    case DType::bf16: return gemv_dispatch<LoadBF16>(x, ldx, M, K, w, j0, j1, bias, y, ldy);
   }
 }
 
-constexpr int kNR = kNV * Vec::W;
+// ---- GEMM: an MR x NR tile of y in registers (MR broadcasts of x and NV weight vectors per k feed MR x NV
+// FMAs), over x packed once per call and weight panels packed once per task and chunk.
+#if defined(__AVX512F__)
+constexpr int kMRg = 12, kNVg = 2;  // 24 accumulators + 2 weight vectors + 1 broadcast of 32 zmm
+#elif defined(__AVX2__)
+constexpr int kMRg = 6, kNVg = 2;   // 12 + 2 + 1 of 16 ymm
+#else
+constexpr int kMRg = 4, kNVg = 2;
+#endif
+constexpr int kNRg = kNVg * Vec::W;
 
-// Rows of x (row stride K) times weight features [j0, j1) (at most kLinearPanels * kNR of them), into y rows
-// (stride ldy): y starts as the bias, then each chunk of kLinearKC columns of the features is widened and
-// packed into panels (panel p: kc rows of kNR floats, feature j0 + p * kNR + c in column c) and the
-// microkernel adds x[:, chunk] . panel into y.
-void gemm_tile_rows(const float* x, int rows, int K, const void* w, DType wdt, int j0, int j1, const float* bias, float* y,
-                    int64_t ldy, float* pack, float* apack) {
-  for (int r = 0; r < rows; r++) {
-    float* yr = y + r * ldy;
-    for (int j = j0; j < j1; j++) yr[j] = bias ? bias[j] : 0.f;
+// y rows [0, rows) x columns [0, ncols) of the tile (+)= a . b over kc: a [kc][MR] (x's packed tile), b [kc][NR]
+// (a packed panel). first: y = bias + a . b (bias at the tile's columns, or null), else y += a . b.
+template <bool kFullCols>
+inline void gemm_micro(int kc, const float* a, const float* b, float* y, int64_t ldy, int rows, int ncols,
+                       const float* bias, bool first) {
+  constexpr int W = Vec::W;
+  V_ c[kMRg][kNVg];
+  auto width = [&](int v) { return ncols - v * W < W ? ncols - v * W : W; };
+  _Pragma("GCC unroll 16") for (int v = 0; v < kNVg; v++) {
+    V_ init = Vec::zero();
+    if (first && bias) init = kFullCols ? Vec::load(bias + v * W) : (width(v) > 0 ? Vec::loadp(bias + v * W, width(v)) : Vec::zero());
+    _Pragma("GCC unroll 16") for (int i = 0; i < kMRg; i++) {
+      if (first || i >= rows) c[i][v] = init;
+      else if (kFullCols) c[i][v] = Vec::load(y + i * ldy + v * W);
+      else c[i][v] = width(v) > 0 ? Vec::loadp(y + i * ldy + v * W, width(v)) : Vec::zero();
+    }
   }
-  alignas(64) float row[kLinearKC];
-  const int ncols = j1 - j0, npanels = (ncols + kNR - 1) / kNR;
+  for (int p = 0; p < kc; p++) {
+    V_ bv[kNVg];
+    _Pragma("GCC unroll 16") for (int v = 0; v < kNVg; v++) bv[v] = Vec::load(b + p * kNRg + v * W);
+    _Pragma("GCC unroll 16") for (int i = 0; i < kMRg; i++) {
+      const V_ av = Vec::set1(a[p * kMRg + i]);
+      _Pragma("GCC unroll 16") for (int v = 0; v < kNVg; v++) c[i][v] = Vec::fma(av, bv[v], c[i][v]);
+    }
+  }
+  _Pragma("GCC unroll 16") for (int i = 0; i < kMRg; i++) {
+    if (i >= rows) break;
+    _Pragma("GCC unroll 16") for (int v = 0; v < kNVg; v++) {
+      if (kFullCols) Vec::store(y + i * ldy + v * W, c[i][v]);
+      else if (width(v) > 0) Vec::storep(y + i * ldy + v * W, c[i][v], width(v));
+    }
+  }
+}
+
+// Row tiles [t0, t1) of x [M, K] (float32) into xp: chunk c (columns c * kLinearKC ...) of tile t at
+// xp + c * kLinearKC * Mp + t * kMRg * kc as [kc][MR] (rows past M zero), Mp = M rounded up to MR.
+void pack_x(const float* x, int64_t M, int K, int64_t t0, int64_t t1, float* xp) {
+  const int64_t Mp = (M + kMRg - 1) / kMRg * kMRg;
   for (int k0 = 0; k0 < K; k0 += kLinearKC) {
     const int kc = K - k0 < kLinearKC ? K - k0 : kLinearKC;
-    for (int c = 0; c < ncols; c++) {
-      load_row(w, wdt, static_cast<int64_t>(j0 + c) * K + k0, kc, row);
-      float* dst = pack + static_cast<int64_t>(c / kNR) * kc * kNR + c % kNR;
-      for (int kk = 0; kk < kc; kk++) dst[kk * kNR] = row[kk];
+    for (int64_t t = t0; t < t1; t++) {
+      float* dst = xp + static_cast<int64_t>(k0) * Mp + t * kMRg * kc;
+      for (int i = 0; i < kMRg; i++) {
+        const int64_t r = t * kMRg + i;
+        if (r >= M) {
+          for (int kk = 0; kk < kc; kk++) dst[kk * kMRg + i] = 0.f;
+          continue;
+        }
+        const float* src = x + r * K + k0;
+        for (int kk = 0; kk < kc; kk++) dst[kk * kMRg + i] = src[kk];
+      }
     }
-    // The rows' chunk copied contiguously (row stride kc): rows K floats apart (16 KiB at K = 4096) would all
-    // fall in the same L1 set, and the microkernel reads MR of them at once.
-    for (int r = 0; r < rows; r++)
-      std::memcpy(apack + static_cast<int64_t>(r) * kc, x + static_cast<int64_t>(r) * K + k0, static_cast<size_t>(kc) * sizeof(float));
+  }
+}
+
+// Row tiles [t0, t1) of y (rows of M, stride ldy) x features [j0, j1): for each chunk of kLinearKC columns the
+// features' weights are widened and packed into panels (panel p: [kc][NR], feature j0 + p * NR + col, zeros
+// past j1; pack: kLinearKC x (j1 - j0 rounded up to NR) floats), then each panel meets every row tile while
+// it stays in L1. y starts as the bias in the first chunk.
+void gemm_tiles(const float* xp, int64_t M, int K, const void* w, DType wdt, int j0, int j1, int64_t t0, int64_t t1,
+                const float* bias, float* y, int64_t ldy, float* pack) {
+  const int64_t Mp = (M + kMRg - 1) / kMRg * kMRg;
+  const int ncols = j1 - j0, npanels = (ncols + kNRg - 1) / kNRg;
+  if (K == 0) {  // no columns: the bias (or zeros)
+    for (int64_t r = t0 * kMRg; r < M && r < t1 * kMRg; r++)
+      for (int j = j0; j < j1; j++) y[r * ldy + j] = bias ? bias[j] : 0.f;
+    return;
+  }
+  alignas(64) float row[kLinearKC];
+  for (int k0 = 0; k0 < K; k0 += kLinearKC) {
+    const int kc = K - k0 < kLinearKC ? K - k0 : kLinearKC;
+    for (int c = 0; c < npanels * kNRg; c++) {
+      float* dst = pack + static_cast<int64_t>(c / kNRg) * kc * kNRg + c % kNRg;
+      if (c >= ncols) {
+        for (int kk = 0; kk < kc; kk++) dst[kk * kNRg] = 0.f;
+        continue;
+      }
+      load_row(w, wdt, static_cast<int64_t>(j0 + c) * K + k0, kc, row);
+      for (int kk = 0; kk < kc; kk++) dst[kk * kNRg] = row[kk];
+    }
+    const float* xc = xp + static_cast<int64_t>(k0) * Mp;
     for (int p = 0; p < npanels; p++) {
-      const int pw = ncols - p * kNR < kNR ? ncols - p * kNR : kNR;
-      gemm(rows, pw, kc, apack, kc, pack + static_cast<int64_t>(p) * kc * kNR, kNR, y + j0 + p * kNR,
-           static_cast<int>(ldy), kAccumulate);
+      const int jc = j0 + p * kNRg, pw = j1 - jc < kNRg ? j1 - jc : kNRg;
+      const float* b = pack + static_cast<int64_t>(p) * kc * kNRg;
+      const float* bb = bias ? bias + jc : nullptr;
+      for (int64_t t = t0; t < t1; t++) {
+        const int rows = M - t * kMRg < kMRg ? static_cast<int>(M - t * kMRg) : kMRg;
+        float* yt = y + t * kMRg * ldy + jc;
+        const float* a = xc + t * kMRg * kc;
+        if (pw == kNRg) gemm_micro<true>(kc, a, b, yt, ldy, rows, pw, bb, k0 == 0);
+        else gemm_micro<false>(kc, a, b, yt, ldy, rows, pw, bb, k0 == 0);
+      }
     }
   }
 }
@@ -168,7 +259,7 @@ void from_f32(const float* src, void* dst, DType dt, int64_t off, int n) { store
 
 }  // namespace
 
-extern const LinearKernels kLinearKernels = {kNR, gemv, gemm_tile_rows, to_f32, from_f32};
+extern const LinearKernels kLinearKernels = {kMRg, kNRg, gemv, pack_x, gemm_tiles, to_f32, from_f32};
 
 }  // namespace SK_LEVEL_NS
 }  // namespace sk
