@@ -143,6 +143,23 @@ export function packageRoot(): string {
   }
 }
 
+let simdCached: string | undefined;
+
+/**
+ * The SIMD level the kernels use now, without a call to info() (which builds its whole report: ~10 us, as
+ * much as a small op). Cached until setSimdLevel changes it (simdLevelChanged); 'none' without the addon.
+ */
+export function simdLevelNow(): string {
+  if (simdCached !== undefined) return simdCached;
+  const a = native();
+  return (simdCached = a ? a.info().simd : 'none');
+}
+
+/** Called by setSimdLevel with the level now in effect. */
+export function simdLevelChanged(level: string): void {
+  simdCached = level;
+}
+
 /** The addon, or null when it cannot be loaded (then `addonLoadError()` says why). */
 export function native(): NativeAddon | null {
   if (addon !== undefined) return addon;

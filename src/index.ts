@@ -1,5 +1,5 @@
 // seqkern: fast, exact sequence kernels for Node.js. Public API.
-import { addonLoadError, loadedAddonPath, native } from './backend.js';
+import { addonLoadError, loadedAddonPath, native, simdLevelChanged } from './backend.js';
 import { SeqkernError } from './errors.js';
 import { cudaInfo, type CudaInfo } from './device.js';
 
@@ -95,7 +95,9 @@ export function setSimdLevel(level: 'avx512' | 'avx2' | 'portable'): string {
   const a = native();
   if (!a) return 'none';
   try {
-    return a.setSimd(level);
+    const now = a.setSimd(level);
+    simdLevelChanged(now);
+    return now;
   } catch (e) {
     const err = e as { code?: string; message?: string };
     throw new SeqkernError((err.code ?? 'BAD_ARGUMENT') as SeqkernError['code'], `setSimdLevel: ${err.message}`, { argument: 'level' });

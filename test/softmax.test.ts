@@ -9,7 +9,7 @@
 // float32 has no relative precision left there once they reach the subnormal range).
 import { describe, expect, it } from 'vitest';
 import {
-  calibrateSoftmax, info, randn, SOFTMAX_STREAM_BYTES, softmaxAutoChoice, setNumThreads, softmax, softmaxAsync, softmaxInto, softmaxIntoAsync, softmaxReference, Tensor, tensor,
+  calibrateSoftmax, info, randn, setSimdLevel, SOFTMAX_STREAM_BYTES, softmaxAutoChoice, setNumThreads, softmax, softmaxAsync, softmaxInto, softmaxIntoAsync, softmaxReference, Tensor, tensor,
   type DType,
 } from '../src/index.js';
 import { relErr, sameBytes, snapshot } from './helpers.js';
@@ -454,6 +454,29 @@ describe("algorithm 'auto' (the default)", () => {
     expect(Array.from(auto.data)).toEqual(Array.from(forced.data));
     expect(calibrateSoftmax()).toBe(choice.inCache); // measured once, then remembered
     expect(relErr(auto, softmaxReference(x))).toBeLessThan(1e-6);
+  });
+
+  it('setSimdLevel moves auto to that level: its own choice, measured there, bit for bit with it', () => {
+    const start = info().simd as 'avx512' | 'avx2' | 'portable';
+    const x = randn([19, 700], { seed: 23, std: 2 });
+    softmax(x); // auto at the start level first: measured (and the level looked up) there
+    try {
+      // 'portable' is on every machine and differs from the start level unless SEQKERN_SIMD=portable.
+      for (const level of ['portable', start] as const) {
+        setSimdLevel(level);
+        // A level not used yet has no choice yet (a stale cached level would report the start level's).
+        if (level !== start) expect(softmaxAutoChoice().inCache, level).toBeUndefined();
+        const auto = softmax(x);
+        const choice = softmaxAutoChoice().inCache;
+        expect(['two-pass', 'three-pass'], level).toContain(choice);
+        expect(calibrateSoftmax(), level).toBe(choice);
+        const forced = softmax(x, { algorithm: choice! });
+        expect(Array.from(auto.data), level).toEqual(Array.from(forced.data));
+      }
+    } finally {
+      setSimdLevel(start);
+    }
+    expect(info().simd).toBe(start);
   });
 
   it('a batch that streams from memory (input + output > SOFTMAX_STREAM_BYTES) runs the two-pass, bit for bit', () => {

@@ -12,7 +12,8 @@
 // What runs:
 // - softmax: the shapes of seqkern's softmax suite (bench/suites.ts SUITE_SOFTMAX: rows of 1K, 32K, 1M floats
 //   hot, and the 1 GiB batch of 32K rows), x from bench/inputs.ts softmaxInput with the same seed, so the
-//   bytes are those `seqkern bench` times. seqkern: softmaxInto(x, y) (two-pass, its default) into a buffer
+//   bytes are those `seqkern bench` times. seqkern: softmaxInto(x, y) (its default algorithm, 'auto'; the table says what
+//   it ran) into a buffer
 //   allocated once; ORT: an ONNX Softmax (opset 13, axis -1) with the output preallocated likewise.
 // - attention: seqkern's ungated attention cases (causal prefill B=1, H=8, T=4096, D=128; the decode step
 //   T=1, S=32768, Hq=32, Hk=8), q/k/v from bench/inputs.ts attentionInputs. ORT: an ONNX Attention (opset 23)
@@ -297,7 +298,10 @@ async function softmaxCases(ctx) {
     const y = zeros([c.rows, c.cols], 'float32');
 
     progress(`${name}: seqkern ...`);
-    const seq = await seqkernSide(() => timeIt(() => softmaxInto(x, y, { algorithm: 'two-pass' }), o));
+    const seq = await seqkernSide(() => timeIt(() => softmaxInto(x, y), o));
+    // What 'auto' ran for this batch: two-pass when input + output stream from memory, else the in-cache choice.
+    const choice = sk.api.softmaxAutoChoice();
+    const algorithm = 2 * w.dataBytes > choice.streamAboveBytes ? choice.streaming : choice.inCache ?? 'two-pass';
 
     const model = softmaxModel({ cols: c.cols });
     progress(`${name}: onnxruntime ${model.op} ...`);
@@ -317,7 +321,7 @@ async function softmaxCases(ctx) {
       hot: shape.hot,
       bytes: w.bytes,
       dataBytes: w.dataBytes,
-      seqkern: { algorithm: 'two-pass', ...seq, gbs: seq.median ? w.bytes / seq.median / 1e9 : null },
+      seqkern: { algorithm, ...seq, gbs: seq.median ? w.bytes / seq.median / 1e9 : null },
       ort: {
         op: model.op,
         ...e2e,
@@ -489,10 +493,11 @@ function report(rows, o, ortVersion) {
   if (sm.length) {
     lines.push(
       table(
-        ['softmax, float32', 'data', 'seqkern ms', 'GB/s', 'ORT run ms', 'ORT kernel ms', 'GB/s', 'vs run', 'vs kernel', 'max rel err'],
+        ['softmax, float32', 'data', 'seqkern (auto ran)', 'seqkern ms', 'GB/s', 'ORT run ms', 'ORT kernel ms', 'GB/s', 'vs run', 'vs kernel', 'max rel err'],
         sm.map((r) => [
           r.name.replace(/^softmax /, ''),
           bytesText(r.dataBytes),
+          r.seqkern.algorithm,
           seqkernCell(r),
           sig(r.seqkern.gbs),
           ortCell(r.ort),
@@ -505,7 +510,7 @@ function report(rows, o, ortVersion) {
       ),
     );
     lines.push(
-      `seqkern: softmaxInto, two-pass, into an output allocated once. ORT: ${sm[0].ort.op}, output preallocated too.`,
+      `seqkern: softmaxInto with its default algorithm ('auto': what it ran is shown), into an output allocated once. ORT: ${sm[0].ort.op}, output preallocated too.`,
       'GB/s: 2 reads + 1 write of the data (bench/formulas.ts softmaxWork) at the seqkern / ORT-kernel median.',
     );
   }

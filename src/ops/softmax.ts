@@ -1,7 +1,7 @@
 // Softmax over the last axis (DESIGN.md 6.2): public ops. Validates in TypeScript, then runs the native CPU
 // kernels (or the float64 reference when asked, for float64 inputs, or when the addon is missing).
 import { abortError, fail } from '../errors.js';
-import { callNative, callNativeAsync, fromNative, native, resolveBackend, type NativeSoftmaxArgs } from '../backend.js';
+import { callNative, callNativeAsync, fromNative, native, resolveBackend, simdLevelNow, type NativeSoftmaxArgs } from '../backend.js';
 import { softmaxReference } from '../reference/softmax.js';
 import { numel, Tensor, tensor, zeros, type DType, type TensorData, type TensorInput } from '../tensor.js';
 import type { AsyncOptions, SoftmaxOptions } from '../types.js';
@@ -42,11 +42,15 @@ const SOFTMAX_OPTIONS = ['backend', 'algorithm', 'strict'] as const;
 export const SOFTMAX_STREAM_BYTES = 16 << 20;
 const inCacheChoice = new Map<string, 'two-pass' | 'three-pass'>();
 
-/** Times both algorithms on rows in cache and remembers the faster for this SIMD level; returns it. */
+/**
+ * Times both algorithms on rows in cache and remembers the faster for this SIMD level; returns it. Each side's
+ * best of 25 interleaved calls is compared (not the median): on a shared machine a call is only ever slowed
+ * down, by preemption, so the fastest call is the kernel's own time; interleaving puts any drift on both.
+ */
 export function calibrateSoftmax(): 'two-pass' | 'three-pass' {
   const a = native();
   if (!a) return 'two-pass';
-  const level = a.info().simd;
+  const level = simdLevelNow();
   const known = inCacheChoice.get(level);
   if (known) return known;
   const rows = 64, cols = 1024;
@@ -59,10 +63,9 @@ export function calibrateSoftmax(): 'two-pass' | 'three-pass' {
     return Number(process.hrtime.bigint() - t0);
   };
   for (let i = 0; i < 3; i++) time('two-pass'), time('three-pass');
-  const two: number[] = [], three: number[] = [];
-  for (let i = 0; i < 15; i++) two.push(time('two-pass')), three.push(time('three-pass')); // interleaved: drift hits both
-  const med = (v: number[]) => v.sort((p, q) => p - q)[v.length >> 1];
-  const choice = med(three) < 0.97 * med(two) ? 'three-pass' : 'two-pass';
+  let two = Infinity, three = Infinity;
+  for (let i = 0; i < 25; i++) two = Math.min(two, time('two-pass')), three = Math.min(three, time('three-pass'));
+  const choice = three < 0.97 * two ? 'three-pass' : 'two-pass';
   inCacheChoice.set(level, choice);
   return choice;
 }
@@ -70,7 +73,7 @@ export function calibrateSoftmax(): 'two-pass' | 'three-pass' {
 /** What 'auto' picks: per SIMD level, the in-cache choice (undefined until measured) and the streaming threshold. */
 export function softmaxAutoChoice(): { inCache: 'two-pass' | 'three-pass' | undefined; streaming: 'two-pass'; streamAboveBytes: number } {
   const a = native();
-  return { inCache: a ? inCacheChoice.get(a.info().simd) : undefined, streaming: 'two-pass', streamAboveBytes: SOFTMAX_STREAM_BYTES };
+  return { inCache: a ? inCacheChoice.get(simdLevelNow()) : undefined, streaming: 'two-pass', streamAboveBytes: SOFTMAX_STREAM_BYTES };
 }
 
 function autoAlgorithm(bytes: number): 'two-pass' | 'three-pass' {
