@@ -683,44 +683,41 @@ const rmsNormGatedEntry: OpEntry<RmsNormGatedCase> = {
 /** The layer `prepare` built last, for `parts` (the layers' setups hold hundreds of MiB: one at a time). */
 let lastLayer: { c: BenchCase; parts: LayerPart[] } | undefined;
 
-/** A decode layer reads its weights, states or caches once per step: the read probe over its bytes, and copy. */
-const gdnLayerEntry: OpEntry<GdnLayerCase> = {
-  name: 'gdn-layer',
-  family: 'serving',
-  summary: 'Qwen3-Next Gated DeltaNet decode layer, B tokens: in-projection, conv update, gated delta step on a pool, gated norm, out-projection',
-  test: 'test/serving-bench.test.ts',
-  traffic: (c) => gdnLayerWork(c),
-  limits: (c) => ({ peak: false, read: gdnLayerWork(c).bytes, copy: gdnLayerWork(c).bytes }),
-  prepare(c, inputs) {
-    lastLayer = undefined;
-    const layer = gdnLayer(c, inputs.seed, c.backend);
-    lastLayer = { c, parts: layer.parts };
-    return () => {
-      layer.run();
-    };
-  },
-  parts: (c) => (lastLayer?.c === c ? lastLayer.parts : []),
-  tooBigForReference: (c) => gdnLayerWork(c).flops > 2e8,
-};
+/**
+ * A decode layer reads its weights, states or caches once per step: the read probe over its bytes, and copy.
+ * Its parts (bench/serving.ts) are timed alone after the layer (OpEntry.parts).
+ */
+function layerEntry<C extends GdnLayerCase | AttnLayerCase>(
+  name: C['op'], summary: string, work: (c: C) => { bytes: number; flops: number; workingSet: number },
+  build: (c: C, seed: number, backend: C['backend']) => { parts: LayerPart[]; run(): void },
+): OpEntry<C> {
+  return {
+    name,
+    family: 'serving',
+    summary,
+    test: 'test/serving-bench.test.ts',
+    traffic: (c) => work(c),
+    limits: (c) => ({ peak: false, read: work(c).bytes, copy: work(c).bytes }),
+    prepare(c, inputs) {
+      lastLayer = undefined;
+      const layer = build(c, inputs.seed, c.backend);
+      lastLayer = { c, parts: layer.parts };
+      return () => {
+        layer.run();
+      };
+    },
+    parts: (c) => (lastLayer?.c === c ? lastLayer.parts : []),
+    tooBigForReference: (c) => work(c).flops > 2e8,
+  };
+}
 
-const attnLayerEntry: OpEntry<AttnLayerCase> = {
-  name: 'attn-layer',
-  family: 'serving',
-  summary: 'Qwen3-Next gated-attention decode layer, B tokens: q/gate/k/v projections, q/k norm, partial rotary + KV-cache decode with gate, out-projection',
-  test: 'test/serving-bench.test.ts',
-  traffic: (c) => attnLayerWork(c),
-  limits: (c) => ({ peak: false, read: attnLayerWork(c).bytes, copy: attnLayerWork(c).bytes }),
-  prepare(c, inputs) {
-    lastLayer = undefined;
-    const layer = attnLayer(c, inputs.seed, c.backend);
-    lastLayer = { c, parts: layer.parts };
-    return () => {
-      layer.run();
-    };
-  },
-  parts: (c) => (lastLayer?.c === c ? lastLayer.parts : []),
-  tooBigForReference: (c) => attnLayerWork(c).flops > 2e8,
-};
+const gdnLayerEntry = layerEntry<GdnLayerCase>('gdn-layer',
+  'Qwen3-Next Gated DeltaNet decode layer, B tokens: in-projection, conv update, gated delta step on a pool, gated norm, out-projection',
+  gdnLayerWork, gdnLayer);
+
+const attnLayerEntry = layerEntry<AttnLayerCase>('attn-layer',
+  'Qwen3-Next gated-attention decode layer, B tokens: q/gate/k/v projections, q/k norm, partial rotary + KV-cache decode with gate, out-projection',
+  attnLayerWork, attnLayer);
 
 const nalaEntry: OpEntry<NalaCase> = {
   name: 'nala',
