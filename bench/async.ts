@@ -6,10 +6,13 @@
 // chain.runSync(), and as the 8 sync calls; and 8 serving ops of a Gated DeltaNet layer's decode step (rmsNorm,
 // the q/k/v projections, the conv update of v on a conv-state pool, the delta step on a state pool, the gated
 // norm, the out projection; each op's output the next one's input) the same three ways. Medians of per-call
-// wall times; the forms compared are timed interleaved, call by call.
+// wall times; the forms compared are timed interleaved, call by call. Last, fs.readFile of a small file
+// idle and while 6 async prefills are queued (seqkern's queue holds no libuv thread: 15.1).
 import { writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import {
-  attention, attentionAsync, causalConv1dUpdate, chain, gatedDeltaRuleStep, gatedDeltaRuleStepAsync, info, linear, rand, randn,
+  attention, attentionAsync, causalConv1dUpdate, chain, gatedDeltaRule, gatedDeltaRuleAsync, gatedDeltaRuleStep, gatedDeltaRuleStepAsync, info, linear, rand, randn,
   rmsNorm, rmsNormGated, setNumThreads, Tensor, zeros,
 } from '../src/index.js';
 
@@ -160,6 +163,38 @@ export async function runAsyncBench(a: AsyncBenchArgs, out: (s: string) => void,
   add(sc, 'sum of 8 syncs, 1 ms apart', sss);
   add(sc, 'chain.run(), 1 ms apart', ssr);
 
+  // fs.readFile of this module's file, idle and while 6 async prefills (T = 4096, H = 4, K = V = 64,
+  // recurrent) wait on seqkern's queue: the reads made while some prefill is still pending.
+  const file = fileURLToPath(import.meta.url);
+  const T = 4096, Hp = 4, Kp = 64;
+  const px = {
+    q: randn([1, T, Hp, Kp], { seed: 7, std: 0.5 }), k: randn([1, T, Hp, Kp], { seed: 8, std: 0.5 }), v: randn([1, T, Hp, Kp], { seed: 9 }),
+    beta: rand([1, T, Hp], { seed: 10, low: 0.1, high: 0.9 }), g: rand([1, T, Hp], { seed: 11, low: -0.2, high: -0.01 }),
+    qkL2Norm: true, algorithm: 'recurrent' as const,
+  };
+  gatedDeltaRule(px);
+  const idle: number[] = [];
+  const busyReads: number[] = [];
+  const readEnd = performance.now() + Math.max(1, s) * 2000;
+  while (performance.now() < readEnd || busyReads.length < 20) {
+    for (let r = 0; r < 5; r++) {
+      const t0 = performance.now();
+      await readFile(file);
+      idle.push((performance.now() - t0) * 1000);
+    }
+    let pending = 6;
+    const queued = Array.from({ length: 6 }, () => gatedDeltaRuleAsync(px).then(() => { pending--; }));
+    while (pending > 0) {
+      const t0 = performance.now();
+      await readFile(file);
+      if (pending > 0) busyReads.push((performance.now() - t0) * 1000);
+    }
+    await Promise.all(queued);
+  }
+  const rc = 'fs.readFile (small file)';
+  add(rc, 'idle', { medianUs: median(idle), samples: idle.length });
+  add(rc, 'with 6 async prefills queued', { medianUs: median(busyReads), samples: busyReads.length });
+
   const get = (cs: string, m: string) => rows.find((r) => r.case === cs && r.mode === m)!.medianUs;
   const lines = [
     `seqkern bench --async (${i.simd}, ${i.threads} threads; medians of per-call wall time, us)`,
@@ -174,6 +209,7 @@ export async function runAsyncBench(a: AsyncBenchArgs, out: (s: string) => void,
       `${(get(cc, 'chain.run(), 1 ms apart') / get(cc, 'sum of 8 syncs, 1 ms apart')).toFixed(2)} spaced`,
     `chain of 8 serving ops / sum of its syncs (target <= 1.2): ${(get(sc, 'chain.run()') / get(sc, 'sum of 8 syncs')).toFixed(2)} back to back, ` +
       `${(get(sc, 'chain.run(), 1 ms apart') / get(sc, 'sum of 8 syncs, 1 ms apart')).toFixed(2)} spaced`,
+    `fs.readFile with 6 async prefills queued / idle (target <= 2): ${(get(rc, 'with 6 async prefills queued') / get(rc, 'idle')).toFixed(2)}`,
     '',
   ];
   out(lines.join('\n'));

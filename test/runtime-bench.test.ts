@@ -31,7 +31,7 @@ describe('seqkern bench --async', () => {
     const file = path.join(mkdtempSync(path.join(tmpdir(), 'seqkern-async-')), 'async.json');
     expect(await main(['bench', '--async', '--seconds', '0.01', '--json', file], io)).toBe(0);
     const rows = JSON.parse(readFileSync(file, 'utf8')).rows as { case: string; mode: string; medianUs: number; samples: number }[];
-    expect(rows.length).toBe(18); // 4 modes x 2 ops, 5 of the delta/attention chain, 5 of the serving-op chain
+    expect(rows.length).toBe(20); // 4 modes x 2 ops, 5 of the delta/attention chain, 5 of the serving-op chain, 2 readFile
     for (const r of rows) {
       expect(r.medianUs, `${r.case} ${r.mode}`).toBeGreaterThan(0);
       expect(r.samples).toBeGreaterThanOrEqual(20);
@@ -39,6 +39,7 @@ describe('seqkern bench --async', () => {
     expect(io.stdout).toMatch(/async overhead \(target <= 50 us\): delta step -?[\d.]+ us back to back/);
     expect(io.stdout).toMatch(/chain of 8 \/ sum of its syncs \(target <= 1\.2\): [\d.]+ back to back/);
     expect(io.stdout).toMatch(/chain of 8 serving ops \/ sum of its syncs \(target <= 1\.2\): [\d.]+ back to back/);
+    expect(io.stdout).toMatch(/fs\.readFile with 6 async prefills queued \/ idle \(target <= 2\): [\d.]+/);
     expect(await main(['bench', '--async', '--seconds', 'x'], captureIO())).toBe(2);
   }, 120_000);
 });
