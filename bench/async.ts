@@ -66,6 +66,15 @@ function deltaStep(N: number, H: number, K: number, seed: number) {
   };
 }
 
+/** A recurrent prefill of T tokens, H = HV heads, K = V: the queued work of the readFile probe (and its test). */
+export function deltaPrefill(T: number, H: number, K: number, seed: number) {
+  return {
+    q: randn([1, T, H, K], { seed, std: 0.5 }), k: randn([1, T, H, K], { seed: seed + 1, std: 0.5 }), v: randn([1, T, H, K], { seed: seed + 2 }),
+    beta: rand([1, T, H], { seed: seed + 3, low: 0.1, high: 0.9 }), g: rand([1, T, H], { seed: seed + 4, low: -0.2, high: -0.01 }),
+    qkL2Norm: true, algorithm: 'recurrent' as const,
+  };
+}
+
 export async function runAsyncBench(a: AsyncBenchArgs, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   if (a.threads !== undefined) setNumThreads(a.threads);
   const i = info();
@@ -79,6 +88,16 @@ export async function runAsyncBench(a: AsyncBenchArgs, out: (s: string) => void,
     err(`  ${c} ${mode}: ${r.medianUs.toFixed(1)} us\n`);
   };
   const s = a.seconds;
+  // A chain against its ops' sync calls: back to back (also runSync()), then 1 ms of JS apart.
+  const timeChain = async (name: string, syncs: () => unknown, c: ReturnType<typeof chain>) => {
+    const [cs, crs, cr] = await time([syncs, () => c.runSync(), () => c.run()], s, 0);
+    add(name, 'sum of 8 syncs', cs);
+    add(name, 'chain.runSync()', crs);
+    add(name, 'chain.run()', cr);
+    const [css, csr] = await time([syncs, () => c.run()], s, 1);
+    add(name, 'sum of 8 syncs, 1 ms apart', css);
+    add(name, 'chain.run(), 1 ms apart', csr);
+  };
 
   // Delta decode step, N·HV = 64 (N = 8 streams, HV = H = 8), K = V = 128; the state in place.
   const d = deltaStep(8, 8, 128, 1);
@@ -116,13 +135,7 @@ export async function runAsyncBench(a: AsyncBenchArgs, out: (s: string) => void,
   }
   const cc = 'chain of 8 (6 delta steps + 2 attention decodes)';
   const syncs = () => { for (const f of sync) f(); };
-  const [cs, crs, cr] = await time([syncs, () => c.runSync(), () => c.run()], s, 0);
-  add(cc, 'sum of 8 syncs', cs);
-  add(cc, 'chain.runSync()', crs);
-  add(cc, 'chain.run()', cr);
-  const [css, csr] = await time([syncs, () => c.run()], s, 1);
-  add(cc, 'sum of 8 syncs, 1 ms apart', css);
-  add(cc, 'chain.run(), 1 ms apart', csr);
+  await timeChain(cc, syncs, c);
 
   // 8 serving ops of one GDN layer's decode step, N = 8 streams in a pool of 16 slots, hidden 1024,
   // H = HV = 8, K = V = 128, bfloat16 weights; the chain's ops read the outputs of the ops before them.
@@ -155,23 +168,12 @@ export async function runAsyncBench(a: AsyncBenchArgs, out: (s: string) => void,
   layer((name, ...args) => (serving.add as (n: string, ...a: unknown[]) => unknown)(name, ...args));
   const sc = 'chain of 8 serving ops (one GDN layer, N=8)';
   const servingSyncs = () => layer((name, ...args) => (SYNC[name] as (...a: unknown[]) => unknown)(...args));
-  const [ss, srs, sr] = await time([servingSyncs, () => serving.runSync(), () => serving.run()], s, 0);
-  add(sc, 'sum of 8 syncs', ss);
-  add(sc, 'chain.runSync()', srs);
-  add(sc, 'chain.run()', sr);
-  const [sss, ssr] = await time([servingSyncs, () => serving.run()], s, 1);
-  add(sc, 'sum of 8 syncs, 1 ms apart', sss);
-  add(sc, 'chain.run(), 1 ms apart', ssr);
+  await timeChain(sc, servingSyncs, serving);
 
   // fs.readFile of this module's file, idle and while 6 async prefills (T = 4096, H = 4, K = V = 64,
   // recurrent) wait on seqkern's queue: the reads made while some prefill is still pending.
   const file = fileURLToPath(import.meta.url);
-  const T = 4096, Hp = 4, Kp = 64;
-  const px = {
-    q: randn([1, T, Hp, Kp], { seed: 7, std: 0.5 }), k: randn([1, T, Hp, Kp], { seed: 8, std: 0.5 }), v: randn([1, T, Hp, Kp], { seed: 9 }),
-    beta: rand([1, T, Hp], { seed: 10, low: 0.1, high: 0.9 }), g: rand([1, T, Hp], { seed: 11, low: -0.2, high: -0.01 }),
-    qkL2Norm: true, algorithm: 'recurrent' as const,
-  };
+  const px = deltaPrefill(4096, 4, 64, 7);
   gatedDeltaRule(px);
   const idle: number[] = [];
   const busyReads: number[] = [];

@@ -12,6 +12,7 @@ import {
   type AttentionResult, type DeltaStepResult,
 } from '../src/index.js';
 import { expectClose, expectSameBits, snapshot, sameBytes } from './helpers.js';
+import { deltaPrefill } from '../bench/async.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist', 'src', 'index.js');
@@ -191,12 +192,7 @@ describe('chain: abort', () => {
 
 describe('async calls hold no libuv thread while they wait (issue 15.1)', () => {
   it('fs.readFile answers while 6 async prefills are queued, well within one prefill', async () => {
-    const T = 4096, H = 4, K = 64;
-    const x = {
-      q: randn([1, T, H, K], { seed: 1, std: 0.5 }), k: randn([1, T, H, K], { seed: 2, std: 0.5 }), v: randn([1, T, H, K], { seed: 3 }),
-      beta: rand([1, T, H], { seed: 4, low: 0.1, high: 0.9 }), g: rand([1, T, H], { seed: 5, low: -0.2, high: -0.01 }),
-      qkL2Norm: true, algorithm: 'recurrent' as const,
-    };
+    const x = deltaPrefill(4096, 4, 64, 1);
     gatedDeltaRule(x);
     let t0 = performance.now();
     gatedDeltaRule(x);
