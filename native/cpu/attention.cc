@@ -85,7 +85,7 @@ bool attention_forward(const AttentionArgs& a) {
   std::vector<int64_t> cost;
   for (int n = 0; n < a.N; n++) {
     const int Tn = a.cu_q ? a.cu_q[n + 1] - a.cu_q[n] : a.T;
-    const int Sn = a.cu_q ? (a.k_end ? a.k_end[n] : a.cu_k[n + 1]) - a.cu_k[n] : keys_of(a, n);
+    const int Sn = seq_keys(a, n);
     const int64_t off = static_cast<int64_t>(Sn) - Tn;
     for (int64_t i0 = 0; i0 < Tn; i0 += p.rows) {
       const int nq = static_cast<int>(std::min<int64_t>(p.rows, Tn - i0));
@@ -162,11 +162,8 @@ bool attention_forward(const AttentionArgs& a) {
   if (p.kv == 1) {
     int64_t keys = 0, reads = 0;
     pack_base.resize(static_cast<size_t>(a.N) * a.Hk);
-    std::vector<int64_t> seq_keys(a.N);
-    for (int n = 0; n < a.N; n++) {
-      seq_keys[n] = a.cu_q ? (a.k_end ? a.k_end[n] : a.cu_k[n + 1]) - a.cu_k[n] : keys_of(a, n);
-      for (int hk = 0; hk < a.Hk; hk++) pack_base[static_cast<size_t>(n) * a.Hk + hk] = keys, keys += seq_keys[n];
-    }
+    for (int n = 0; n < a.N; n++)
+      for (int hk = 0; hk < a.Hk; hk++) pack_base[static_cast<size_t>(n) * a.Hk + hk] = keys, keys += seq_keys(a, n);
     for (const AttnUnit& u : work) reads += u.j1 - u.j0;
     const int vld = vtile_ld(a.Dv);
     if (keys > 0 && reads >= kPackReuse * keys && keys * (a.D + vld) <= kPackMaxFloats) {
@@ -182,8 +179,8 @@ bool attention_forward(const AttentionArgs& a) {
       std::vector<std::array<int64_t, 3>> tasks;  // n * Hk + hk, j0, j1
       for (int n = 0; n < a.N; n++)
         for (int hk = 0; hk < a.Hk; hk++)
-          for (int64_t j = 0; j < seq_keys[n]; j += kPackKeys)
-            tasks.push_back({static_cast<int64_t>(n) * a.Hk + hk, j, std::min<int64_t>(j + kPackKeys, seq_keys[n])});
+          for (int64_t j = 0; j < seq_keys(a, n); j += kPackKeys)
+            tasks.push_back({static_cast<int64_t>(n) * a.Hk + hk, j, std::min<int64_t>(j + kPackKeys, seq_keys(a, n))});
       float* kp = kpack->get();
       float* vp = vpack->get();
       parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t i, int) {

@@ -57,6 +57,10 @@ inline DType q_dtype_of(const AttentionArgs& a) { return a.own_dtypes ? a.q_dtyp
 inline DType kv_dtype_of(const AttentionArgs& a) { return a.own_dtypes ? a.kv_dtype : a.dtype; }
 // Keys of sequence n (cu_q unset).
 inline int keys_of(const AttentionArgs& a, int n) { return a.k_len ? a.k_len[n] : a.S; }
+// Keys of sequence n, packed (cu_q set: from cu_k, or to k_end) or not.
+inline int seq_keys(const AttentionArgs& a, int n) {
+  return a.cu_q ? (a.k_end ? a.k_end[n] : a.cu_k[n + 1]) - a.cu_k[n] : keys_of(a, n);
+}
 // Token row of key j of sequence n in k and v, whose keys start at row kbos on the flattened axis (contiguous).
 inline int64_t key_row(const AttentionArgs& a, int n, int64_t kbos, int64_t j) {
   if (!a.block_table) return kbos + j;

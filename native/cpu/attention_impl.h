@@ -97,7 +97,7 @@ struct Seq {
 };
 
 inline Seq seq_of(const AttentionArgs& a, int n) {
-  if (a.cu_q) return {a.cu_q[n], a.cu_k[n], a.cu_q[n + 1] - a.cu_q[n], (a.k_end ? a.k_end[n] : a.cu_k[n + 1]) - a.cu_k[n]};
+  if (a.cu_q) return {a.cu_q[n], a.cu_k[n], a.cu_q[n + 1] - a.cu_q[n], seq_keys(a, n)};
   return {static_cast<int64_t>(n) * a.T, static_cast<int64_t>(n) * a.S, a.T, keys_of(a, n)};
 }
 
