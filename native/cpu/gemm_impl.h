@@ -104,7 +104,25 @@ inline void gemm_tn(int M, int N, int Kd, const float* At, int lda, const float*
   const bool acc = flags & kAccumulate;
   int i = 0;
   for (; i + kMR <= M; i += kMR) gemm_rows<kMR, true>(N, Kd, At + i, lda, B, ldb, C + static_cast<long>(i) * ldc, ldc, acc, N);
-  for (; i < M; i++) gemm_rows<1, true>(N, Kd, At + i, lda, B, ldb, C + static_cast<long>(i) * ldc, ldc, acc, N);
+  if (i < M) {
+    const float* a = At + i;
+    float* c = C + static_cast<long>(i) * ldc;
+    switch (M - i) {
+#if defined(__AVX512F__)
+      case 7: gemm_rows<7, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+      case 6: gemm_rows<6, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+      case 5: gemm_rows<5, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+#elif defined(__AVX2__)
+      case 5: gemm_rows<5, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+#endif
+#if defined(__AVX512F__) || defined(__AVX2__)
+      case 4: gemm_rows<4, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+#endif
+      case 3: gemm_rows<3, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+      case 2: gemm_rows<2, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+      default: gemm_rows<1, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+    }
+  }
 }
 
 }  // namespace SK_LEVEL_NS

@@ -110,13 +110,13 @@ static bool run_noncausal(const NalaArgs& a, const NalaKernels& kern) {
         if (stop.load(std::memory_order_relaxed)) return;
         const NalaSeq s = seq_of(a, static_cast<int>(u / groups));
         const int hk0 = static_cast<int>(u % groups) * gk, hk1 = std::min(a.Hk, hk0 + gk);
-        if (s.qlen == 0) return;
+        if (s.qlen == 0 && (s.klen == 0 || !a.nonfinite)) return;  // the keys still checked when nothing scanned them
         thread_local std::vector<float> sums;
         const size_t need = static_cast<size_t>((hk1 - hk0) * KVZ);
         if (sums.size() < need) sums.resize(need);
         float* work = workspace(a, hk1 - hk0, (hk1 - hk0) * G);
         bool ok = kern.kv_pass(a, s, hk0, hk1, 0, s.klen, sums.data(), KVZ, work);
-        if (ok) ok = kern.q_pass(a, s, hk0 * G, hk1 * G, 0, s.qlen, sums.data(), KVZ, work);
+        if (ok && s.qlen > 0) ok = kern.q_pass(a, s, hk0 * G, hk1 * G, 0, s.qlen, sums.data(), KVZ, work);
         if (!ok) stop.store(true);
       });
       return !stop.load();

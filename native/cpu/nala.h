@@ -38,6 +38,8 @@ struct NalaArgs {
   float* final_state = nullptr;           // [N, Hk, L] or null; may equal initial_state (the step, in place)
   float eps = 1e-6f;
   const int32_t* cancel = nullptr;        // non-zero: stop; checked between chunks
+  int32_t* nonfinite = nullptr;           // or null: the kernels set it non-zero when a q, k or v value they read
+                                          // is not finite (every row is read; the output is then garbage)
 };
 
 inline int64_t nala_state_len(int K, int V) { return 2LL * K * V + 2LL * K + 1; }

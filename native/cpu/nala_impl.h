@@ -22,6 +22,7 @@ namespace SK_LEVEL_NS {
 namespace {
 
 constexpr int kChunk = kNalaChunk;
+constexpr int kBlockRows = 2 * kMR;  // GEMM rows between two steps of the prefetch (Ahead)
 
 inline bool cancelled(const NalaArgs& a) { return a.cancel != nullptr && __atomic_load_n(a.cancel, __ATOMIC_RELAXED) != 0; }
 
@@ -50,9 +51,17 @@ inline void log_parts(V_ x, V_& s, V_& e) {
   const __mmask16 big = _mm512_cmp_ps_mask(m, _mm512_set1_ps(1.41421356f), _CMP_GT_OQ);
   m = _mm512_mask_mul_ps(m, big, m, _mm512_set1_ps(0.5f));
   e = _mm512_mask_add_ps(ef, big, ef, _mm512_set1_ps(1.f));
-  s = _mm512_div_ps(_mm512_sub_ps(m, _mm512_set1_ps(1.f)), _mm512_add_ps(m, _mm512_set1_ps(1.f)));
+  // 1 / (m + 1) by the 14-bit reciprocal and one Newton step (~1e-8 relative), not a division.
+  const __m512 d = _mm512_add_ps(m, _mm512_set1_ps(1.f));
+  __m512 r = _mm512_rcp14_ps(d);
+  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
+  s = _mm512_mul_ps(_mm512_sub_ps(m, _mm512_set1_ps(1.f)), r);
 }
 inline V_ vmax(V_ a, V_ b) { return _mm512_max_ps(a, b); }
+inline V_ vabs(V_ a) { return _mm512_abs_ps(a); }
+// x > 0 ? y : 0 and x < 0 ? y : 0.
+inline V_ vpos(V_ x, V_ y) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ), y); }
+inline V_ vneg(V_ x, V_ y) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), y); }
 #elif defined(__AVX2__)
 inline void log_parts(V_ x, V_& s, V_& e) {
   const __m256i u = _mm256_castps_si256(x);
@@ -61,9 +70,16 @@ inline void log_parts(V_ x, V_& s, V_& e) {
   const __m256 big = _mm256_cmp_ps(m, _mm256_set1_ps(1.41421356f), _CMP_GT_OQ);
   m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5f)), big);
   e = _mm256_add_ps(ef, _mm256_and_ps(big, _mm256_set1_ps(1.f)));
-  s = _mm256_div_ps(_mm256_sub_ps(m, _mm256_set1_ps(1.f)), _mm256_add_ps(m, _mm256_set1_ps(1.f)));
+  // 1 / (m + 1) by the 12-bit reciprocal and one Newton step (~1e-7 relative), not a division.
+  const __m256 d = _mm256_add_ps(m, _mm256_set1_ps(1.f));
+  __m256 r = _mm256_rcp_ps(d);
+  r = _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.f)));
+  s = _mm256_mul_ps(_mm256_sub_ps(m, _mm256_set1_ps(1.f)), r);
 }
 inline V_ vmax(V_ a, V_ b) { return _mm256_max_ps(a, b); }
+inline V_ vabs(V_ a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), a); }
+inline V_ vpos(V_ x, V_ y) { return _mm256_and_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ), y); }
+inline V_ vneg(V_ x, V_ y) { return _mm256_and_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ), y); }
 #else
 inline void log_parts(V_ x, V_& s, V_& e) {
   for (int i = 0; i < Vec::W; i++) {
@@ -83,35 +99,77 @@ inline V_ vmax(V_ a, V_ b) {
   for (int i = 0; i < Vec::W; i++) r.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i];
   return r;
 }
+inline V_ vabs(V_ a) {
+  V_ r;
+  for (int i = 0; i < Vec::W; i++) r.v[i] = std::fabs(a.v[i]);
+  return r;
+}
+inline V_ vpos(V_ x, V_ y) {
+  V_ r;
+  for (int i = 0; i < Vec::W; i++) r.v[i] = x.v[i] > 0.f ? y.v[i] : 0.f;
+  return r;
+}
+inline V_ vneg(V_ x, V_ y) {
+  V_ r;
+  for (int i = 0; i < Vec::W; i++) r.v[i] = x.v[i] < 0.f ? y.v[i] : 0.f;
+  return r;
+}
 #endif
 
-// x[i] <- x[i]^p for x in [0, 1] (exactly 0 stays 0: it clamps to FLT_MIN, whose power underflows):
-// exp(p log x), log x = e ln2 + 2 s (1 + s^2/3 + s^4/5 + s^6/7 + s^8/9), ln2 in two parts so that e ln2 is
-// exact to float rounding.
+// ln x for positive normal x: e ln2 + 2 s (1 + s^2/3 + s^4/5 + s^6/7 + s^8/9), ln2 in two parts so that
+// e ln2 is exact to float rounding.
+inline V_ vlog(V_ x) {
+  V_ s, e;
+  log_parts(x, s, e);
+  const V_ s2 = Vec::mul(s, s);
+  V_ poly = Vec::fma(s2, Vec::set1(1.f / 9), Vec::set1(1.f / 7));
+  poly = Vec::fma(poly, s2, Vec::set1(1.f / 5));
+  poly = Vec::fma(poly, s2, Vec::set1(1.f / 3));
+  poly = Vec::fma(poly, s2, Vec::set1(1.f));
+  const V_ two_s = Vec::add(s, s);
+  const V_ lo = Vec::fma(e, Vec::set1(1.428606765330187045e-06f), Vec::mul(two_s, poly));
+  return Vec::fma(e, Vec::set1(0.693145751953125f), lo);
+}
+
+// x[i] <- x[i]^p for x in [0, 1] (exactly 0 stays 0: it clamps to FLT_MIN, whose power underflows).
 inline void pow_row(float* x, int n, float p) {
   constexpr int W = Vec::W;
   const V_ vp = Vec::set1(p), tiny = Vec::set1(FLT_MIN);
   for (int i = 0; i < n; i += W) {
     const int w = n - i < W ? n - i : W;
-    V_ s, e;
-    log_parts(vmax(Vec::loadp(x + i, w), tiny), s, e);
-    const V_ s2 = Vec::mul(s, s);
-    V_ poly = Vec::fma(s2, Vec::set1(1.f / 9), Vec::set1(1.f / 7));
-    poly = Vec::fma(poly, s2, Vec::set1(1.f / 5));
-    poly = Vec::fma(poly, s2, Vec::set1(1.f / 3));
-    poly = Vec::fma(poly, s2, Vec::set1(1.f));
-    const V_ two_s = Vec::add(s, s);
-    const V_ lo = Vec::fma(e, Vec::set1(1.428606765330187045e-06f), Vec::mul(two_s, poly));
-    const V_ l = Vec::fma(e, Vec::set1(0.693145751953125f), lo);
-    Vec::storep(x + i, vexp(Vec::mul(vp, l)), w);
+    Vec::storep(x + i, vexp(Vec::mul(vp, vlog(vmax(Vec::loadp(x + i, w), tiny)))), w);
   }
 }
 
 // phiq of one raw q row (K) into out (2K).
 void phi_q_row(const float* q, int K, float* out) {
-  // max |q_d| by vectors (a scalar max loop does not vectorise: its NaN semantics; q is finite here, the
-  // driver checks it first).
   constexpr int W = Vec::W;
+  // |q|^2 directly when it is far from overflow and underflow (every row of sane inputs): then
+  // (|q_d| / |q|)^p = exp(p (ln |q_d| - ln |q|)) in one pass, each element's sign choosing its half.
+  {
+    V_ acc = Vec::zero();
+    for (int d = 0; d < K; d += W) {
+      const V_ x = Vec::loadp(q + d, K - d < W ? K - d : W);
+      acc = Vec::fma(x, x, acc);
+    }
+    const float ss = Vec::hsum(acc);
+    if (ss >= 1e-30f && ss <= 1e30f) {
+      const float norm = std::sqrt(ss);
+      const float p = 3.f * (1.5f - 2.f / (std::exp(2.f * norm) + 1.f));  // tanh as below
+      const V_ vp = Vec::set1(p), ln_n = Vec::set1(0.5f * std::log(ss)), tiny = Vec::set1(FLT_MIN);
+      for (int d = 0; d < K; d += W) {
+        const int w = K - d < W ? K - d : W;
+        const V_ x = Vec::loadp(q + d, w);
+        // A zero q_d has neither sign: both halves 0. A subnormal one clamps to FLT_MIN (its power ~0).
+        const V_ y = vexp(Vec::mul(vp, Vec::sub(vlog(vmax(vabs(x), tiny)), ln_n)));
+        Vec::storep(out + d, vpos(x, y), w);
+        Vec::storep(out + K + d, vneg(x, y), w);
+      }
+      return;
+    }
+  }
+  // Otherwise by max |q_d| (a scalar max loop does not vectorise: its NaN semantics; q is finite here, or
+  // the call fails: the driver's scan or the kernels' flag).
   V_ m = Vec::zero();
   for (int d = 0; d < K; d += W) {
     const V_ x = Vec::loadp(q + d, K - d < W ? K - d : W);
@@ -245,6 +303,48 @@ inline void add_row(float* z, const float* x, int n) {
   }
 }
 
+// The next chunk's rows of a group of heads, asked for into L2 a few lines at a time between the GEMM row
+// blocks of this chunk: spread over the chunk's compute, their memory traffic overlaps it (a burst at the
+// chunk start stalls on the fill buffers; the hardware prefetchers alone run only a little ahead). Rows of
+// token t of a span: `run` elements from (tok0 + t) * stride + col.
+struct Ahead {
+  struct Span {
+    const char* p;        // the first token's run
+    int64_t bytes, step;  // run bytes, bytes from one token's run to the next
+    int ntok;
+  };
+  Span sp[3];
+  int ns = 0, cur = 0, t = 0;
+  int64_t off = 0, lines = 0;
+  void add(const void* base, DType dt, int64_t tok0, int ntok, int64_t stride, int64_t col, int64_t run) {
+    const int64_t es = dtype_bytes(dt);
+    sp[ns++] = {static_cast<const char*>(base) + (tok0 * stride + col) * es, run * es, stride * es, ntok};
+    lines += ntok * ((run * es + 63) / 64);
+  }
+  // Lines per call for `calls` calls to cover them all.
+  int per(int calls) const { return static_cast<int>(lines / (calls > 0 ? calls : 1)) + 1; }
+  void step(int n) {
+    for (; n > 0 && cur < ns; n--) {
+      const Span& s = sp[cur];
+      prefetch_l2(s.p + t * s.step + off);
+      if ((off += 64) >= s.bytes) {
+        off = 0;
+        if (++t == s.ntok) t = 0, cur++;
+      }
+    }
+  }
+};
+
+// acc + x * 0 over a row: stays 0 while x is finite, NaN from the first Inf or NaN (a.nonfinite's check).
+inline V_ finite_acc(const float* x, int n, V_ acc) {
+  constexpr int W = Vec::W;
+  for (int e = 0; e < n; e += W) acc = Vec::fma(Vec::loadp(x + e, n - e < W ? n - e : W), Vec::zero(), acc);
+  return acc;
+}
+inline void flag_nonfinite(const NalaArgs& a, V_ acc) {
+  if (a.nonfinite && !(Vec::hsum(acc) == 0.f)) __atomic_store_n(a.nonfinite, 1, __ATOMIC_RELAXED);
+}
+
 // Views into the caller's workspace (nala_work_floats(K, V, hg, hq) floats, from the driver: no allocation
 // here, and no std::vector code instantiated under this TU's target flags, which the linker could pick for
 // every level). Index i: the unit's i-th kv head (kf..zs) or query head (qu..den).
@@ -273,14 +373,17 @@ struct Scratch {
 inline void gather_keys(const NalaArgs& a, const NalaSeq& s, int hk0, int hk1, int64_t j0, int n, const Scratch& w,
                         const float* zbase, int64_t zstride) {
   const int K = a.K, K2 = 2 * K, V = a.V;
-  const bool rope = a.cos_k != nullptr;
+  const bool rope = a.cos_k != nullptr, check = a.nonfinite != nullptr;
+  V_ chk = Vec::zero();
   for (int j = 0; j < n; j++) {
     const int64_t tok = s.kbos + j0 + j;
     for (int hk = hk0; hk < hk1; hk++) {
       const int i = hk - hk0;
       const int64_t row = tok * a.Hk + hk;
       float* u = w.kf(i) + static_cast<size_t>(j) * K2;
-      phi_k_row(row_f32(a.k, a.dtype, row * K, K, w.raw), K, u);
+      const float* kx = row_f32(a.k, a.dtype, row * K, K, w.raw);
+      if (check) chk = finite_acc(kx, K, chk);
+      phi_k_row(kx, K, u);
       if (rope) {
         const int64_t rr = s.krope + j0 + j;
         rotate(u, a.cos_k + rr * K, a.sin_k + rr * K, K, w.kr(i) + static_cast<size_t>(j) * K2);
@@ -291,26 +394,33 @@ inline void gather_keys(const NalaArgs& a, const NalaSeq& s, int hk0, int hk1, i
         std::memcpy(zr, zbase + i * zstride, K2 * sizeof(float));
         add_row(zr, w.zs(i), K2);
       }
-      load_row(a.v, a.dtype, row * V, V, w.vc(i) + static_cast<size_t>(j) * V);
+      float* vr = w.vc(i) + static_cast<size_t>(j) * V;
+      load_row(a.v, a.dtype, row * V, V, vr);
+      if (check) chk = finite_acc(vr, V, chk);
     }
   }
+  flag_nonfinite(a, chk);
 }
 
 // Queries [i0, i0 + n) of heads [h0, h1), token by token: phiq rows into qu, rotated into qr (rope).
 inline void gather_queries(const NalaArgs& a, const NalaSeq& s, int h0, int h1, int64_t i0, int n, const Scratch& w) {
   const int K = a.K, K2 = 2 * K;
-  const bool rope = a.cos_q != nullptr;
+  const bool rope = a.cos_q != nullptr, check = a.nonfinite != nullptr;
+  V_ chk = Vec::zero();
   for (int r = 0; r < n; r++) {
     const int64_t tok = s.qbos + i0 + r;
     for (int h = h0; h < h1; h++) {
       float* u = w.qu(h - h0) + static_cast<size_t>(r) * K2;
-      phi_q_row(row_f32(a.q, a.dtype, (tok * a.H + h) * K, K, w.raw), K, u);
+      const float* qx = row_f32(a.q, a.dtype, (tok * a.H + h) * K, K, w.raw);
+      if (check) chk = finite_acc(qx, K, chk);
+      phi_q_row(qx, K, u);
       if (rope) {
         const int64_t rr = s.qrope + i0 + r;
         rotate(u, a.cos_q + rr * K, a.sin_q + rr * K, K, w.qr(h - h0) + static_cast<size_t>(r) * K2);
       }
     }
   }
+  flag_nonfinite(a, chk);
 }
 
 // o rows [i0, i0 + n) of heads [h0, h1), token by token: O row divided by its denominator (0 where den is 0:
@@ -345,6 +455,15 @@ bool causal(const NalaArgs& a, const NalaSeq& s, int hk0, int hk1, float* state,
   for (int64_t t0 = 0; t0 < s.qlen; t0 += kChunk) {
     if (cancelled(a)) return false;
     const int n = s.qlen - t0 < kChunk ? static_cast<int>(s.qlen - t0) : kChunk;
+    Ahead ahead;
+    if (t0 + n < s.qlen) {
+      const int nn = s.qlen - t0 - n < kChunk ? static_cast<int>(s.qlen - t0 - n) : kChunk;
+      ahead.add(a.k, a.dtype, s.kbos + t0 + n, nn, static_cast<int64_t>(a.Hk) * K, static_cast<int64_t>(hk0) * K, static_cast<int64_t>(hg) * K);
+      ahead.add(a.v, a.dtype, s.kbos + t0 + n, nn, static_cast<int64_t>(a.Hk) * V, static_cast<int64_t>(hk0) * V, static_cast<int64_t>(hg) * V);
+      ahead.add(a.q, a.dtype, s.qbos + t0 + n, nn, static_cast<int64_t>(a.H) * K, static_cast<int64_t>(h0) * K, static_cast<int64_t>(h1 - h0) * K);
+    }
+    // Spread over the row blocks of O = Qr KV (per query head) and of KV += Kr^T V (per kv head).
+    const int per = ahead.per((h1 - h0) * ((n + kBlockRows - 1) / kBlockRows) + hg * ((K2 + kBlockRows - 1) / kBlockRows));
     for (int i = 0; i < hg; i++) std::memset(w.zs(i), 0, K2 * sizeof(float));
     gather_keys(a, s, hk0, hk1, t0, n, w, rope ? state + KVn : nullptr, L);
     for (int i = 0; i < hg; i++) transpose(rope ? w.kr(i) : w.kf(i), n, K2, K2, w.krt(i), kChunk);
@@ -360,7 +479,11 @@ bool causal(const NalaArgs& a, const NalaSeq& s, int hk0, int hk1, float* state,
       gemm(n, n, K2, qr, K2, w.krt(i), kChunk, w.a, kChunk, kCLower);
       for (int r = 0; r < n; r++)
         for (int j = r + 1; j < n; j++) w.a[static_cast<size_t>(r) * kChunk + j] = 0.f;
-      gemm(n, V, K2, qr, K2, KV, V, ob, V, 0);
+      for (int r0 = 0; r0 < n; r0 += kBlockRows) {
+        const int m = n - r0 < kBlockRows ? n - r0 : kBlockRows;
+        gemm(m, V, K2, qr + static_cast<size_t>(r0) * K2, K2, KV, V, ob + static_cast<size_t>(r0) * V, V, 0);
+        ahead.step(per);
+      }
       gemm(n, V, n, w.a, kChunk, w.vc(i), V, ob, V, kAccumulate | kALower);
       for (int r = 0; r < n; r++) {
         const float* qu = w.qu(hi) + static_cast<size_t>(r) * K2;
@@ -379,7 +502,11 @@ bool causal(const NalaArgs& a, const NalaSeq& s, int hk0, int hk1, float* state,
     store_rows(a, s, h0, h1, t0, n, w);
     for (int i = 0; i < hg; i++) {
       float* KV = state + i * L;
-      gemm(K2, V, n, w.krt(i), kChunk, w.vc(i), V, KV, V, kAccumulate);
+      for (int m0 = 0; m0 < K2; m0 += kBlockRows) {
+        const int m = K2 - m0 < kBlockRows ? K2 - m0 : kBlockRows;
+        gemm(m, V, n, w.krt(i) + static_cast<size_t>(m0) * kChunk, kChunk, w.vc(i), V, KV + static_cast<int64_t>(m0) * V, V, kAccumulate);
+        ahead.step(per);
+      }
       add_row(KV + KVn, w.zs(i), K2);
     }
     count += n;
@@ -400,9 +527,23 @@ bool kv_pass(const NalaArgs& a, const NalaSeq& s, int hk0, int hk1, int64_t j0, 
   for (int64_t t0 = j0; t0 < j1; t0 += kChunk) {
     if (cancelled(a)) return false;
     const int n = j1 - t0 < kChunk ? static_cast<int>(j1 - t0) : kChunk;
+    Ahead ahead;
+    if (t0 + n < j1) {
+      const int nn = j1 - t0 - n < kChunk ? static_cast<int>(j1 - t0 - n) : kChunk;
+      ahead.add(a.k, a.dtype, s.kbos + t0 + n, nn, static_cast<int64_t>(a.Hk) * K, static_cast<int64_t>(hk0) * K, static_cast<int64_t>(hg) * K);
+      ahead.add(a.v, a.dtype, s.kbos + t0 + n, nn, static_cast<int64_t>(a.Hk) * V, static_cast<int64_t>(hk0) * V, static_cast<int64_t>(hg) * V);
+    }
     gather_keys(a, s, hk0, hk1, t0, n, w, nullptr, 0);
-    // KV += Kr^T V from the rows as they are.
-    for (int i = 0; i < hg; i++) gemm_tn(K2, V, n, rope ? w.kr(i) : w.kf(i), K2, w.vc(i), V, kvz + i * stride, V, kAccumulate);
+    // KV += Kr^T V from the rows as they are, by blocks of rows with the next chunk's rows asked for between.
+    const int per = ahead.per(hg * ((K2 + kBlockRows - 1) / kBlockRows));
+    for (int i = 0; i < hg; i++) {
+      const float* kt = rope ? w.kr(i) : w.kf(i);
+      for (int m0 = 0; m0 < K2; m0 += kBlockRows) {
+        const int m = K2 - m0 < kBlockRows ? K2 - m0 : kBlockRows;
+        gemm_tn(m, V, n, kt + m0, K2, w.vc(i), V, kvz + i * stride + static_cast<int64_t>(m0) * V, V, kAccumulate);
+        ahead.step(per);
+      }
+    }
   }
   for (int i = 0; i < hg; i++) std::memcpy(kvz + i * stride + static_cast<int64_t>(K2) * V, w.zs(i), K2 * sizeof(float));
   return true;
@@ -417,12 +558,23 @@ bool q_pass(const NalaArgs& a, const NalaSeq& s, int h0, int h1, int64_t i0, int
   for (int64_t t0 = i0; t0 < i1; t0 += kChunk) {
     if (cancelled(a)) return false;
     const int n = i1 - t0 < kChunk ? static_cast<int>(i1 - t0) : kChunk;
+    Ahead ahead;
+    if (t0 + n < i1) {
+      const int nn = i1 - t0 - n < kChunk ? static_cast<int>(i1 - t0 - n) : kChunk;
+      ahead.add(a.q, a.dtype, s.qbos + t0 + n, nn, static_cast<int64_t>(a.H) * K, static_cast<int64_t>(h0) * K, static_cast<int64_t>(h1 - h0) * K);
+    }
     gather_queries(a, s, h0, h1, t0, n, w);
+    const int per = ahead.per((h1 - h0) * ((n + kBlockRows - 1) / kBlockRows));
     for (int h = h0; h < h1; h++) {
       const int hi = h - h0;
       const float* KV = kvz + (h / G - h0 / G) * stride;
       const float* z = KV + static_cast<int64_t>(K2) * V;
-      gemm(n, V, K2, rope ? w.qr(hi) : w.qu(hi), K2, KV, V, w.ob(hi), V, 0);
+      const float* qr = rope ? w.qr(hi) : w.qu(hi);
+      for (int r0 = 0; r0 < n; r0 += kBlockRows) {
+        const int m = n - r0 < kBlockRows ? n - r0 : kBlockRows;
+        gemm(m, V, K2, qr + static_cast<size_t>(r0) * K2, K2, KV, V, w.ob(hi) + static_cast<size_t>(r0) * V, V, 0);
+        ahead.step(per);
+      }
       float* den = w.den(hi);
       for (int r = 0; r < n; r++) den[r] = s.klen == 0 ? 0.f : dot(w.qu(hi) + static_cast<size_t>(r) * K2, z, K2) + extra;
     }
