@@ -7,6 +7,7 @@
 // or underflows. x below FLT_MIN clamps to FLT_MIN, whose p-th power (p >= 1.5) is exp(< -130) = 0 in vexp.
 #pragma once
 #include <cfloat>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -160,8 +161,11 @@ void phi_q_row(const float* q, int K, float* out) {
       for (int d = 0; d < K; d += W) {
         const int w = K - d < W ? K - d : W;
         const V_ x = Vec::loadp(q + d, w);
-        // A zero q_d has neither sign: both halves 0. A subnormal one clamps to FLT_MIN (its power ~0).
-        const V_ y = vexp(Vec::mul(vp, Vec::sub(vlog(vmax(vabs(x), tiny)), ln_n)));
+        // A zero q_d has neither sign: both halves 0. A subnormal one clamps to FLT_MIN; the exponent clamps
+        // to -87 (a power under 2e-38 reads as 2e-38, where it would flush to 0: no difference that shows),
+        // so the range fix-ups of vexp are not needed (x is finite here).
+        const V_ t = Vec::mul(vp, Vec::sub(vlog(vmax(vabs(x), tiny)), ln_n));
+        const V_ y = vexp_core(vmax(t, Vec::set1(-87.f)));
         Vec::storep(out + d, vpos(x, y), w);
         Vec::storep(out + K + d, vneg(x, y), w);
       }
@@ -477,8 +481,12 @@ bool causal(const NalaArgs& a, const NalaSeq& s, int hk0, int hk1, float* state,
       float* den = w.den(hi);
       // A = Qr Kr^T, lower triangle (the upper part of the diagonal tiles zeroed: A V reads it).
       gemm(n, n, K2, qr, K2, w.krt(i), kChunk, w.a, kChunk, kCLower);
-      for (int r = 0; r < n; r++)
-        for (int j = r + 1; j < n; j++) w.a[static_cast<size_t>(r) * kChunk + j] = 0.f;
+      // A V (kALower) reads row r up to the end of its block of kMR rows: only that part above the diagonal
+      // needs zeros.
+      for (int r = 0; r < n; r++) {
+        const int end = std::min(n, (r / kMR + 1) * kMR);
+        for (int j = r + 1; j < end; j++) w.a[static_cast<size_t>(r) * kChunk + j] = 0.f;
+      }
       for (int r0 = 0; r0 < n; r0 += kBlockRows) {
         const int m = n - r0 < kBlockRows ? n - r0 : kBlockRows;
         gemm(m, V, K2, qr + static_cast<size_t>(r0) * K2, K2, KV, V, ob + static_cast<size_t>(r0) * V, V, 0);
