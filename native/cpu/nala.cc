@@ -1,7 +1,8 @@
 // Driver of the NaLaFormer family: splits the work into units, runs them on the pool with the kernels of the
-// chosen SIMD level. Causal: one unit per (sequence, kv head), the state carried through its chunks.
-// Non-causal: with at least two (sequence, kv head) units per thread, both passes in each unit; otherwise
-// pass 1 per (sequence, kv head, key part), parts summed in order, and pass 2 per (sequence, head, block of
+// chosen SIMD level. Units are groups of heads (the kernels read each token's rows of a group as one run).
+// Causal: one unit per (sequence, kv head group), the states carried through its chunks. Non-causal: with at
+// least two (sequence, kv head group) units per thread, both passes in each unit; otherwise pass 1 per
+// (sequence, kv head group, key part), parts summed in order, and pass 2 per (sequence, head group, block of
 // queries).
 #include "nala.h"
 

@@ -5,11 +5,14 @@
 // over the keys query i sees (n of them), rho the rotary of the rope tables (identity without).
 //
 // Non-causal, two passes: kv_pass builds KV (2K x V) and z (2K) of each (sequence, kv head) from chunks of
-// keys (KV += Kr^T V on the GEMM microkernels), optionally in parts over the keys that are then summed;
-// q_pass reads them for chunks of queries (O = Qr KV, one GEMM per chunk).
+// keys (KV += Kr^T V on the GEMM microkernels, A transposed: the phik rows as gathered), optionally in parts
+// over the keys that are then summed; q_pass reads them for chunks of queries (O = Qr KV).
 // Causal, chunkwise (chunks of C = 64 tokens, the state KV, z, count at the chunk start):
 //   A = (Qr Kr^T) masked to j <= i          O = Qr KV + A V          den_i = phiq_i . (z + sum_{j<=i} phik_j)
 //   KV += Kr^T V,  z += sum_j phik_j,  count += C
+// (without rope A is unrotated, so den_i = phiq_i . z + sum_{j<=i} A_ij).
+// Every kernel works on a group of heads, each token's rows of the group gathered together (one run in
+// memory), and asks for the next chunk's rows while it computes this one.
 // The decode step is the causal kernel on one token per sequence, the state updated in place.
 //
 // The state of one (sequence, kv head): L = 2K*V + 2K + 1 floats: KV row-major (the rotated numerator sum),

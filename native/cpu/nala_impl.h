@@ -1,10 +1,11 @@
 // The NaLaFormer kernels (nala.h), written once against `Vec` and compiled per SIMD level (nala_<level>.cc).
 //
 // Feature maps: phik is a cube of each half. phiq needs x^p with p = 3 (0.5 + tanh |q|) per row, so per
-// element exp(p log x): log by exponent and mantissa (m in [sqrt(1/2), sqrt(2)), 2 atanh((m-1)/(m+1)) to
-// s^9: < 1e-9 truncation) in a loop the compiler vectorises, then the vectorised exp of vec.h. x = |q_d| / |q|
-// is in [0, 1]; |q| is taken after dividing by max |q_d|, so no square overflows (a q row of 1e30s is fine)
-// or underflows. x below FLT_MIN clamps to FLT_MIN, whose p-th power (p >= 1.5) is exp(< -130) = 0 in vexp.
+// element exp(p ln x), x = |q_d| / |q|: ln by exponent and mantissa (m in [sqrt(1/2), sqrt(2)), 2 atanh((m-1)/
+// (m+1)) to s^9: < 1e-9 truncation), then the vectorised exp of vec.h. A row whose |q|^2 lies in [1e-30, 1e30]
+// (any sane row) takes ln x = ln |q_d| - ln |q| in one pass; any other is divided by max |q_d| first, so no
+// square overflows (a q row of 1e30s is fine) or underflows. x below FLT_MIN clamps to FLT_MIN, whose p-th
+// power (p >= 1.5) is 0 or ~2e-38.
 #pragma once
 #include <cfloat>
 #include <algorithm>
