@@ -3,8 +3,11 @@
 //   nala(args) / nalaAsync(args) -> undefined / Promise<undefined>; o written into args.o (and the state into
 //   args.finalState, which is args.initialState itself for the step). args: { B, T, S, H, Hk, K, V, step,
 //   q, k, v, dtype, o, causal, eps, cuSeqlens?, cuSeqlensK?, ropeCos?, ropeSin?, ropeKCos?, ropeKSin?,
-//   initialState?, finalState?, cancel?, callerOut? }. Before anything is written the job scans q, k, v,
-//   the rope tables and the initial state for non-finite values (NON_FINITE naming the array and index).
+//   initialState?, finalState?, cancel?, callerOut? }. Before anything the caller sees is written the job
+//   scans q, k, v, the rope tables and the initial state for non-finite values (NON_FINITE naming the array
+//   and index). When o and the state are the call's own (discarded on an error), q, k and v are checked by
+//   the kernels as they read them instead, and scanned only when one was flagged (for the index): one pass
+//   over the inputs' memory, not two.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -92,17 +95,27 @@ struct NalaJob {
   bool in_place = false;
   bool caller_out = false;
   std::vector<std::shared_ptr<v8::BackingStore>> pinned;  // the arrays' memory, alive until the job ends
-  void run() {
-    for (const Scan& x : scans) {
+  void check(size_t from, size_t to) const {
+    for (size_t s = from; s < to && s < scans.size(); s++) {
+      const Scan& x = scans[s];
       const int64_t i = first_non_finite(x);
       if (i >= 0)
         throw CodedError("NON_FINITE", std::string("expected finite ") + x.name + ", got " + std::to_string(value_at(x, i)) +
                                            " at index " + std::to_string(i));
     }
+  }
+  void run() {
+    // scans[0..3) are q, k, v.
+    const bool defer = !in_place && !caller_out;
+    check(defer ? 3 : 0, scans.size());
+    int32_t flagged = 0;
+    if (defer) a.nonfinite = &flagged;
     // An in-place state, or the caller's o, must end all old or all new.
     if (in_place || caller_out) cancel_before_writing(a.cancel);
     if (!caller_out) advise_huge_pages(a.o, static_cast<int64_t>(a.B) * a.T * a.H * a.V * dtype_bytes(a.dtype));
-    if (!nala_run(a)) throw CodedError("ABORTED", "aborted");
+    const bool done = nala_run(a);
+    if (__atomic_load_n(&flagged, __ATOMIC_RELAXED) != 0) check(0, 3);
+    if (!done) throw CodedError("ABORTED", "aborted");
   }
 };
 

@@ -23,7 +23,8 @@ enum GemmFlags : int {
 };
 
 // One MR x NV*W tile; `ncols` valid columns (partial loads/stores on the last vector when < NV*W).
-template <int MR, int NV, bool kFull>
+// kTA: A is given transposed (element (i, p) at A[p * lda + i]), so the MR broadcasts of a step are adjacent.
+template <int MR, int NV, bool kFull, bool kTA = false>
 inline void gemm_tile(int kd_end, const float* A, int lda, const float* B, int ldb, float* C, int ldc, bool acc,
                       int ncols) {
   constexpr int W = Vec::W;
@@ -42,7 +43,7 @@ inline void gemm_tile(int kd_end, const float* A, int lda, const float* B, int l
       else b[v] = width(v) > 0 ? Vec::loadp(B + p * ldb + v * W, width(v)) : Vec::zero();
     }
     for (int i = 0; i < MR; i++) {
-      V_ a = Vec::set1(A[i * lda + p]);
+      V_ a = Vec::set1(kTA ? A[p * lda + i] : A[i * lda + p]);
       for (int v = 0; v < NV; v++) c[i][v] = Vec::fma(a, b[v], c[i][v]);
     }
   }
@@ -53,14 +54,14 @@ inline void gemm_tile(int kd_end, const float* A, int lda, const float* B, int l
     }
 }
 
-template <int MR>
+template <int MR, bool kTA = false>
 inline void gemm_rows(int N, int kd_end, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
                       bool acc, int n_end) {
   constexpr int NW = kNV * Vec::W;
   (void)N;
   int j = 0;
-  for (; j + NW <= n_end; j += NW) gemm_tile<MR, kNV, true>(kd_end, A, lda, B + j, ldb, C + j, ldc, acc, NW);
-  if (j < n_end) gemm_tile<MR, kNV, false>(kd_end, A, lda, B + j, ldb, C + j, ldc, acc, n_end - j);
+  for (; j + NW <= n_end; j += NW) gemm_tile<MR, kNV, true, kTA>(kd_end, A, lda, B + j, ldb, C + j, ldc, acc, NW);
+  if (j < n_end) gemm_tile<MR, kNV, false, kTA>(kd_end, A, lda, B + j, ldb, C + j, ldc, acc, n_end - j);
 }
 
 // C[M x N] (=|+=) A[M x Kd] B[Kd x N]; leading dimensions in floats.
@@ -93,6 +94,33 @@ inline void gemm(int M, int N, int Kd, const float* A, int lda, const float* B, 
       case 3: gemm_rows<3>(N, kd_end, a, lda, B, ldb, c, ldc, acc, n_end); break;
       case 2: gemm_rows<2>(N, kd_end, a, lda, B, ldb, c, ldc, acc, n_end); break;
       default: gemm_rows<1>(N, kd_end, a, lda, B, ldb, c, ldc, acc, n_end); break;
+    }
+  }
+}
+
+// C[M x N] (=|+=) At^T B with At [Kd x M] (the A of gemm stored transposed, e.g. rows of keys whose
+// outer products are summed): no transposed copy needed. Flags: kAccumulate only.
+inline void gemm_tn(int M, int N, int Kd, const float* At, int lda, const float* B, int ldb, float* C, int ldc, int flags) {
+  const bool acc = flags & kAccumulate;
+  int i = 0;
+  for (; i + kMR <= M; i += kMR) gemm_rows<kMR, true>(N, Kd, At + i, lda, B, ldb, C + static_cast<long>(i) * ldc, ldc, acc, N);
+  if (i < M) {
+    const float* a = At + i;
+    float* c = C + static_cast<long>(i) * ldc;
+    switch (M - i) {
+#if defined(__AVX512F__)
+      case 7: gemm_rows<7, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+      case 6: gemm_rows<6, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+      case 5: gemm_rows<5, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+#elif defined(__AVX2__)
+      case 5: gemm_rows<5, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+#endif
+#if defined(__AVX512F__) || defined(__AVX2__)
+      case 4: gemm_rows<4, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+#endif
+      case 3: gemm_rows<3, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+      case 2: gemm_rows<2, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
+      default: gemm_rows<1, true>(N, Kd, a, lda, B, ldb, c, ldc, acc, N); break;
     }
   }
 }
