@@ -260,6 +260,7 @@ inline void mm_tile(int np, const float* A, int64_t ars, int64_t aps, const floa
     pp = pf->p;
     pe = pf->p + static_cast<int64_t>(pf->per) * 64;
     if (pe > pf->end) pe = pf->end;
+    if (pe - pp > static_cast<int64_t>(np) * 64) pe = pp + static_cast<int64_t>(np) * 64;  // at most one per p; the rest later
     pf->p = pe;
     const int nl = static_cast<int>((pe - pp) / 64);
     stride = np / (nl > 0 ? nl : 1);
