@@ -20,7 +20,7 @@
 namespace sk {
 
 constexpr int kLinearGemvRows = 8;   // rows up to this take the GEMV path
-constexpr int kLinearChunk = 512;    // GEMV: x columns per chunk (8 rows: 16 KiB, in L1)
+constexpr int kLinearChunk = 1024;   // GEMV: x columns per chunk (8 rows: 32 KiB, in L1)
 constexpr int kLinearKC = 256;       // GEMM: inner-dimension chunk of a packed panel (AVX-512: 32 KiB, in L1)
 constexpr int kLinearNC = 256;       // GEMM: features per task (a multiple of every level's NR)
 constexpr int kLinearMC = 768;       // GEMM: rows per task (a multiple of every level's MR)
