@@ -34,6 +34,29 @@ inline void in_register(V_& v) {
 #endif
 }
 
+#if defined(__AVX512F__)
+// out[i] = Vec::hsum of accumulator i0 + i (c in row-major order; zeros past R x M), bit for bit: the same tree as _mm512_reduce_add_ps (lane l + l ^ 8,
+// then + l ^ 4, then (l, l ^ 2), then (l, l ^ 1)), done on 16 vectors at once so each shuffle and add serves
+// several sums (45 operations for 16 where one at a time takes 8 each). Output lane 4q + s holds input
+// 4s + q, so the inputs go in transposed.
+template <int R, int M>
+__attribute__((always_inline)) inline void hsums(const V_ (&c)[R][M], int i0, float* out) {
+  __m512 in[16];
+  _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) {
+    const int src = i0 + (i % 4) * 4 + i / 4;
+    in[i] = src < R * M ? c[src / M][src % M] : _mm512_setzero_ps();
+  }
+  __m512 s[8], u[4], p[2];
+  _Pragma("GCC unroll 16") for (int i = 0; i < 8; i++)  // quarters (a0 + a2, a1 + a3, b0 + b2, b1 + b3)
+    s[i] = _mm512_add_ps(_mm512_shuffle_f32x4(in[2 * i], in[2 * i + 1], 0x44), _mm512_shuffle_f32x4(in[2 * i], in[2 * i + 1], 0xEE));
+  _Pragma("GCC unroll 16") for (int i = 0; i < 4; i++)  // one quarter per input: its 128-bit halves summed
+    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(s[2 * i], s[2 * i + 1], 0x88), _mm512_shuffle_f32x4(s[2 * i], s[2 * i + 1], 0xDD));
+  _Pragma("GCC unroll 16") for (int i = 0; i < 2; i++)  // (t0 + t2, t1 + t3) of each quarter
+    p[i] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0x44), _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0xEE));
+  _mm512_store_ps(out, _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], 0x88), _mm512_shuffle_ps(p[0], p[1], 0xDD)));
+}
+#endif
+
 // Output features [j, j + R) of M rows over columns [k0, k1) of x (row stride ldx): each weight vector is
 // loaded (widened) once and applied to the M rows, one accumulator per (feature, row) summed in k order,
 // so a row's bits are the same whatever M and R are. `first`: y = bias + sum, else y += sum (K chunks).
@@ -74,6 +97,20 @@ inline void gemv_block(const float* x, int64_t ldx, int K, const typename L::T* 
       _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) c[r][m] = Vec::fma(wv[r], xv, c[r][m]);
     }
   }
+#if defined(__AVX512F__)
+  if (R * M >= 8) {  // the sums 16 at a time (the same bits as one at a time below)
+    alignas(64) float sum[(R * M + 15) / 16 * 16];
+    _Pragma("GCC unroll 4") for (int i = 0; i < R * M; i += 16) hsums<R, M>(c, i, sum + i);
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
+      const float b = bias ? bias[j + r] : 0.f;
+      _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
+        float& out = y[m * ldy + j + r];
+        out = first ? b + sum[r * M + m] : out + sum[r * M + m];
+      }
+    }
+    return;
+  }
+#endif
   _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
     const float b = bias ? bias[j + r] : 0.f;
     _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
