@@ -64,14 +64,14 @@ bool linear_forward(const LinearArgs& a) {
   std::unique_ptr<float[]> xbuf, bbuf;
   std::unique_ptr<float[], FreeAligned> xgemv;
   const float* x = static_cast<const float*>(a.x);
-  // The GEMV's x: a float32 copy with rows one cache line more than a multiple of 16 floats apart, so that
+  // The GEMV's x: a float32 copy (gemv_x) with rows one cache line more than a multiple of 32 floats apart, so that
   // the M rows of a chunk (and the weight rows, K apart) do not all fall in the same L1 sets.
-  const int64_t ldx = gemv ? (K + 15) / 16 * 16 + 16 : K;
+  const int64_t ldx = gemv ? (K + 31) / 32 * 32 + 16 : K;
   if (gemv && K > 0) {
     xgemv = uninit_aligned(M * ldx);
     run_tasks((M + kConvRows - 1) / kConvRows, serial, [&](int64_t t, int) {
       const int64_t r1 = std::min<int64_t>(M, (t + 1) * kConvRows);
-      for (int64_t r = t * kConvRows; r < r1; r++) k.to_f32(a.x, a.xdt, r * K, K, xgemv.get() + r * ldx);
+      for (int64_t r = t * kConvRows; r < r1; r++) k.gemv_x(a.x, a.xdt, r * K, K, a.wdt, xgemv.get() + r * ldx);
     });
     x = xgemv.get();
   } else if (a.xdt != DType::f32 && K > 0) {

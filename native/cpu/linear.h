@@ -57,6 +57,9 @@ struct LinearKernels {
                const float* bias, float* y, int64_t ldy, float* pack);
   void (*to_f32)(const void* src, DType dt, int64_t off, int n, float* dst);
   void (*from_f32)(const float* src, void* dst, DType dt, int64_t off, int n);
+  // A row of x (K values of dt at element offset off) as gemv reads it for weights of wdt (float32, in the
+  // column order that level's kernel wants); dst holds K rounded up to 32 floats.
+  void (*gemv_x)(const void* src, DType dt, int64_t off, int K, DType wdt, float* dst);
 };
 const LinearKernels& linear_kernels(SimdLevel l);
 namespace avx512 { extern const LinearKernels kLinearKernels; }
