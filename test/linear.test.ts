@@ -71,10 +71,11 @@ describe(`linear native vs float64 reference (SIMD ${info().simd ?? 'none'})`, (
     run({ M: 8, K: 4096, N: 4096, x: 'bfloat16', w: 'bfloat16', b: 'bfloat16', seed: 8 });
   });
 
-  // The GEMV sums in chunks of 512 columns (native/cpu/linear.h kLinearChunk), visiting them rows first when
-  // the rows of x fit in L1 (M * in * 4 <= 32 KiB) and chunks first otherwise: both sides, a chunk's tail
-  // not a multiple of the vector width, every row count of the GEMV and one past it, every weight dtype.
-  it.each([513, 1031, 8200])('GEMV rows 1..9 at in = %i (chunk edges and tails), float32/float16/bfloat16 weights', (K) => {
+  // The GEMV sums in chunks of 1024 columns (native/cpu/linear.h kLinearChunk), visiting them rows first when
+  // the rows of x fit in L1 (M * in * 4 <= 32 KiB) and chunks first (in groups of blocks) otherwise: both
+  // sides, a chunk's tail not a multiple of the vector width, every row count of the GEMV and one past it,
+  // every weight dtype.
+  it.each([513, 1031, 2053, 8200])('GEMV rows 1..9 at in = %i (chunk edges and tails), float32/float16/bfloat16 weights', (K) => {
     let i = 0;
     for (let M = 1; M <= 9; M++) for (const w of DTS) run({ M, K, N: 13 + M, x: 'float32', w, b: 'float32', seed: 300 + K + i++ });
   });
@@ -196,7 +197,7 @@ describe('linear: batchInvariant', () => {
     expect(relErr(all, linear(x, w, { bias }))).toBeLessThan(1e-5); // the GEMM's answer, summed in another order
   });
 
-  it('rows 1..9 at in = 1031 (3 chunks, a tail), every weight dtype: each row of the call equals the row alone', () => {
+  it('rows 1..9 at in = 1031 (2 chunks, a tail), every weight dtype: each row of the call equals the row alone', () => {
     for (const dtype of DTS) {
       const K = 1031, N = 29;
       const w = randn([N, K], { seed: 5, dtype }), bias = randn([N], { seed: 6 });

@@ -133,7 +133,13 @@ struct WidenF16 {  // F16C (the AVX2 and AVX-512 levels are built with it)
 
 struct WidenBF16 {  // bfloat16 is the top half of a float32
 #if defined(__AVX512F__)
-  static V_ widen(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+  // Each value's 16 bits into the top half of its lane, the bottom half zeroed: one word permute (vpermw with a
+  // zeroing mask) where the zero-extend and the shift are two operations.
+  static V_ widen(__m256i h) {
+    const __m512i idx = _mm512_set_epi16(15, 0, 14, 0, 13, 0, 12, 0, 11, 0, 10, 0, 9, 0, 8, 0, 7, 0, 6, 0, 5, 0, 4, 0, 3, 0, 2, 0,
+                                         1, 0, 0, 0);
+    return _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, idx, _mm512_castsi256_si512(h)));
+  }
 #elif defined(__AVX2__)
   static V_ widen(__m128i h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
 #endif

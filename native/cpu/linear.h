@@ -20,7 +20,7 @@
 namespace sk {
 
 constexpr int kLinearGemvRows = 8;   // rows up to this take the GEMV path
-constexpr int kLinearChunk = 512;    // GEMV: x columns per chunk (8 rows: 16 KiB, in L1)
+constexpr int kLinearChunk = 1024;   // GEMV: x columns per chunk (8 rows: 32 KiB, in L1)
 constexpr int kLinearKC = 256;       // GEMM: inner-dimension chunk of a packed panel (AVX-512: 32 KiB, in L1)
 constexpr int kLinearNC = 256;       // GEMM: features per task (a multiple of every level's NR)
 constexpr int kLinearMC = 768;       // GEMM: rows per task (a multiple of every level's MR)
@@ -57,6 +57,9 @@ struct LinearKernels {
                const float* bias, float* y, int64_t ldy, float* pack);
   void (*to_f32)(const void* src, DType dt, int64_t off, int n, float* dst);
   void (*from_f32)(const float* src, void* dst, DType dt, int64_t off, int n);
+  // A row of x (K values of dt at element offset off) as gemv reads it for weights of wdt (float32, in the
+  // column order that level's kernel wants); dst holds K rounded up to 32 floats.
+  void (*gemv_x)(const void* src, DType dt, int64_t off, int K, DType wdt, float* dst);
 };
 const LinearKernels& linear_kernels(SimdLevel l);
 namespace avx512 { extern const LinearKernels kLinearKernels; }

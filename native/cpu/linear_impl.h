@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "convert_impl.h"
 #include "linear.h"
@@ -23,6 +24,39 @@ constexpr int rows_per_block() {
   return M <= 2 ? 4 : M == 3 ? 3 : M <= 6 ? 2 : 1;
 #endif
 }
+
+// Keeps v in a register: the compiler otherwise folds a row's x load into each of the R FMAs that use it
+// (R x M loads a step where R + M do; at M = 8, R = 3: 27 against 11, over what the load ports take).
+inline void in_register(V_& v) {
+#if defined(__AVX2__)
+  asm("" : "+v"(v));
+#else
+  (void)v;
+#endif
+}
+
+#if defined(__AVX512F__)
+// out[i] = Vec::hsum of accumulator i0 + i (c in row-major order; zeros past R x M), bit for bit: the same tree as _mm512_reduce_add_ps (lane l + l ^ 8,
+// then + l ^ 4, then (l, l ^ 2), then (l, l ^ 1)), done on 16 vectors at once so each shuffle and add serves
+// several sums (45 operations for 16 where one at a time takes 8 each). Output lane 4q + s holds input
+// 4s + q, so the inputs go in transposed.
+template <int R, int M>
+__attribute__((always_inline)) inline void hsums(const V_ (&c)[R][M], int i0, float* out) {
+  __m512 in[16];
+  _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) {
+    const int src = i0 + (i % 4) * 4 + i / 4;
+    in[i] = src < R * M ? c[src / M][src % M] : _mm512_setzero_ps();
+  }
+  __m512 s[8], u[4], p[2];
+  _Pragma("GCC unroll 16") for (int i = 0; i < 8; i++)  // quarters (a0 + a2, a1 + a3, b0 + b2, b1 + b3)
+    s[i] = _mm512_add_ps(_mm512_shuffle_f32x4(in[2 * i], in[2 * i + 1], 0x44), _mm512_shuffle_f32x4(in[2 * i], in[2 * i + 1], 0xEE));
+  _Pragma("GCC unroll 16") for (int i = 0; i < 4; i++)  // one quarter per input: its 128-bit halves summed
+    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(s[2 * i], s[2 * i + 1], 0x88), _mm512_shuffle_f32x4(s[2 * i], s[2 * i + 1], 0xDD));
+  _Pragma("GCC unroll 16") for (int i = 0; i < 2; i++)  // (t0 + t2, t1 + t3) of each quarter
+    p[i] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0x44), _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0xEE));
+  _mm512_store_ps(out, _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], 0x88), _mm512_shuffle_ps(p[0], p[1], 0xDD)));
+}
+#endif
 
 // Output features [j, j + R) of M rows over columns [k0, k1) of x (row stride ldx): each weight vector is
 // loaded (widened) once and applied to the M rows, one accumulator per (feature, row) summed in k order,
@@ -50,7 +84,8 @@ inline void gemv_block(const float* x, int64_t ldx, int K, const typename L::T* 
     V_ wv[R];
     _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) wv[r] = L::load(wr[r] + k);
     _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
-      const V_ xv = Vec::load(x + m * ldx + k);
+      V_ xv = Vec::load(x + m * ldx + k);
+      if (R > 1) in_register(xv);
       _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) c[r][m] = Vec::fma(wv[r], xv, c[r][m]);
     }
   }
@@ -63,6 +98,20 @@ inline void gemv_block(const float* x, int64_t ldx, int K, const typename L::T* 
       _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) c[r][m] = Vec::fma(wv[r], xv, c[r][m]);
     }
   }
+#if defined(__AVX512F__)
+  if (R * M >= 8) {  // the sums 16 at a time (the same bits as one at a time below)
+    alignas(64) float sum[(R * M + 15) / 16 * 16];
+    _Pragma("GCC unroll 4") for (int i = 0; i < R * M; i += 16) hsums<R, M>(c, i, sum + i);
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
+      const float b = bias ? bias[j + r] : 0.f;
+      _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
+        float& out = y[m * ldy + j + r];
+        out = first ? b + sum[r * M + m] : out + sum[r * M + m];
+      }
+    }
+    return;
+  }
+#endif
   _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
     const float b = bias ? bias[j + r] : 0.f;
     _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
@@ -72,13 +121,71 @@ inline void gemv_block(const float* x, int64_t ldx, int K, const typename L::T* 
   }
 }
 
+#if defined(__AVX512F__)
+// gemv_block for bfloat16 weights at AVX-512, widening in the load ports: a zero-masked 16-bit load keeping
+// the odd words puts each kept value in the top half of its 32-bit lane, which is the value as a float32. From
+// the row at k - 1 that gives the even columns k, k + 2, ..., k + 30; from k the odd ones. No shift or permute
+// on the FMA ports (the widening there cost 3 of 19 cycles a step at M = 8). x comes permuted to match
+// (gemv_x: each 32 columns as their 16 even then their 16 odd, zeros past K), so accumulator pair (even, odd)
+// lane i sums columns 32s + 2i and 32s + 2i + 1: a fixed order whatever M is. The masked-off word before
+// the row is never read (masked lanes do not fault).
+template <int M, int R>
+inline void gemv_block_bf16(const float* x, int64_t ldx, int K, const uint16_t* w, int j, int k0, int k1,
+                            const uint16_t* pf, int pfr, bool first, const float* bias, float* y, int64_t ldy) {
+  constexpr __mmask32 kOdd = 0xAAAAAAAAu;
+  V_ c[R][M];
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++)
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) c[r][m] = Vec::zero();
+  const uint16_t* wr[R];
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) wr[r] = w + static_cast<int64_t>(j + r) * K;
+  const int pf_lines = (k1 - k0 + 31) / 32;
+  auto step = [&](int k, __mmask32 me, __mmask32 mo) {
+    V_ we[R], wo[R];
+    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
+      we[r] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(me, wr[r] + k - 1));
+      wo[r] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mo, wr[r] + k));
+    }
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
+      V_ xe = Vec::load(x + m * ldx + k), xo = Vec::load(x + m * ldx + k + 16);
+      if (R > 1) in_register(xe), in_register(xo);
+      _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) c[r][m] = Vec::fma(we[r], xe, c[r][m]);
+      _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) c[r][m] = Vec::fma(wo[r], xo, c[r][m]);
+    }
+  };
+  int k = k0, it = 0;
+  for (; k + 32 <= k1; k += 32, it++) {
+    if (it < pf_lines) {
+      for (int r = 0; r < pfr; r++) prefetch(pf + static_cast<int64_t>(r) * K + it * 32);
+    }
+    step(k, kOdd, kOdd);
+  }
+  if (k < k1) {  // the row's tail: even columns k + 2i < k1 (word 2i + 1 <= n), odd ones k + 2i + 1 < k1
+    const int n = k1 - k;
+    step(k, kOdd & static_cast<__mmask32>((uint64_t{1} << (n + 1)) - 1), kOdd & static_cast<__mmask32>((uint64_t{1} << n) - 1));
+  }
+  alignas(64) float sum[(R * M + 15) / 16 * 16];
+  _Pragma("GCC unroll 4") for (int i = 0; i < R * M; i += 16) hsums<R, M>(c, i, sum + i);
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
+    const float b = bias ? bias[j + r] : 0.f;
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
+      float& out = y[m * ldy + j + r];
+      out = first ? b + sum[r * M + m] : out + sum[r * M + m];
+    }
+  }
+}
+#endif
+
 // Features [j0, j1) of M rows: the K axis in chunks of kLinearChunk columns, the features in blocks of R. The
 // sums are cut at the chunks (y = bias + chunk 0, then y += each next chunk) whatever the order the pieces
 // are visited in, and the chunk does not depend on M, so neither do a row's bits. Two orders:
 //   - rows first, when all M rows of x fit in L1 (M = 1 to K = 8192): each block streams its weight rows start
 //     to end, prefetching its next chunk (or the next block's first) as it computes one;
-//   - chunks first (more rows): the M rows' chunk stays in L1 while the task's blocks pass over it in memory
-//     order, each prefetching the next block's pieces of the chunk.
+//   - chunks first (more rows), in groups of kGemvGroup blocks: the M rows' chunk stays in L1 while the
+//     group's blocks pass over it, each prefetching the next block's piece; then the next chunk of the same
+//     group. A group keeps few weight rows in flight (12 at R = 3), each read on in long pieces, which the
+//     hardware prefetcher follows (the whole task's 48 rows at once ran at half the rate at 8 rows).
+constexpr int kGemvGroup = 4;  // blocks per group in the chunks-first order
+
 template <class L, int M>
 void gemv_rows(const float* x, int64_t ldx, int K, const void* wv, int j0, int j1, const float* bias, float* y,
                int64_t ldy) {
@@ -90,6 +197,15 @@ void gemv_rows(const float* x, int64_t ldx, int K, const void* wv, int j0, int j
   auto chunk_end = [&](int k0) { return K - k0 < kLinearChunk ? K : k0 + kLinearChunk; };
   auto block = [&](int j, int k0, const T* pf, int pfr) {
     const int k1 = chunk_end(k0);
+#if defined(__AVX512F__)
+    if (std::is_same<L, LoadBF16>::value) {
+      const uint16_t* wb = reinterpret_cast<const uint16_t*>(w);
+      const uint16_t* pb = reinterpret_cast<const uint16_t*>(pf);
+      if (j < jfull) gemv_block_bf16<M, R>(x, ldx, K, wb, j, k0, k1, pb, pfr, k0 == 0, bias, y, ldy);
+      else gemv_block_bf16<M, 1>(x, ldx, K, wb, j, k0, k1, pb, pfr, k0 == 0, bias, y, ldy);
+      return;
+    }
+#endif
     if (j < jfull) gemv_block<L, M, R>(x, ldx, K, w, j, k0, k1, pf, pfr, k0 == 0, bias, y, ldy);
     else gemv_block<L, M, 1>(x, ldx, K, w, j, k0, k1, pf, pfr, k0 == 0, bias, y, ldy);
   };
@@ -106,14 +222,21 @@ void gemv_rows(const float* x, int64_t ldx, int K, const void* wv, int j0, int j
     }
     return;
   }
-  for (int k0 = 0; k0 < K; k0 += kLinearChunk) {
-    const int k1 = chunk_end(k0);
-    for (int j = j0; j < j1; j += rows_at(j)) {
-      const int nr = rows_at(j);
-      if (j + nr < j1) block(j, k0, w + static_cast<int64_t>(j + nr) * K + k0, rows_at(j + nr));
-      else if (k1 < K) block(j, k0, w + static_cast<int64_t>(j0) * K + k1, rows_at(j0));
-      else block(j, k0, wrow, 0);
+  for (int g0 = j0; g0 < j1;) {
+    int g1 = g0;  // the group: features [g0, g1)
+    for (int b = 0; b < kGemvGroup && g1 < j1; b++) g1 += rows_at(g1);
+    for (int k0 = 0; k0 < K; k0 += kLinearChunk) {
+      const int k1 = chunk_end(k0);
+      for (int j = g0; j < g1; j += rows_at(j)) {
+        const int nr = rows_at(j);
+        // Next in visit order: the group's next block, its first at the next chunk, or the next group's first.
+        if (j + nr < g1) block(j, k0, w + static_cast<int64_t>(j + nr) * K + k0, rows_at(j + nr));
+        else if (k1 < K) block(j, k0, w + static_cast<int64_t>(g0) * K + k1, rows_at(g0));
+        else if (g1 < j1) block(j, k0, w + static_cast<int64_t>(g1) * K, rows_at(g1));
+        else block(j, k0, wrow, 0);
+      }
     }
+    g0 = g1;
   }
 }
 
@@ -327,11 +450,34 @@ void gemm_tiles(const float* xp, int64_t M, int K, const void* w, DType wdt, int
 }
 
 void to_f32(const void* src, DType dt, int64_t off, int n, float* dst) { load_row(src, dt, off, n, dst); }
+
+// A row of the GEMV's x as gemv reads it: float32, and at AVX-512 with bfloat16 weights each 32 columns as
+// their 16 even then their 16 odd (gemv_block_bf16), zeros to the next 32. dst: K rounded up to 32 floats.
+void gemv_x(const void* src, DType dt, int64_t off, int K, DType wdt, float* dst) {
+#if defined(__AVX512F__)
+  if (wdt == DType::bf16) {
+    alignas(64) float t[32];
+    for (int k = 0; k < K; k += 32) {
+      const int n = K - k < 32 ? K - k : 32;
+      if (n < 32) std::memset(t, 0, sizeof(t));
+      load_row(src, dt, off + k, n, t);
+      const __m512 a = _mm512_load_ps(t), b = _mm512_load_ps(t + 16);
+      const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+      const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+      _mm512_storeu_ps(dst + k, _mm512_permutex2var_ps(a, ev, b));
+      _mm512_storeu_ps(dst + k + 16, _mm512_permutex2var_ps(a, od, b));
+    }
+    return;
+  }
+#endif
+  (void)wdt;
+  load_row(src, dt, off, K, dst);
+}
 void from_f32(const float* src, void* dst, DType dt, int64_t off, int n) { store_row(dst, dt, off, n, src); }
 
 }  // namespace
 
-extern const LinearKernels kLinearKernels = {kMRg, kNRg, gemv, pack_x, gemm_tiles, to_f32, from_f32};
+extern const LinearKernels kLinearKernels = {kMRg, kNRg, gemv, pack_x, gemm_tiles, to_f32, from_f32, gemv_x};
 
 }  // namespace SK_LEVEL_NS
 }  // namespace sk

@@ -37,15 +37,13 @@ bool rotary_forward(const RotaryArgs& a) {
       stop.store(true);
       return;
     }
-    alignas(64) float tmp[kRotaryMaxDim];
+    alignas(64) float tmp[2 * kRotaryMaxDim];
     const int64_t end = (t + 1) * kTokensPerTask < a.tokens ? (t + 1) * kTokensPerTask : a.tokens;
     for (int64_t i = t * kTokensPerTask; i < end; i++) {
+      // One table row per token, for all its H heads.
       const float* c = a.cos + static_cast<int64_t>(pos[i]) * half;
       const float* s = a.sin + static_cast<int64_t>(pos[i]) * half;
-      for (int h = 0; h < a.H; h++) {
-        const int64_t off = (i * a.H + h) * a.D;
-        kern.row(a.x, a.dtype, off, a.out, a.dtype, off, a.D, a.rot, c, s, a.interleaved, tmp);
-      }
+      kern.token(a.x, a.out, a.dtype, i * a.H * a.D, a.H, a.D, a.rot, c, s, a.interleaved, tmp);
     }
   });
   return !stop.load();

@@ -21,6 +21,10 @@ constexpr int kRotaryMaxDim = 1024;
 struct RotaryKernels {
   void (*row)(const void* src, DType sdt, int64_t soff, void* dst, DType ddt, int64_t doff, int D, int rot,
               const float* c, const float* s, bool interleaved, float* tmp);
+  // The H head rows of one token (D values each from element offset off, src and dst of dtype dt), all rotated
+  // by the same table rows c and s; tmp: 2 * kRotaryMaxDim floats. The same bits as row on each.
+  void (*token)(const void* src, void* dst, DType dt, int64_t off, int H, int D, int rot, const float* c, const float* s,
+                bool interleaved, float* tmp);
 };
 const RotaryKernels& rotary_kernels(SimdLevel l);
 namespace avx512 { extern const RotaryKernels kRotaryKernels; }
