@@ -22,6 +22,7 @@ const SHAPES: Omit<Case, 'causal'>[] = [
   { T: 1, S: 4096, Hq: 4, Hk: 4, D: 32, Dv: 32 }, // long decode: the keys split across threads and merged
   { T: 73, S: 73, Hq: 2, Hk: 2, D: 16, Dv: 16, lens: [3, 0, 70] },
   { T: 40, S: 40, Hq: 2, Hk: 1, D: 16, Dv: 16, dtype: 'float16' },
+  { T: 3, S: 40, Hq: 4, Hk: 2, D: 32, Dv: 32, dtype: 'bfloat16' }, // bfloat16 decode units (even/odd loads), masked tiles
 ];
 
 type Kind = 'nan' | '+inf' | '-inf' | 'finite';

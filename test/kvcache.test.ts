@@ -178,6 +178,12 @@ describe('attentionWithKVCache vs the float64 reference', () => {
     cases.push({ lens: [1, 64, 65], Tq: 4, Hq: 4, Hk: 2, D: 32, Dv: 32, paged, qDtype: 'bfloat16', cacheDtype: 'float16', newDtype: 'float32', seed: seed++ });
     cases.push({ lens: [1000, 0, 64], Tq: 1, Hq: 4, Hk: 2, D: 32, Dv: 32, paged, cacheDtype: 'bfloat16', newDtype: 'bfloat16', rotary: 'interleaved', seed: seed++ });
     cases.push({ lens: MIXED, Tq: 4, Hq: 2, Hk: 2, D: 16, Dv: 16, paged, append: false, causal: false, gate: 'elementwise', lse: true, seed: seed++ });
+    // bfloat16 caches read as even/odd halves (several kv heads per unit, D and Dv multiples of 2W): the
+    // serving shape's group of 4, Dv not a multiple of 4W (the 2W tail), causal Tq > 1 (masked tiles), and
+    // Dv = 40 (not a multiple of 2W: read in order).
+    cases.push({ lens: [300, 1, 64], Tq: 1, Hq: 8, Hk: 2, D: 128, Dv: 96, paged, cacheDtype: 'bfloat16', seed: seed++, lse: true });
+    cases.push({ lens: [65, 0, 130], Tq: 4, Hq: 4, Hk: 2, D: 64, Dv: 32, paged, cacheDtype: 'bfloat16', newDtype: 'bfloat16', seed: seed++ });
+    cases.push({ lens: [100, 7], Tq: 1, Hq: 8, Hk: 2, D: 64, Dv: 40, paged, cacheDtype: 'bfloat16', seed: seed++ });
     cases.push({ lens: [63, 2, 1000], Tq: 4, Hq: 6, Hk: 3, D: 64, Dv: 40, paged, rotary: 'full', causal: false, qDtype: 'float16', cacheDtype: 'float32', seed: seed++ });
   }
   for (const c of cases) it(id(c), () => check(c));
