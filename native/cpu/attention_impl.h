@@ -26,7 +26,6 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
-#include <type_traits>
 
 #include "attention.h"
 #include "convert_impl.h"
@@ -426,76 +425,6 @@ inline void dot4x2(int D, const typename L::T* ka, const typename L::T* kb, cons
   hsum4(b0, b1, b2, b3, sb);
 }
 
-// Sums of each of eight vectors: a0..a3 into s[0..4), a4..a7 into t[0..4).
-inline void hsum8(V_ a0, V_ a1, V_ a2, V_ a3, V_ a4, V_ a5, V_ a6, V_ a7, float* s, float* t) {
-#if defined(__AVX512F__)
-  // A tree of shuffles and adds, each level halving the lanes per vector and doubling the vectors per
-  // register: 23 instructions for the eight sums, where two hsum4 take about 38.
-  auto halves = [](V_ x, V_ y) {  // [x's 8 partial sums | y's 8]
-    return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 2, 3, 2)));
-  };
-  auto quarters = [](V_ x, V_ y) {  // from [A A B B], [C C D D] (128-bit lanes): [A B C D], 4 partial sums each
-    return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 1, 3, 1)));
-  };
-  const V_ x = quarters(halves(a0, a1), halves(a2, a3)), y = quarters(halves(a4, a5), halves(a6, a7));
-  // 128-bit lane k: a_k's four partial sums in x, a_{k+4}'s in y.
-  const V_ v = _mm512_add_ps(_mm512_shuffle_ps(x, y, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(x, y, _MM_SHUFFLE(3, 2, 3, 2)));
-  const V_ r = _mm512_add_ps(v, _mm512_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));  // lane 4k: a_k, 4k + 2: a_{k+4}
-  const V_ o = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0), r);
-  _mm_storeu_ps(s, _mm512_castps512_ps128(o));
-  _mm_storeu_ps(t, _mm512_extractf32x4_ps(o, 1));
-#else
-  hsum4(a0, a1, a2, a3, s);
-  hsum4(a4, a5, a6, a7, t);
-#endif
-}
-
-// dot4x2 and dot4 for bfloat16 keys read by LoadBF16EO, the q rows in its even/odd order (run_unit's eo;
-// D a multiple of 2W). One key (kTwo false): the b accumulators take the odd halves, so that there are still
-// eight independent FMA chains.
-template <bool kTwo>
-inline void dot4_eo(int D, const uint16_t* ka, const uint16_t* kb, const float* q0, float* sa, float* sb) {
-  const float* q1 = q0 + D;
-  const float* q2 = q0 + 2 * D;
-  const float* q3 = q0 + 3 * D;
-  V_ a0 = Vec::zero(), a1 = Vec::zero(), a2 = Vec::zero(), a3 = Vec::zero();
-  V_ b0 = Vec::zero(), b1 = Vec::zero(), b2 = Vec::zero(), b3 = Vec::zero();
-  for (int d = 0; d < D; d += 2 * W) {
-    V_ xe, xo, ye, yo;
-    LoadBF16EO::load2(ka + d, xe, xo);
-    if (kTwo) LoadBF16EO::load2(kb + d, ye, yo);
-    V_ u0 = Vec::load(q0 + d), u1 = Vec::load(q1 + d), u2 = Vec::load(q2 + d), u3 = Vec::load(q3 + d);
-    in_register(u0), in_register(u1), in_register(u2), in_register(u3);
-    if (kTwo) {
-      a0 = Vec::fma(xe, u0, a0), b0 = Vec::fma(ye, u0, b0), a1 = Vec::fma(xe, u1, a1), b1 = Vec::fma(ye, u1, b1);
-      a2 = Vec::fma(xe, u2, a2), b2 = Vec::fma(ye, u2, b2), a3 = Vec::fma(xe, u3, a3), b3 = Vec::fma(ye, u3, b3);
-    } else {
-      a0 = Vec::fma(xe, u0, a0), a1 = Vec::fma(xe, u1, a1), a2 = Vec::fma(xe, u2, a2), a3 = Vec::fma(xe, u3, a3);
-    }
-    u0 = Vec::load(q0 + d + W), u1 = Vec::load(q1 + d + W), u2 = Vec::load(q2 + d + W), u3 = Vec::load(q3 + d + W);
-    in_register(u0), in_register(u1), in_register(u2), in_register(u3);
-    if (kTwo) {
-      a0 = Vec::fma(xo, u0, a0), b0 = Vec::fma(yo, u0, b0), a1 = Vec::fma(xo, u1, a1), b1 = Vec::fma(yo, u1, b1);
-      a2 = Vec::fma(xo, u2, a2), b2 = Vec::fma(yo, u2, b2), a3 = Vec::fma(xo, u3, a3), b3 = Vec::fma(yo, u3, b3);
-    } else {
-      b0 = Vec::fma(xo, u0, b0), b1 = Vec::fma(xo, u1, b1), b2 = Vec::fma(xo, u2, b2), b3 = Vec::fma(xo, u3, b3);
-    }
-  }
-  if (kTwo) hsum8(a0, a1, a2, a3, b0, b1, b2, b3, sa, sb);
-  else hsum4(Vec::add(a0, b0), Vec::add(a1, b1), Vec::add(a2, b2), Vec::add(a3, b3), sa);
-}
-
-inline float dot1_eo(int D, const uint16_t* k, const float* q) {
-  V_ a = Vec::zero(), b = Vec::zero();
-  for (int d = 0; d < D; d += 2 * W) {
-    V_ e, o;
-    LoadBF16EO::load2(k + d, e, o);
-    a = Vec::fma(e, Vec::load(q + d), a);
-    b = Vec::fma(o, Vec::load(q + d + W), b);
-  }
-  return Vec::hsum(Vec::add(a, b));
-}
-
 // Columns [0, nkv * cols) of S^T, kv head by kv head: k_j of head g is K + j * ldk + g * D, the rows of its
 // columns' queries Q + (g * cols + c) * D; four columns share the loads of k_j and one reduction.
 //
@@ -525,17 +454,6 @@ inline void scores_dot(int na, int nb, int nkv, int cols, int npad, int D, const
       float* sa = ST + static_cast<int64_t>(j) * npad + g * cols;
       float* sb = sa + static_cast<int64_t>(na) * npad;
       int c = 0;
-      if constexpr (std::is_same<L, LoadBF16EO>::value) {
-        if (two)
-          for (; c + 4 <= cols; c += 4) dot4_eo<true>(D, ka, kb, Qg + static_cast<int64_t>(c) * D, sa + c, sb + c);
-        else
-          for (; c + 4 <= cols; c += 4) dot4_eo<false>(D, ka, nullptr, Qg + static_cast<int64_t>(c) * D, sa + c, nullptr);
-        for (; c < cols; c++) {
-          sa[c] = dot1_eo(D, ka, Qg + static_cast<int64_t>(c) * D);
-          if (two) sb[c] = dot1_eo(D, kb, Qg + static_cast<int64_t>(c) * D);
-        }
-        continue;
-      }
       if (two)
         for (; c + 4 <= cols; c += 4) dot4x2<L>(D, ka, kb, Qg + static_cast<int64_t>(c) * D, sa + c, sb + c);
       else
@@ -565,18 +483,11 @@ inline void pv_key(int nkv, int cols, int Dv, int dvp, const float* pa, const fl
     float* Og = O + static_cast<int64_t>(g) * cols * dvp;
     const float* pg = pa + g * cols;
     const float* qg = kTwo ? pb + g * cols : nullptr;
-    constexpr bool eo = std::is_same<L, LoadBF16EO>::value;  // O's rows in even/odd order (run_unit's eo)
     int d = 0;
     for (; d + 4 * W <= Dv; d += 4 * W) {
-      V_ v0, v1, v2, v3, u0, u1, u2, u3;
-      if constexpr (eo) {
-        LoadBF16EO::load2(v + d, v0, v1), LoadBF16EO::load2(v + d + 2 * W, v2, v3);
-        if (kTwo) LoadBF16EO::load2(u + d, u0, u1), LoadBF16EO::load2(u + d + 2 * W, u2, u3);
-      } else {
-        v0 = L::load(v + d), v1 = L::load(v + d + W), v2 = L::load(v + d + 2 * W), v3 = L::load(v + d + 3 * W);
-        if (kTwo) u0 = L::load(u + d), u1 = L::load(u + d + W), u2 = L::load(u + d + 2 * W), u3 = L::load(u + d + 3 * W);
-      }
-      if (!kTwo) u0 = v0, u1 = v1, u2 = v2, u3 = v3;
+      const V_ v0 = L::load(v + d), v1 = L::load(v + d + W), v2 = L::load(v + d + 2 * W), v3 = L::load(v + d + 3 * W);
+      V_ u0 = v0, u1 = v1, u2 = v2, u3 = v3;
+      if (kTwo) u0 = L::load(u + d), u1 = L::load(u + d + W), u2 = L::load(u + d + 2 * W), u3 = L::load(u + d + 3 * W);
       for (int c = 0; c < cols; c++) {
         const V_ pc = Vec::set1(pg[c]);
         float* o = Og + static_cast<int64_t>(c) * dvp + d;
@@ -589,22 +500,6 @@ inline void pv_key(int nkv, int cols, int Dv, int dvp, const float* pa, const fl
         Vec::store(o, o0), Vec::store(o + W, o1), Vec::store(o + 2 * W, o2), Vec::store(o + 3 * W, o3);
       }
     }
-    if constexpr (eo)  // Dv a multiple of 2W: the last 2W
-      for (; d < Dv; d += 2 * W) {
-        V_ x0, x1, y0, y1;
-        LoadBF16EO::load2(v + d, x0, x1);
-        if (kTwo) LoadBF16EO::load2(u + d, y0, y1);
-        for (int c = 0; c < cols; c++) {
-          float* o = Og + static_cast<int64_t>(c) * dvp + d;
-          const V_ pc = Vec::set1(pg[c]);
-          V_ o0 = Vec::fma(pc, x0, Vec::load(o)), o1 = Vec::fma(pc, x1, Vec::load(o + W));
-          if (kTwo) {
-            const V_ qc = Vec::set1(qg[c]);
-            o0 = Vec::fma(qc, y0, o0), o1 = Vec::fma(qc, y1, o1);
-          }
-          Vec::store(o, o0), Vec::store(o + W, o1);
-        }
-      }
     for (; d < Dv; d += W) {  // O's rows are padded to dvp, a multiple of W; V's last vector is partial
       const int n = Dv - d < W ? Dv - d : W;
       const V_ x = L::loadp(v + d, n);
@@ -775,15 +670,6 @@ inline void pv_visible(int na, int nb, int64_t ja, int64_t jb, int ncols, int co
       if (pos > lim[ct]) continue;
       const typename L::T* v = (j < na ? VA + static_cast<int64_t>(j) * ldv : VB + static_cast<int64_t>(j - na) * ldv) + g * Dv;
       const V_ pj = Vec::set1(P[static_cast<int64_t>(j) * npad + ct]);
-      if constexpr (std::is_same<L, LoadBF16EO>::value) {  // O in even/odd order, Dv a multiple of 2W
-        for (int d = 0; d < Dv; d += 2 * W) {
-          V_ e, od;
-          LoadBF16EO::load2(v + d, e, od);
-          Vec::store(o + d, Vec::fma(pj, e, Vec::load(o + d)));
-          Vec::store(o + d + W, Vec::fma(pj, od, Vec::load(o + d + W)));
-        }
-        continue;
-      }
       for (int d = 0; d < Dv; d += W) {
         const int n = Dv - d < W ? Dv - d : W;
         Vec::store(o + d, Vec::fma(pj, L::loadp(v + d, n), Vec::load(o + d)));
@@ -803,21 +689,6 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
   const bool dot = ncols <= kDotMaxCols || u.nkv > 1;
   const DType kvt = kv_dtype_of(a);
   const bool f32 = kvt == DType::f32;
-  // Several kv heads over bfloat16 rows read in place (decode): K and V widened two vectors at a time into
-  // their even and odd elements (LoadBF16EO), q's rows and O's kept in that order per 2W values, O put back
-  // in order at the end. Widening took a third of the FMA ports' work: each K and V vector widened serves
-  // only the four query heads of a group (measured: the bfloat16 decode ran 673 cycles per key in cache,
-  // the dot products and P V bound on ports 0 and 5).
-  const bool eo = u.nkv > 1 && kvt == DType::bf16 && D % (2 * W) == 0 && Dv % (2 * W) == 0;
-  // Row x (len values) from in order to even/odd order per 2W values (forward), or back; tmp holds len.
-  auto reorder = [](float* x, int len, float* tmp, bool forward) {
-    std::memcpy(tmp, x, static_cast<size_t>(len) * sizeof(float));
-    for (int c0 = 0; c0 < len; c0 += 2 * W)
-      for (int i = 0; i < W; i++) {
-        if (forward) x[c0 + i] = tmp[c0 + 2 * i], x[c0 + W + i] = tmp[c0 + 2 * i + 1];
-        else x[c0 + 2 * i] = tmp[c0 + i], x[c0 + 2 * i + 1] = tmp[c0 + W + i];
-      }
-  };
 
   // Q of the unit's columns, scaled: transposed (D x npad, zero padding columns) or as rows (dot products).
   // Each column's q row is on its own 4 KiB page (Hq*D floats apart), where the hardware prefetchers stop:
@@ -842,7 +713,6 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
     float* dst = dot ? w.q + static_cast<int64_t>(ct) * D : w.row;
     load_row(a.q, q_dtype_of(a), qoff(ct), D, dst);
     for (int d = 0; d < D; d++) dst[d] *= a.scale;
-    if (eo) reorder(dst, D, w.row, true);  // (dot: dst is a row of w.q, w.row free)
     if (!dot)
       for (int d = 0; d < D; d++) w.q[static_cast<int64_t>(d) * npad + ct] = dst[d];
   }
@@ -910,7 +780,6 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
   // Calls f with the loader of the K and V rows fetch hands out: the input dtype's when in place, else float32.
   auto with_loader = [&](auto&& f) {
     if (!inplace || f32) f(LoadF32{});
-    else if (eo) f(LoadBF16EO{});
     else if (kvt == DType::f16) f(LoadF16{});
     else f(LoadBF16{});
   };
@@ -1028,8 +897,6 @@ bool run_unit(const AttentionArgs& a, const AttnPlan& p, const AttnUnit& u, floa
   if (first)  // no keys at all: O = 0
     for (int ct = 0; ct < ncols; ct++) std::memset(w.o + static_cast<int64_t>(ct) * dvp, 0, static_cast<size_t>(Dv) * sizeof(float));
 
-  if (eo)
-    for (int ct = 0; ct < ncols; ct++) reorder(w.o + static_cast<int64_t>(ct) * dvp, Dv, w.row, false);
   if (u.slot < 0) {
     finish(a, p, u, w, w.m, w.l, w.o, dvp);
     return true;

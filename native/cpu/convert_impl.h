@@ -148,28 +148,5 @@ struct WidenBF16 {  // bfloat16 is the top half of a float32
 using LoadF16 = Load16<WidenF16, half_to_float>;
 using LoadBF16 = Load16<WidenBF16, bf16_to_float>;
 
-// bfloat16 read by pairs of vectors: 2W elements from p widen into their W even elements (e, lane i = p[2i])
-// and their W odd ones (o, lane i = p[2i + 1]). Each 32-bit lane of the load holds one of each, the even one
-// in its low half: a shift and a mask give both, two instructions per 2W elements where widening in order
-// takes four (zero-extend, shift per W). Kernels using it keep their float32 operand (q, the output
-// accumulator) in the same even/odd order per 2W elements (attention_impl.h: the decode's eo).
-struct LoadBF16EO : LoadBF16 {
-  static void load2(const uint16_t* p, V_& e, V_& o) {
-#if defined(__AVX512F__)
-    const __m512i x = _mm512_loadu_si512(p);
-    e = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
-    o = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
-#elif defined(__AVX2__)
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    e = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
-    o = _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
-#else
-    float te[Vec::W], to[Vec::W];
-    for (int i = 0; i < Vec::W; i++) te[i] = bf16_to_float(p[2 * i]), to[i] = bf16_to_float(p[2 * i + 1]);
-    e = Vec::load(te), o = Vec::load(to);
-#endif
-  }
-};
-
 }  // namespace SK_LEVEL_NS
 }  // namespace sk
