@@ -155,13 +155,21 @@ export const QWEN3_NEXT_ATTN = { hidden: 2048, Hq: 16, Hk: 2, D: 256, rotaryDim:
  * - rms-norm-gated: 131072 rows of 128 (a 4096-token prefill's 32 value heads; 192 MiB moved);
  * - gdn-layer, attn-layer: one Qwen3-Next decode layer of each kind at B = 8, float32 and bfloat16 weights.
  */
+/** linear's shapes (x [M, K], weight [N, K]): the GEMV at 1 and 8 rows, the GEMM at 512 (bench/peers runs them too). */
+export const SUITE_LINEAR: readonly { M: number; K: number; N: number }[] = [
+  { M: 1, K: 4096, N: 4096 },
+  { M: 8, K: 4096, N: 4096 },
+  { M: 512, K: 4096, N: 4096 },
+];
+
 export function servingOpsSuite(o: SuiteOptions): BenchCase[] {
   const backend = o.backend;
   const cases: BenchCase[] = [];
+  const gemv = SUITE_LINEAR.filter((s) => s.M <= 8);
   for (const dtype of ['float32', 'bfloat16'] as const) {
-    for (const M of [1, 8]) cases.push({ op: 'linear', M, K: 4096, N: 4096, dtype, backend } satisfies LinearCase);
+    for (const s of gemv) cases.push({ op: 'linear', ...s, dtype, backend } satisfies LinearCase);
   }
-  cases.push({ op: 'linear', M: 512, K: 4096, N: 4096, dtype: 'float32', backend } satisfies LinearCase);
+  for (const s of SUITE_LINEAR.filter((x) => x.M > 8)) cases.push({ op: 'linear', ...s, dtype: 'float32', backend } satisfies LinearCase);
   cases.push({ op: 'conv-update', N: 8, D: 1 << 20, W: 4, slots: 16, dtype: 'float32', backend } satisfies ConvUpdateCase);
   cases.push({ op: 'rms-norm-gated', rows: 131072, H: 128, dtype: 'float32', backend } satisfies RmsNormGatedCase);
   for (const dtype of ['float32', 'bfloat16'] as const) {

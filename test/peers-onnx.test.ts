@@ -3,7 +3,7 @@
 // happens to be installed in bench/peers, the models are also run through it against a JavaScript reference;
 // without it those tests are skipped (onnxruntime is never needed here).
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -155,6 +155,16 @@ describe('bench/peers/run.mjs without onnxruntime-node', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('reads only suite tables that bench/suites.ts exports, as arrays', async () => {
+    // run.mjs reaches the suites through sk.suites.NAME at run time, which no type check sees (SUITE_LINEAR
+    // went missing once and the peers run died after its softmax and attention cases).
+    const src = readFileSync(path.join(PEERS, 'run.mjs'), 'utf8');
+    const names = [...new Set([...src.matchAll(/sk\.suites\.(\w+)/g)].map((m) => m[1]))];
+    expect(names.length).toBeGreaterThan(0);
+    const suites: Record<string, unknown> = await import('../bench/suites.js');
+    for (const n of names) expect(Array.isArray(suites[n]), `bench/suites.ts exports ${n} as an array`).toBe(true);
   });
 
   it('rejects bad flags with exit status 2', () => {
