@@ -56,6 +56,18 @@ __attribute__((always_inline)) inline void hsums(const V_ (&c)[R][M], int i0, fl
     p[i] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0x44), _mm512_shuffle_ps(u[2 * i], u[2 * i + 1], 0xEE));
   _mm512_store_ps(out, _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], 0x88), _mm512_shuffle_ps(p[0], p[1], 0xDD)));
 }
+
+// A block's R x M sums (sum[r * M + m], as hsums left them) into y: bias + sum on the first K chunk, else added.
+template <int R, int M>
+__attribute__((always_inline)) inline void store_sums(const float* sum, int j, bool first, const float* bias, float* y, int64_t ldy) {
+  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
+    const float b = bias ? bias[j + r] : 0.f;
+    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
+      float& out = y[m * ldy + j + r];
+      out = first ? b + sum[r * M + m] : out + sum[r * M + m];
+    }
+  }
+}
 #endif
 
 // Output features [j, j + R) of M rows over columns [k0, k1) of x (row stride ldx): each weight vector is
@@ -102,13 +114,7 @@ inline void gemv_block(const float* x, int64_t ldx, int K, const typename L::T* 
   if (R * M >= 8) {  // the sums 16 at a time (the same bits as one at a time below)
     alignas(64) float sum[(R * M + 15) / 16 * 16];
     _Pragma("GCC unroll 4") for (int i = 0; i < R * M; i += 16) hsums<R, M>(c, i, sum + i);
-    _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
-      const float b = bias ? bias[j + r] : 0.f;
-      _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
-        float& out = y[m * ldy + j + r];
-        out = first ? b + sum[r * M + m] : out + sum[r * M + m];
-      }
-    }
+    store_sums<R, M>(sum, j, first, bias, y, ldy);
     return;
   }
 #endif
@@ -165,13 +171,7 @@ inline void gemv_block_bf16(const float* x, int64_t ldx, int K, const uint16_t* 
   }
   alignas(64) float sum[(R * M + 15) / 16 * 16];
   _Pragma("GCC unroll 4") for (int i = 0; i < R * M; i += 16) hsums<R, M>(c, i, sum + i);
-  _Pragma("GCC unroll 16") for (int r = 0; r < R; r++) {
-    const float b = bias ? bias[j + r] : 0.f;
-    _Pragma("GCC unroll 16") for (int m = 0; m < M; m++) {
-      float& out = y[m * ldy + j + r];
-      out = first ? b + sum[r * M + m] : out + sum[r * M + m];
-    }
-  }
+  store_sums<R, M>(sum, j, first, bias, y, ldy);
 }
 #endif
 
