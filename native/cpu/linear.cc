@@ -128,7 +128,8 @@ bool linear_forward(const LinearArgs& a) {
     int cols = kLinearNC;
     while (cols > k.nr && rblocks * ((N + cols - 1) / cols) < 4 * threads) cols -= k.nr;
     const int64_t cblocks = (N + cols - 1) / cols;
-    const int64_t pack_floats = static_cast<int64_t>(kLinearKC) * kLinearNC;
+    // Per thread: the weight panels, then the task's y block (kLinearMC x kLinearNC, see gemm_tiles).
+    const int64_t pack_floats = static_cast<int64_t>(kLinearKC + kLinearMC) * kLinearNC;
     std::unique_ptr<float[]> packs = uninit(pack_floats * threads);
     run_tasks(rblocks * cblocks, serial, [&](int64_t t, int tid) {
       if (cancelled(a.cancel)) {

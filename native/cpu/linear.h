@@ -51,7 +51,7 @@ struct LinearKernels {
   // x [M, K] float32 packed for the GEMM: row tiles [t0, t1) of MR rows, layout in linear_impl.h pack_x;
   // xp holds M rounded up to MR times K floats.
   void (*pack_x)(const float* x, int64_t M, int K, int64_t t0, int64_t t1, float* xp);
-  // y rows of tiles [t0, t1) x features [j0, j1) (at most kLinearNC) = xp . w^T + bias; pack: kLinearKC x
+  // y rows of tiles [t0, t1) x features [j0, j1) (at most kLinearNC) = xp . w^T + bias; pack: (kLinearKC + kLinearMC) x
   // kLinearNC floats.
   void (*gemm)(const float* xp, int64_t M, int K, const void* w, DType wdt, int j0, int j1, int64_t t0, int64_t t1,
                const float* bias, float* y, int64_t ldy, float* pack);

@@ -386,6 +386,11 @@ void gemm_tiles(const float* xp, int64_t M, int K, const void* w, DType wdt, int
   }
   alignas(64) float row[kLinearKC];
   const int esz = wdt == DType::f32 ? 4 : 2;
+  // The task's y block is summed in a dense buffer after the panels, copied to y at the end: y's own rows
+  // (N floats apart, 16 KiB at N = 4096) fall on a few L2 sets, where the block's rows evicted each other
+  // between chunks and each microkernel call waited on its tile's loads.
+  float* yb = pack + static_cast<int64_t>(kLinearKC) * kLinearNC;
+  const int64_t ldb = static_cast<int64_t>(npanels) * kNRg;
   for (int k0 = 0; k0 < K; k0 += kLinearKC) {
     const int kc = K - k0 < kLinearKC ? K - k0 : kLinearKC;
     int cv = 0;  // features packed by blocks of 16 (AVX-512, float32)
@@ -436,17 +441,19 @@ void gemm_tiles(const float* xp, int64_t M, int K, const void* w, DType wdt, int
       const float* bb = bias ? bias + jc : nullptr;
       for (int64_t t = t0; t < t1; t++) {
         const int rows = M - t * kMRg < kMRg ? static_cast<int>(M - t * kMRg) : kMRg;
-        float* yt = y + t * kMRg * ldy + jc;
+        float* yt = yb + (t - t0) * kMRg * ldb + p * kNRg;
         const float* a = xc + t * kMRg * kc;
         const char* pf = pf_at();
         const int pn = pf ? pf_lines : 0;
-        if (pw == kNRg) gemm_micro<true>(kc, a, b, yt, ldy, rows, pw, bb, k0 == 0, pf, pn);
-        else gemm_micro<false>(kc, a, b, yt, ldy, rows, pw, bb, k0 == 0, pf, pn);
+        if (pw == kNRg) gemm_micro<true>(kc, a, b, yt, ldb, rows, pw, bb, k0 == 0, pf, pn);
+        else gemm_micro<false>(kc, a, b, yt, ldb, rows, pw, bb, k0 == 0, pf, pn);
       }
     }
     for (const char* pf = pf_at(); pf; pf = pf_at())  // fewer calls than features: the rest at once
       for (int l = 0; l < pf_lines; l++) prefetch_l2(pf + l * 64);
   }
+  for (int64_t r = t0 * kMRg; r < M && r < t1 * kMRg; r++)
+    std::memcpy(y + r * ldy + j0, yb + (r - t0 * kMRg) * ldb, sizeof(float) * ncols);
 }
 
 void to_f32(const void* src, DType dt, int64_t off, int n, float* dst) { load_row(src, dt, off, n, dst); }
