@@ -344,33 +344,6 @@ void pack_x(const float* x, int64_t M, int K, int64_t t0, int64_t t1, float* xp)
   }
 }
 
-#if defined(__AVX512F__)
-// r[i] = row i of a 16 x 16 block; afterwards r[k] = its column k.
-inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; i++) {  // per 128-bit lane: rows 2i, 2i+1 interleaved (columns 0-1, then 2-3)
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; i++) {  // r[4i + j], lane b: rows 4i..4i+3 of column 4b + j
-    r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  __m512 c[16];
-  for (int j = 0; j < 4; j++) {  // gather lane b of the four row groups: column 4b + j
-    const __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88), u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
-    const __m512 u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88), u3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
-    c[j] = _mm512_shuffle_f32x4(u0, u2, 0x88);
-    c[8 + j] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
-    c[4 + j] = _mm512_shuffle_f32x4(u1, u3, 0x88);
-    c[12 + j] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
-  }
-  for (int k = 0; k < 16; k++) r[k] = c[k];
-}
-#endif
-
 // Row tiles [t0, t1) of y (rows of M, stride ldy) x features [j0, j1): for each chunk of kLinearKC columns the
 // features' weights are widened and packed into panels (panel p: [kc][NR], feature j0 + p * NR + col, zeros
 // past j1; pack: kLinearKC x (j1 - j0 rounded up to NR) floats), then each panel meets every row tile while

@@ -243,25 +243,10 @@ inline void transpose(const float* src, int rows, int cols, int lds, float* dst,
   for (; r0 + 16 <= rows; r0 += 16) {
     int c0 = 0;
     for (; c0 + 16 <= cols; c0 += 16) {
-      __m512 r[16], t[16];
+      __m512 r[16];
       for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + static_cast<size_t>(r0 + i) * lds + c0);
-      // Pairs of rows interleaved, then quads, within each 128-bit lane: u[4g + k] lane L = rows 4g..4g+3 of
-      // column 4L + k; then the 4 x 4 transpose of the lanes of u[k], u[4 + k], u[8 + k], u[12 + k].
-      for (int i = 0; i < 16; i += 2) t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-      for (int g = 0; g < 16; g += 4) {
-        r[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
-        r[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xEE);
-        r[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
-        r[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
-      }
-      for (int k = 0; k < 4; k++) {
-        const __m512 v0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x44), v1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xEE);
-        const __m512 w0 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x44), w1 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xEE);
-        _mm512_storeu_ps(dst + static_cast<size_t>(c0 + k) * ldd + r0, _mm512_shuffle_f32x4(v0, w0, 0x88));
-        _mm512_storeu_ps(dst + static_cast<size_t>(c0 + 4 + k) * ldd + r0, _mm512_shuffle_f32x4(v0, w0, 0xDD));
-        _mm512_storeu_ps(dst + static_cast<size_t>(c0 + 8 + k) * ldd + r0, _mm512_shuffle_f32x4(v1, w1, 0x88));
-        _mm512_storeu_ps(dst + static_cast<size_t>(c0 + 12 + k) * ldd + r0, _mm512_shuffle_f32x4(v1, w1, 0xDD));
-      }
+      transpose16(r);  // vec.h
+      for (int k = 0; k < 16; k++) _mm512_storeu_ps(dst + static_cast<size_t>(c0 + k) * ldd + r0, r[k]);
     }
     for (; c0 < cols; c0++)
       for (int i = 0; i < 16; i++) dst[static_cast<size_t>(c0) * ldd + r0 + i] = src[static_cast<size_t>(r0 + i) * lds + c0];
